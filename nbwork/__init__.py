@@ -1,0 +1,69 @@
+"""nbwork: Android Jetpack WorkManager for Jupyter notebooks.
+
+Define a ``Worker`` (or a plain function), wrap it in a ``OneTimeWorkRequest``, and
+``WorkManager.get_instance().enqueue(request)``: the work runs in a background process
+that outlives the cell, the kernel and the notebook, and its ``WorkInfo`` can be read,
+observed and cancelled from any kernel.
+"""
+
+from .data import MAX_DATA_BYTES, ArrayCreatingInputMerger, Data, InputMerger, OverwritingInputMerger
+from .errors import (
+    DataError,
+    InvalidInputError,
+    InvalidRequestError,
+    NbworkError,
+    SchedulerError,
+    StoreError,
+    WorkerSerializationError,
+)
+from .info import StopReason, WorkInfo, WorkQuery, WorkState
+from .manager import Operation, WorkContinuation, WorkManager
+from .request import (
+    BackoffPolicy,
+    Constraints,
+    ExistingPeriodicWorkPolicy,
+    ExistingWorkPolicy,
+    NetworkType,
+    OneTimeWorkRequest,
+    PeriodicWorkRequest,
+    WorkRequest,
+)
+from .worker import CoroutineWorker, Result, Worker, is_stopped, set_progress
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArrayCreatingInputMerger",
+    "BackoffPolicy",
+    "Constraints",
+    "CoroutineWorker",
+    "Data",
+    "DataError",
+    "ExistingPeriodicWorkPolicy",
+    "ExistingWorkPolicy",
+    "InputMerger",
+    "InvalidInputError",
+    "InvalidRequestError",
+    "MAX_DATA_BYTES",
+    "NbworkError",
+    "NetworkType",
+    "OneTimeWorkRequest",
+    "Operation",
+    "OverwritingInputMerger",
+    "PeriodicWorkRequest",
+    "Result",
+    "SchedulerError",
+    "StopReason",
+    "StoreError",
+    "WorkContinuation",
+    "WorkInfo",
+    "WorkManager",
+    "WorkQuery",
+    "WorkRequest",
+    "WorkState",
+    "Worker",
+    "WorkerSerializationError",
+    "is_stopped",
+    "set_progress",
+    "__version__",
+]

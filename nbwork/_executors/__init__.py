@@ -1,0 +1,1 @@
+"""Executors: where attempts run. The scheduler talks to them through ``base.Executor``."""

@@ -1,0 +1,96 @@
+"""The body of a worker process: runs one attempt and reports over a pipe.
+
+Runs in a process of its own group (so a stop kills every process the worker started),
+with stdout and stderr going to the work's log file. Messages to the parent:
+``("started", pid)``, ``("progress", dict)``, ``("result", kind, output, error)``.
+From the parent: ``("stop", reason)``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import traceback
+from typing import Any
+
+from ..data import Data
+from ..worker import Result, WorkerParameters, instantiate
+from .._code import load_worker
+
+NICE_INCREMENT = 10
+"""Worker processes run niced so the notebook stays responsive."""
+
+
+def _redirect_output(log_path: str | None) -> None:
+    if not log_path:
+        return
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False, errors="replace")
+    sys.stderr = open(2, "w", buffering=1, closefd=False, errors="replace")
+
+
+def run_attempt(conn: Any, attempt: Any) -> None:
+    """Entry point of the worker process (``attempt`` is an ``AttemptSpec``)."""
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    try:
+        os.nice(NICE_INCREMENT)
+    except OSError:
+        pass
+    _redirect_output(attempt.log_path)
+    send_lock = threading.Lock()
+
+    def send(message: tuple) -> None:
+        with send_lock:
+            conn.send(message)
+
+    params = WorkerParameters(
+        id=attempt.work_id,
+        input_data=Data(attempt.input_data),
+        tags=attempt.tags,
+        run_attempt_count=attempt.run_attempt_count,
+        generation=attempt.generation,
+        progress_sink=lambda data: send(("progress", data.to_dict())),
+    )
+
+    def listen() -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                return
+            if message[0] == "stop":
+                print(f"nbwork: stop requested ({message[1]})", file=sys.stderr, flush=True)
+                try:
+                    params.stop(message[1])
+                except Exception:
+                    traceback.print_exc()
+
+    threading.Thread(target=listen, name="nbwork-stop-listener", daemon=True).start()
+    send(("started", os.getpid()))
+    try:
+        worker = load_worker(attempt.payload)
+        result = instantiate(worker, params).run()
+        message = ("result", result.kind, result.output_data.to_dict(), None)
+    except BaseException as exc:  # anything the worker raises fails the work, with its traceback
+        error = traceback.format_exc()
+        sys.stderr.write(error)
+        output: dict = {}
+        if isinstance(exc, SystemExit) and not exc.code:
+            message = ("result", Result.SUCCESS, output, None)
+        else:
+            message = ("result", Result.FAILURE, output, error)
+    try:
+        send(message)
+    except Exception:  # an output that cannot be sent is the worker's failure, not ours
+        send(("result", Result.FAILURE, {}, traceback.format_exc()))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Exit at once: a thread the worker left running must not keep the attempt alive.
+    os._exit(0)

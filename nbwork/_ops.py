@@ -1,0 +1,163 @@
+"""Store operations shared by clients and the scheduler: enqueue, cancel, prune.
+
+Each is one store transaction that asks ``_rules`` what to do; nothing here knows about
+processes. Whatever raises leaves the store untouched.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from . import _rules
+from ._spec import WorkSpec
+from ._store import Store, Transaction
+from .errors import InvalidRequestError
+from .info import FINISHED_STATES, WorkState
+from .request import ExistingPeriodicWorkPolicy, ExistingWorkPolicy
+
+
+@dataclass
+class NewWork:
+    """A work to insert: its record (prerequisites inside the batch already set) and code."""
+
+    spec: WorkSpec
+    payload: bytes
+
+
+@dataclass
+class UniqueGroup:
+    """Works enqueued under one unique name with one policy; ``roots`` get APPEND's leaves."""
+
+    name: str
+    policy: ExistingWorkPolicy | ExistingPeriodicWorkPolicy
+    members: list[str] = field(default_factory=list)
+    roots: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EnqueueOutcome:
+    enqueued: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    stop: list[str] = field(default_factory=list)
+
+
+def enqueue(store: Store, works: list[NewWork], groups: list[UniqueGroup],
+            now: float) -> EnqueueOutcome:
+    """Insert ``works`` (in dependency order) applying each unique group's policy, atomically."""
+    result = EnqueueOutcome()
+    by_id = {w.spec.id: w for w in works}
+    with store.transaction() as txn:
+        for work in works:
+            if txn.get(work.spec.id) is not None:
+                raise InvalidRequestError(
+                    f"request {work.spec.id} ({work.spec.worker_name}) was already enqueued; a "
+                    "request can be enqueued only once: build a new request for another run"
+                )
+        dropped: set[str] = set()
+        for group in groups:
+            existing = txn.get_many(txn.unique_ids(group.name))
+            if isinstance(group.policy, ExistingPeriodicWorkPolicy):
+                plan = _rules.plan_unique_periodic(existing, group.policy, group.name)
+            else:
+                if any(s.is_periodic for s in existing if not s.is_finished):
+                    raise InvalidRequestError(
+                        f"unique work {group.name!r} holds periodic work; use "
+                        "enqueue_unique_periodic_work for that name, or another name"
+                    )
+                plan = _rules.plan_unique(existing, group.policy)
+            if plan.drop_new:
+                dropped.update(group.members)
+                continue
+            if plan.update is not None:
+                new = by_id[group.members[0]].spec
+                _apply_update(txn, plan.update, new, by_id[new.id].payload)
+                dropped.add(new.id)
+                result.updated.append(plan.update)
+                continue
+            result.stop.extend(_rules.cancel(txn, plan.cancel, now))
+            for wid in plan.detach:
+                spec = txn.get(wid)
+                if spec is not None:
+                    spec.unique_name = None
+                    txn.put(spec)
+            for root in group.roots:
+                spec = by_id[root].spec
+                spec.prerequisites = (*plan.prerequisites, *spec.prerequisites)
+        # Work that depends on dropped work in this batch is dropped with it.
+        for work in works:
+            if work.spec.id not in dropped and dropped.intersection(work.spec.prerequisites):
+                dropped.add(work.spec.id)
+        for work in works:
+            if work.spec.id in dropped:
+                continue
+            txn.put_code(work.spec.code_key, work.payload)
+            _rules.insert_new(txn, work.spec, now)
+            txn.add(work.spec)
+            result.enqueued.append(work.spec.id)
+    result.dropped = [w.spec.id for w in works if w.spec.id in dropped]
+    return result
+
+
+def _apply_update(txn: Transaction, work_id: str, new: WorkSpec, payload: bytes) -> None:
+    """Give an existing unfinished work a new spec from its next run on (generation + 1)."""
+    spec = txn.get(work_id)
+    assert spec is not None
+    old_code = spec.code_key
+    for name in ("worker_name", "code_key", "input", "tags", "constraints", "initial_delay",
+                 "backoff_policy", "backoff_delay", "keep_results_for", "repeat_interval",
+                 "flex_interval", "input_merger"):
+        setattr(spec, name, getattr(new, name))
+    spec.generation += 1
+    txn.put_code(spec.code_key, payload)
+    txn.move_code_reference(old_code, spec.code_key)
+    txn.put(spec)
+
+
+def cancel(store: Store, ids: Iterable[str], now: float) -> list[str]:
+    """Cancel works and their dependents; returns the ids that were RUNNING."""
+    with store.transaction() as txn:
+        return _rules.cancel(txn, list(ids), now)
+
+
+def cancel_unique(store: Store, name: str, now: float) -> list[str]:
+    with store.transaction() as txn:
+        return _rules.cancel(txn, txn.unique_ids(name), now)
+
+
+def cancel_tag(store: Store, tag: str, now: float) -> list[str]:
+    with store.transaction() as txn:
+        return _rules.cancel(txn, txn.tag_ids(tag), now)
+
+
+def cancel_all(store: Store, now: float) -> list[str]:
+    with store.transaction() as txn:
+        ids: list[str] = []
+        for state in (WorkState.ENQUEUED, WorkState.BLOCKED, WorkState.RUNNING):
+            ids.extend(txn.state_index(state))
+        return _rules.cancel(txn, ids, now)
+
+
+def prune(store: Store, now: float, expired_only: bool = False) -> list[str]:
+    """Remove finished work with no unfinished dependent (past its retention when
+    ``expired_only``); returns the removed ids. Their logs go too."""
+    with store.transaction() as txn:
+        candidates = [wid for state in FINISHED_STATES for wid in txn.state_index(state)]
+        pruned = [s for s in txn.get_many(candidates)
+                  if _rules.is_prunable(s, txn, now if expired_only else None)]
+        gone = {s.id for s in pruned}
+        for spec in pruned:
+            for pid in spec.prerequisites:
+                parent = txn.get(pid)
+                if parent is not None and pid not in gone:
+                    parent.dependents = tuple(d for d in parent.dependents if d != spec.id)
+                    txn.put(parent)
+            txn.delete(spec.id)
+    for spec in pruned:
+        try:
+            os.unlink(store.log_path(spec.id))
+        except FileNotFoundError:
+            pass
+    return [s.id for s in pruned]

@@ -1,0 +1,334 @@
+"""WorkManager's rules as functions of records and ``now``: no I/O, no processes.
+
+Every function works on a ``WorkSet`` — something that hands out the mutable ``WorkSpec``
+of an id and is told which ones changed. The store's transaction is one; tests use
+``MemoryWorkSet``. Callers do the I/O; these functions decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .data import MERGERS, Data
+from .errors import InvalidRequestError
+from .info import StopReason, WorkState
+from .request import MAX_BACKOFF_DELAY, ExistingPeriodicWorkPolicy, ExistingWorkPolicy
+from ._spec import WorkSpec
+
+MAX_CONSECUTIVE_CRASHES = 3
+"""A work whose worker process dies this many times in a row fails (no endless crash loop)."""
+
+DEFAULT_PRUNE_AGE = 24 * 3600.0
+"""Finished work older than this plus its ``keep_results_for`` is pruned (WorkManager: 1 day)."""
+
+
+class WorkSet(Protocol):
+    def get(self, id: str) -> WorkSpec | None: ...
+
+    def put(self, spec: WorkSpec) -> None: ...
+
+
+class MemoryWorkSet:
+    """A dict-backed ``WorkSet`` (for tests and for planning without a store)."""
+
+    def __init__(self, specs: Iterable[WorkSpec] = ()) -> None:
+        self.specs = {s.id: s for s in specs}
+        self.changed: set[str] = set()
+
+    def get(self, id: str) -> WorkSpec | None:
+        return self.specs.get(id)
+
+    def put(self, spec: WorkSpec) -> None:
+        self.specs[spec.id] = spec
+        self.changed.add(spec.id)
+
+
+# --- arithmetic -------------------------------------------------------------------------
+
+
+def backoff_seconds(policy: str, delay: float, attempts: int) -> float:
+    """The wait before the next attempt; ``attempts`` = stored count after the attempt (≥ 1)."""
+    n = max(1, attempts)
+    if policy == "LINEAR":
+        seconds = delay * n
+    else:
+        seconds = delay * 2.0 ** min(n - 1, 64)
+    return min(seconds, MAX_BACKOFF_DELAY)
+
+
+def first_run_at(spec: WorkSpec, now: float) -> float:
+    """When a work that just became ENQUEUED is due (initial delay; flex for periodic)."""
+    due = now + spec.initial_delay
+    if spec.is_periodic and spec.flex_interval is not None and spec.flex_interval != spec.repeat_interval:
+        due += spec.repeat_interval - spec.flex_interval
+    return due
+
+
+def next_period_at(spec: WorkSpec, finished_at: float) -> float:
+    """Each later period is due one interval after the previous run finished."""
+    return finished_at + (spec.repeat_interval or 0.0)
+
+
+# --- enqueue ----------------------------------------------------------------------------
+
+
+def state_from_prerequisites(prerequisites: Iterable[WorkSpec]) -> WorkState:
+    """FAILED if any failed (wins), else CANCELLED if any was, else ENQUEUED if all
+    succeeded, else BLOCKED."""
+    states = [p.state for p in prerequisites]
+    if WorkState.FAILED in states:
+        return WorkState.FAILED
+    if WorkState.CANCELLED in states:
+        return WorkState.CANCELLED
+    if all(s is WorkState.SUCCEEDED for s in states):
+        return WorkState.ENQUEUED
+    return WorkState.BLOCKED
+
+
+def insert_new(works: WorkSet, spec: WorkSpec, now: float) -> None:
+    """Add a new work whose prerequisites are already in ``works``; link and set its state."""
+    prerequisites = []
+    for pid in spec.prerequisites:
+        parent = works.get(pid)
+        if parent is None:
+            raise InvalidRequestError(
+                f"prerequisite {pid} of work {spec.id} is not in the store (was it pruned?)"
+            )
+        prerequisites.append(parent)
+        parent.dependents = (*parent.dependents, spec.id)
+        works.put(parent)
+    spec.enqueue_time = now
+    spec.state = state_from_prerequisites(prerequisites)
+    if spec.state is WorkState.ENQUEUED:
+        spec.last_enqueue_time = now
+        spec.next_run_at = first_run_at(spec, now)
+    elif spec.state.is_finished:
+        spec.finish_time = now
+    works.put(spec)
+
+
+# --- unique work ------------------------------------------------------------------------
+
+
+@dataclass
+class UniquePlan:
+    """What enqueueing unique work does to the work already under its name."""
+
+    drop_new: bool = False
+    cancel: list[str] = field(default_factory=list)
+    detach: list[str] = field(default_factory=list)
+    prerequisites: list[str] = field(default_factory=list)
+    update: str | None = None
+
+
+def plan_unique(existing: list[WorkSpec], policy: ExistingWorkPolicy) -> UniquePlan:
+    """WorkManager's ``EnqueueRunnable`` for one-time unique work."""
+    if not existing:
+        return UniquePlan()
+    unfinished = [s.id for s in existing if not s.is_finished]
+    everything = [s.id for s in existing]
+    if policy in (ExistingWorkPolicy.APPEND, ExistingWorkPolicy.APPEND_OR_REPLACE):
+        leaves = [s for s in existing if not s.dependents]
+        broken = any(s.state in (WorkState.FAILED, WorkState.CANCELLED) for s in leaves)
+        if policy is ExistingWorkPolicy.APPEND_OR_REPLACE and broken:
+            return UniquePlan(cancel=unfinished, detach=everything)
+        return UniquePlan(prerequisites=[s.id for s in leaves])
+    if policy is ExistingWorkPolicy.KEEP and any(
+        s.state in (WorkState.ENQUEUED, WorkState.RUNNING) for s in existing
+    ):
+        return UniquePlan(drop_new=True)
+    return UniquePlan(cancel=unfinished, detach=everything)
+
+
+def plan_unique_periodic(existing: list[WorkSpec], policy: ExistingPeriodicWorkPolicy,
+                         name: str) -> UniquePlan:
+    """``enqueue_unique_periodic_work``: KEEP, UPDATE (same id, generation + 1) or
+    CANCEL_AND_REENQUEUE."""
+    unfinished = [s for s in existing if not s.is_finished]
+    everything = [s.id for s in existing]
+    if policy is ExistingPeriodicWorkPolicy.KEEP and unfinished:
+        return UniquePlan(drop_new=True)
+    if policy is ExistingPeriodicWorkPolicy.UPDATE and unfinished:
+        if len(existing) > 1 or not existing[0].is_periodic:
+            raise InvalidRequestError(
+                f"unique work {name!r} holds one-time work; UPDATE only updates periodic work. "
+                "Use CANCEL_AND_REENQUEUE or another name"
+            )
+        return UniquePlan(update=existing[0].id)
+    return UniquePlan(cancel=[s.id for s in unfinished], detach=everything)
+
+
+# --- running and finishing --------------------------------------------------------------
+
+
+def is_due(spec: WorkSpec, now: float) -> bool:
+    return spec.state is WorkState.ENQUEUED and spec.next_run_at <= now
+
+
+def start_attempt(spec: WorkSpec, token: str, now: float) -> int:
+    """ENQUEUED → RUNNING; returns the ``run_attempt_count`` the worker sees (before +1)."""
+    from ._spec import Attempt
+
+    seen = spec.run_attempt_count
+    spec.state = WorkState.RUNNING
+    spec.run_attempt_count += 1
+    spec.start_time = now
+    spec.stop_reason = None
+    spec.progress = {}
+    spec.attempt = Attempt(token=token, started_at=now)
+    return seen
+
+
+def merged_input(spec: WorkSpec, works: WorkSet) -> Data:
+    """The input an attempt runs with: its merger over own input + prerequisites' outputs."""
+    if not spec.prerequisites:
+        return Data(spec.input)
+    inputs = [Data(spec.input)]
+    for pid in spec.prerequisites:
+        parent = works.get(pid)
+        if parent is not None:
+            inputs.append(Data(parent.output))
+    return MERGERS[spec.input_merger].merge(inputs)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, as the executor saw it."""
+
+    kind: str  # "success", "failure", "retry", "crash", "stopped"
+    output: dict = field(default_factory=dict)
+    error: str | None = None
+    stop_reason: str | None = None
+
+
+def finish_attempt(works: WorkSet, spec: WorkSpec, outcome: Outcome, now: float) -> None:
+    """Apply an attempt's outcome to a RUNNING work and propagate to its dependents."""
+    spec.attempt = None
+    spec.progress = {}
+    kind = outcome.kind
+    if kind == "crash":
+        spec.consecutive_crashes += 1
+        spec.error = outcome.error
+        if spec.consecutive_crashes >= MAX_CONSECUTIVE_CRASHES:
+            kind = "failure"
+            spec.error = (
+                f"{outcome.error}\nnbwork: the worker process died {spec.consecutive_crashes} "
+                "times in a row; the work is failed so it cannot crash forever"
+            )
+        else:
+            kind = "retry"
+    else:
+        spec.consecutive_crashes = 0
+
+    if kind == "stopped":
+        # A stop for a constraint is not a failure: back to the queue at once.
+        spec.state = WorkState.ENQUEUED
+        spec.stop_reason = outcome.stop_reason
+        spec.next_run_at = now
+    elif kind == "retry":
+        spec.state = WorkState.ENQUEUED
+        spec.next_run_at = now + backoff_seconds(
+            spec.backoff_policy, spec.backoff_delay, spec.run_attempt_count)
+    elif spec.is_periodic:
+        # Periodic work never finishes by itself: success or failure, it waits for the next period.
+        spec.error = outcome.error
+        spec.state = WorkState.ENQUEUED
+        spec.period_count += 1
+        spec.run_attempt_count = 0
+        spec.last_enqueue_time = now
+        spec.next_run_at = next_period_at(spec, now)
+    elif kind == "success":
+        spec.state = WorkState.SUCCEEDED
+        spec.output = dict(outcome.output)
+        spec.error = None
+        spec.finish_time = now
+        works.put(spec)
+        _unblock_dependents(works, spec, now)
+    else:
+        spec.state = WorkState.FAILED
+        spec.output = dict(outcome.output)
+        spec.error = outcome.error
+        spec.finish_time = now
+        works.put(spec)
+        _finish_dependents(works, spec, WorkState.FAILED, now)
+    works.put(spec)
+
+
+def _unblock_dependents(works: WorkSet, spec: WorkSpec, now: float) -> None:
+    for did in spec.dependents:
+        child = works.get(did)
+        if child is None or child.state is not WorkState.BLOCKED:
+            continue
+        parents = [works.get(pid) for pid in child.prerequisites]
+        state = state_from_prerequisites(p for p in parents if p is not None)
+        if state is WorkState.ENQUEUED:
+            child.state = WorkState.ENQUEUED
+            child.last_enqueue_time = now
+            child.next_run_at = first_run_at(child, now)
+            works.put(child)
+
+
+def _finish_dependents(works: WorkSet, spec: WorkSpec, state: WorkState, now: float) -> list[str]:
+    """Every unfinished dependent, transitively, takes ``state``; returns the RUNNING ones."""
+    running: list[str] = []
+    pending = list(spec.dependents)
+    while pending:
+        child = works.get(pending.pop())
+        if child is None or child.is_finished:
+            continue
+        if child.state is WorkState.RUNNING:
+            running.append(child.id)
+            child.stop_reason = StopReason.CANCELLED_BY_APP.value
+        child.state = state
+        child.finish_time = now
+        works.put(child)
+        pending.extend(child.dependents)
+    return running
+
+
+def cancel(works: WorkSet, ids: Iterable[str], now: float) -> list[str]:
+    """Cancel each unfinished target and its unfinished dependents, transitively.
+
+    A finished target is untouched but its unfinished dependents are still cancelled.
+    Returns the ids that were RUNNING (their processes must be stopped).
+    """
+    running: list[str] = []
+    for wid in ids:
+        spec = works.get(wid)
+        if spec is None:
+            continue
+        if not spec.is_finished:
+            if spec.state is WorkState.RUNNING:
+                running.append(spec.id)
+                spec.stop_reason = StopReason.CANCELLED_BY_APP.value
+            spec.state = WorkState.CANCELLED
+            spec.finish_time = now
+            works.put(spec)
+        running.extend(_finish_dependents(works, spec, WorkState.CANCELLED, now))
+    return running
+
+
+def recover(spec: WorkSpec, now: float) -> None:
+    """A work left RUNNING by a dead scheduler goes back to ENQUEUED (at-least-once)."""
+    spec.state = WorkState.ENQUEUED
+    spec.attempt = None
+    spec.progress = {}
+    spec.stop_reason = StopReason.SCHEDULER_RESTARTED.value
+    spec.next_run_at = now
+
+
+def is_prunable(spec: WorkSpec, works: WorkSet, now: float | None) -> bool:
+    """Finished, with no unfinished dependent; with ``now``, also past its retention."""
+    if not spec.is_finished:
+        return False
+    if now is not None:
+        retention = DEFAULT_PRUNE_AGE + (spec.keep_results_for or 0.0)
+        if (spec.finish_time or 0.0) + retention > now:
+            return False
+    for did in spec.dependents:
+        child = works.get(did)
+        if child is not None and not child.is_finished:
+            return False
+    return True

@@ -1,0 +1,343 @@
+"""The scheduler: the one process per store that runs work.
+
+Its loop: take what the executor reports (progress, outcomes) and record it; notice work
+cancelled by clients and stop it; start due ENQUEUED work while the executor has room;
+sleep until the next due time, a wake-up from a client (the FIFO) or an executor event.
+It never busy-polls: with nothing due and nothing running it sleeps until woken.
+
+On start it takes the store's lock (exactly one scheduler per store) and recovers work left
+RUNNING by a dead predecessor: their orphaned processes are killed and the works go back
+to ENQUEUED. It exits after ``idle_exit`` seconds with no unfinished work; the exit
+protocol (release the lock, then look once more) guarantees that work committed by a
+client that saw the lock held is never stranded.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import signal
+import time
+import uuid
+from multiprocessing.connection import wait as wait_for
+from typing import Any
+
+import psutil
+
+from . import _ops, _rules
+from ._executors.base import AttemptSpec, Executor
+from ._executors.local import DEFAULT_STOP_GRACE, LocalExecutor
+from ._lock import SchedulerLock
+from ._rules import Outcome
+from ._spec import WorkSpec
+from ._store import Store
+from ._time import Clock
+from ._wake import WakeReceiver
+from .info import WorkState
+
+log = logging.getLogger("nbwork.scheduler")
+
+DEFAULT_IDLE_EXIT = 600.0
+"""Seconds without unfinished work after which the scheduler exits (a client restarts it)."""
+HEARTBEAT_INTERVAL = 1.0
+PRUNE_INTERVAL = 600.0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: Store,
+        executor: Executor | None = None,
+        clock: Clock | None = None,
+        idle_exit: float = DEFAULT_IDLE_EXIT,
+    ) -> None:
+        self.store = store
+        self.clock = clock or Clock()
+        self.executor = executor or LocalExecutor()
+        self.idle_exit = idle_exit
+        self.lock = SchedulerLock(store.path)
+        self.token = uuid.uuid4().hex
+        self._attempts: dict[str, str] = {}  # token -> work id
+        self._progress: dict[str, dict] = {}
+        self._outcomes: dict[str, Outcome] = {}
+        self._started: dict[str, tuple[int | None, float | None]] = {}
+        self._stopping = False
+        self._last_counter = -1
+        self._last_heartbeat = 0.0
+        self._last_prune = 0.0
+        self._idle_since: float | None = None
+        self._wake: WakeReceiver | None = None
+
+    # --- sink for the executor --------------------------------------------------------
+
+    def started(self, token: str, pid: int | None, pid_create_time: float | None) -> None:
+        self._started[token] = (pid, pid_create_time)
+
+    def progress(self, token: str, progress: dict[str, Any]) -> None:
+        self._progress[token] = progress
+
+    def finished(self, token: str, outcome: Outcome) -> None:
+        self._outcomes[token] = outcome
+
+    # --- life cycle --------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until idle or told to stop; 0 on a normal exit, 1 if another scheduler runs."""
+        if not self.lock.acquire():
+            log.info("another scheduler holds the lock of %s; exiting", self.store.path)
+            return 1
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        self._wake = WakeReceiver(self.store.path)
+        try:
+            self._heartbeat(force=True)
+            self.recover()
+            while True:
+                self.step()
+                if self._stopping:
+                    break
+                if self._idle_long_enough() and self._leave_if_still_idle():
+                    break
+                self._sleep()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._stopping = True
+
+    def _shutdown(self) -> None:
+        self.executor.shutdown(grace=DEFAULT_STOP_GRACE)
+        # Attempts cut short by a stop go back to the queue, as after a crash.
+        self._outcomes.clear()
+        self.recover()
+        try:
+            with self.store.transaction() as txn:
+                lease = txn.get_value("lease")
+                if lease and lease.get("token") == self.token:
+                    txn.delete_value("lease")
+        finally:
+            if self._wake is not None:
+                self._wake.close()
+            self.lock.release()
+
+    def _heartbeat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_heartbeat < HEARTBEAT_INTERVAL:
+            return
+        self._last_heartbeat = now
+        lease = {
+            "pid": os.getpid(), "token": self.token, "heartbeat": self.clock.now(),
+            "executor": type(self.executor).__name__, "capacity": self.executor.capacity,
+        }
+        self.store.set_value("lease", lease)
+
+    def recover(self) -> None:
+        """Work left RUNNING without a live attempt of ours goes back to ENQUEUED."""
+        running = self.store.state_index(WorkState.RUNNING)
+        mine = set(self._attempts.values()) if self._attempts else set()
+        stale = [wid for wid in running if wid not in mine]
+        if not stale:
+            return
+        now = self.clock.now()
+        with self.store.transaction() as txn:
+            for spec in txn.get_many(stale):
+                if spec.state is not WorkState.RUNNING:
+                    continue
+                _kill_orphan(spec)
+                log.info("recovering %s left RUNNING by a previous scheduler", spec.id)
+                _rules.recover(spec, now)
+                txn.put(spec)
+
+    # --- one step ----------------------------------------------------------------------
+
+    def step(self) -> None:
+        self._heartbeat()
+        self.executor.poll(self)
+        self._record_reports()
+        counter = self.store.change_counter()
+        if counter != self._last_counter:
+            self._last_counter = counter
+            self._stop_cancelled()
+        self._start_due_work()
+        if time.monotonic() - self._last_prune > PRUNE_INTERVAL:
+            self._last_prune = time.monotonic()
+            self._prune_expired()
+
+    def _record_reports(self) -> None:
+        if not (self._progress or self._outcomes or self._started):
+            return
+        now = self.clock.now()
+        progress, outcomes, started = self._progress, self._outcomes, self._started
+        self._progress, self._outcomes, self._started = {}, {}, {}
+        with self.store.transaction() as txn:
+            for token in set(progress) | set(started):
+                spec = self._current(txn, token)
+                if spec is None:
+                    continue
+                if token in started and spec.attempt is not None:
+                    spec.attempt.pid, spec.attempt.pid_create_time = started[token]
+                if token in progress:
+                    spec.progress = progress[token]
+                txn.put(spec)
+            for token, outcome in outcomes.items():
+                work_id = self._attempts.pop(token, None)
+                spec = self._current(txn, token, work_id)
+                if spec is None:
+                    # Cancelled (or updated) while running: the late result is ignored.
+                    if work_id is not None:
+                        self._clear_attempt(txn, work_id, token)
+                    continue
+                _rules.finish_attempt(txn, spec, outcome, now)
+        self._last_counter = self.store.change_counter()
+
+    def _current(self, txn: Any, token: str, work_id: str | None = None) -> WorkSpec | None:
+        """The work an attempt belongs to, if that attempt is still its current one."""
+        work_id = work_id or self._attempts.get(token)
+        if work_id is None:
+            return None
+        spec = txn.get(work_id)
+        if spec is None or spec.state is not WorkState.RUNNING:
+            return None
+        if spec.attempt is None or spec.attempt.token != token:
+            return None
+        return spec
+
+    @staticmethod
+    def _clear_attempt(txn: Any, work_id: str, token: str) -> None:
+        spec = txn.get(work_id)
+        if spec is not None and spec.attempt is not None and spec.attempt.token == token:
+            spec.attempt = None
+            spec.progress = {}
+            txn.put(spec)
+
+    def _stop_cancelled(self) -> None:
+        if not self._attempts:
+            return
+        for token, work_id in list(self._attempts.items()):
+            spec = self.store.get(work_id)
+            if spec is None or spec.state is not WorkState.RUNNING or (
+                spec.attempt is not None and spec.attempt.token != token
+            ):
+                reason = (spec.stop_reason if spec else None) or "CANCELLED_BY_APP"
+                self.executor.stop(token, reason)
+
+    def _start_due_work(self) -> None:
+        free = self.executor.capacity - len(self.executor.running())
+        if free <= 0:
+            return
+        now = self.clock.now()
+        enqueued = self.store.state_index(WorkState.ENQUEUED)
+        due = heapq.nsmallest(free, ((t, wid) for wid, t in enqueued.items() if t <= now))
+        if not due:
+            return
+        attempts: list[AttemptSpec] = []
+        with self.store.transaction() as txn:
+            for _, work_id in due:
+                spec = txn.get(work_id)
+                if spec is None or not _rules.is_due(spec, now):
+                    continue
+                token = uuid.uuid4().hex
+                try:
+                    input_data = _rules.merged_input(spec, txn).to_dict()
+                except Exception as exc:  # a merge error fails this work only
+                    _rules.start_attempt(spec, token, now)
+                    _rules.finish_attempt(txn, spec, Outcome(
+                        "failure", error=f"cannot build the input of this work: {exc}"), now)
+                    continue
+                payload = txn.get_value(f"code:{spec.code_key}")
+                seen_count = _rules.start_attempt(spec, token, now)
+                if payload is None:
+                    _rules.finish_attempt(txn, spec, Outcome(
+                        "failure", error="the worker code of this work is missing from the "
+                        "store; enqueue it again"), now)
+                    continue
+                txn.put(spec)
+                attempts.append(AttemptSpec(
+                    work_id=spec.id, token=token, worker_name=spec.worker_name,
+                    code_key=spec.code_key, payload=payload, input_data=input_data,
+                    tags=spec.tags, run_attempt_count=seen_count, generation=spec.generation,
+                    log_path=self.store.log_path(spec.id),
+                ))
+        self._last_counter = self.store.change_counter()
+        for attempt in attempts:
+            self._attempts[attempt.token] = attempt.work_id
+            try:
+                self.executor.submit(attempt)
+            except Exception as exc:
+                log.exception("could not start attempt of %s", attempt.work_id)
+                self._outcomes[attempt.token] = Outcome(
+                    "crash", error=f"the worker process could not be started: {exc}")
+
+    def _prune_expired(self) -> None:
+        pruned = _ops.prune(self.store, self.clock.now(), expired_only=True)
+        if pruned:
+            log.info("pruned %d finished works past their retention", len(pruned))
+
+    # --- sleeping and idling -------------------------------------------------------------
+
+    def _unfinished(self) -> bool:
+        return bool(self.store.state_index(WorkState.ENQUEUED)
+                    or self.store.state_index(WorkState.RUNNING)
+                    or self._attempts)
+
+    def _idle_long_enough(self) -> bool:
+        if self._unfinished():
+            self._idle_since = None
+            return False
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+        return now - self._idle_since >= self.idle_exit
+
+    def _leave_if_still_idle(self) -> bool:
+        """Release the lock, look once more; True to exit, False if work came in."""
+        self.lock.release()
+        if not self._unfinished():
+            return True
+        if self.lock.acquire():
+            self._idle_since = None
+            return False
+        return True
+
+    def _sleep(self) -> None:
+        timeout = HEARTBEAT_INTERVAL
+        enqueued = self.store.state_index(WorkState.ENQUEUED)
+        room = self.executor.capacity > len(self.executor.running())
+        if enqueued and room:
+            timeout = min(timeout, max(0.0, min(enqueued.values()) - self.clock.now()))
+        deadline = self.executor.next_deadline()
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, deadline - time.monotonic()))
+        if self._outcomes:
+            timeout = 0.0
+        if self._idle_since is not None:
+            timeout = min(timeout, max(0.0, self._idle_since + self.idle_exit - time.monotonic()))
+        objects = [self._wake, *self.executor.wait_objects()]
+        if timeout > 0:
+            ready = wait_for(objects, timeout)
+        else:
+            ready = []
+        if self._wake in ready:
+            self._wake.drain()
+
+
+def _kill_orphan(spec: WorkSpec) -> None:
+    """Kill the process group of an attempt whose scheduler died, if it still runs."""
+    attempt = spec.attempt
+    if attempt is None or attempt.pid is None:
+        return
+    try:
+        process = psutil.Process(attempt.pid)
+        if attempt.pid_create_time and abs(process.create_time() - attempt.pid_create_time) > 0.01:
+            return  # the pid was reused by an unrelated process
+    except psutil.Error:
+        return
+    try:
+        os.killpg(attempt.pid, signal.SIGKILL)
+    except OSError:
+        try:
+            os.kill(attempt.pid, signal.SIGKILL)
+        except OSError:
+            pass

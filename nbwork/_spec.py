@@ -1,0 +1,121 @@
+"""``WorkSpec``: the stored record of one work (readers get ``WorkInfo`` snapshots of it).
+
+Records carry a schema version and tolerate older ones: a scheduler may outlive the kernel
+code that wrote them, so unknown keys are kept out and missing keys take defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .data import Data
+from .info import StopReason, WorkInfo, WorkState
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Attempt:
+    """The attempt in flight: its fencing token and the process that runs it."""
+
+    token: str
+    started_at: float
+    pid: int | None = None
+    pid_create_time: float | None = None
+
+
+@dataclass
+class WorkSpec:
+    id: str
+    worker_name: str
+    code_key: str
+    state: WorkState = WorkState.ENQUEUED
+    input: dict[str, Any] = field(default_factory=dict)
+    output: dict[str, Any] = field(default_factory=dict)
+    progress: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    unique_name: str | None = None
+    prerequisites: tuple[str, ...] = ()
+    dependents: tuple[str, ...] = ()
+    input_merger: str = "OverwritingInputMerger"
+    constraints: dict[str, Any] = field(default_factory=dict)
+    initial_delay: float = 0.0
+    backoff_policy: str = "EXPONENTIAL"
+    backoff_delay: float = 30.0
+    keep_results_for: float | None = None
+    repeat_interval: float | None = None
+    flex_interval: float | None = None
+    run_attempt_count: int = 0
+    period_count: int = 0
+    generation: int = 0
+    consecutive_crashes: int = 0
+    enqueue_time: float = 0.0
+    last_enqueue_time: float = 0.0
+    next_run_at: float = 0.0
+    start_time: float | None = None
+    finish_time: float | None = None
+    stop_reason: str | None = None
+    error: str | None = None
+    attempt: Attempt | None = None
+    log_name: str | None = None
+    v: int = SCHEMA_VERSION
+
+    @property
+    def is_periodic(self) -> bool:
+        return self.repeat_interval is not None
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state.is_finished
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["state"] = self.state.value
+        values["attempt"] = dataclasses.asdict(self.attempt) if self.attempt else None
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "WorkSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in values.items() if k in known}
+        kept["state"] = WorkState(kept.get("state", "ENQUEUED"))
+        attempt = kept.get("attempt")
+        kept["attempt"] = Attempt(**attempt) if attempt else None
+        for name in ("tags", "prerequisites", "dependents"):
+            kept[name] = tuple(kept.get(name, ()))
+        kept["v"] = SCHEMA_VERSION
+        return cls(**kept)
+
+    def copy(self) -> "WorkSpec":
+        return WorkSpec.from_dict(self.to_dict())
+
+    def to_info(self, log_dir: str | None = None) -> WorkInfo:
+        def when(ts: float | None) -> datetime | None:
+            return datetime.fromtimestamp(ts) if ts else None
+
+        waiting = self.state is WorkState.ENQUEUED and self.next_run_at
+        return WorkInfo(
+            id=self.id,
+            state=self.state,
+            output_data=Data(self.output),
+            progress=Data(self.progress) if self.state is WorkState.RUNNING else Data.EMPTY,
+            tags=frozenset(self.tags),
+            run_attempt_count=self.run_attempt_count,
+            generation=self.generation,
+            next_schedule_time=when(self.next_run_at) if waiting else None,
+            stop_reason=StopReason(self.stop_reason) if self.stop_reason else None,
+            error=self.error,
+            unique_work_name=self.unique_name,
+            worker_name=self.worker_name,
+            input_data=Data(self.input),
+            prerequisites=self.prerequisites,
+            dependents=self.dependents,
+            enqueue_time=when(self.enqueue_time),
+            start_time=when(self.start_time),
+            finish_time=when(self.finish_time),
+            log_path=f"{log_dir}/{self.log_name}" if log_dir and self.log_name else None,
+            is_periodic=self.is_periodic,
+        )

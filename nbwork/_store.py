@@ -1,0 +1,337 @@
+"""The store: the only code that touches diskcache.
+
+Layout of one diskcache directory (keys are strings so SQLite indexes them natively):
+
+    meta              {"schema": 1, "created": ...}
+    w:<id>            the WorkSpec record of a work (a dict)
+    code:<sha256>     the serialized worker (cloudpickle), shared by every work that runs it
+    i:s:<STATE>       {id: sort key} of the works in a state (ENQUEUED: next run time)
+    i:t:<tag>         {id: enqueue time} of the works with a tag
+    i:u:<name>        [id, ...] of the works under a unique name, in enqueue order
+    i:c:<sha256>      how many works use a code blob (it is deleted at zero)
+    counter           bumped by every committed transaction: readers notice changes cheaply
+    lease             the running scheduler: pid, token, heartbeat (for status; the lock
+                      file is what makes it exclusive)
+    device            the simulated device state of the TestDriver, when set
+
+Every multi-key change goes through ``Store.transaction()``: one SQLite transaction
+(``BEGIN IMMEDIATE``), so a crash leaves all of it or none of it, and the secondary indexes
+never disagree with the records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import diskcache
+
+from ._spec import WorkSpec
+from .errors import StoreError
+from .info import WorkState
+
+STORE_SCHEMA = 1
+_SQLITE_TIMEOUT = 60.0
+
+
+def _state_key(state: WorkState) -> str:
+    return f"i:s:{state.value}"
+
+
+def _sort_key(spec: WorkSpec) -> float:
+    return spec.next_run_at if spec.state is WorkState.ENQUEUED else spec.enqueue_time
+
+
+def check_store_dir(path: str) -> None:
+    """Create ``path`` private (0700) or refuse one that others could write into.
+
+    The store holds code that the scheduler runs, so a directory another user can write
+    would let them run code as this user.
+    """
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        info = os.stat(path)
+    except OSError as exc:
+        raise StoreError(f"cannot create the store directory {path!r}: {exc.strerror}") from exc
+    if not stat.S_ISDIR(info.st_mode):
+        raise StoreError(f"the store path {path!r} exists and is not a directory")
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise StoreError(
+            f"the store directory {path!r} belongs to another user (uid {info.st_uid}); use a "
+            "store of your own (pass a path you own, or set NBWORK_HOME)"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise StoreError(
+            f"the store directory {path!r} can be written by other users (mode "
+            f"{stat.S_IMODE(info.st_mode):o}); it holds code that nbwork runs, so make it "
+            f"private: chmod 700 {path}"
+        )
+
+
+def _translate(exc: BaseException, path: str) -> StoreError:
+    if isinstance(exc, diskcache.Timeout):
+        return StoreError(
+            f"the store {path!r} stayed locked by another process for {_SQLITE_TIMEOUT:g} s; "
+            "try again (is a process stuck inside a transaction?)"
+        )
+    code = getattr(exc, "errno", None)
+    text = str(exc).lower()
+    if code == errno.ENOSPC or "full" in text:
+        return StoreError(
+            f"the disk holding the store {path!r} is full; nothing was written. Free some "
+            "space (or prune old work: nbwork prune) and try again"
+        )
+    return StoreError(f"the store {path!r} could not be written: {exc}")
+
+
+class Transaction:
+    """A consistent read-modify-write over records and indexes (a ``WorkSet`` for _rules)."""
+
+    def __init__(self, cache: diskcache.Cache) -> None:
+        self._cache = cache
+        self._specs: dict[str, WorkSpec | None] = {}
+        self._before: dict[str, tuple[WorkState, float, tuple[str, ...], str | None] | None] = {}
+        self._dirty: set[str] = set()
+        self._indexes: dict[str, Any] = {}
+        self._dirty_indexes: set[str] = set()
+        self._writes: dict[str, Any] = {}
+        self._deletes: set[str] = set()
+        self._code_refs: dict[str, int] = {}
+
+    # records ----------------------------------------------------------------------------
+
+    def get(self, id: str) -> WorkSpec | None:
+        if id not in self._specs:
+            raw = self._cache.get(f"w:{id}")
+            spec = WorkSpec.from_dict(raw) if raw is not None else None
+            self._specs[id] = spec
+            self._before[id] = (
+                (spec.state, _sort_key(spec), spec.tags, spec.unique_name) if spec else None
+            )
+        return self._specs[id]
+
+    def get_many(self, ids: Iterable[str]) -> list[WorkSpec]:
+        return [s for s in (self.get(i) for i in ids) if s is not None]
+
+    def put(self, spec: WorkSpec) -> None:
+        if spec.id not in self._specs:
+            self.get(spec.id)
+        self._specs[spec.id] = spec
+        self._dirty.add(spec.id)
+
+    def add(self, spec: WorkSpec) -> None:
+        """Insert a new record (its code blob gains a reference)."""
+        self.put(spec)
+        self._code_refs[spec.code_key] = self._code_refs.get(spec.code_key, 0) + 1
+
+    def move_code_reference(self, old_key: str, new_key: str) -> None:
+        """A work now runs ``new_key`` instead of ``old_key`` (after an update)."""
+        if old_key != new_key:
+            self._code_refs[new_key] = self._code_refs.get(new_key, 0) + 1
+            self._code_refs[old_key] = self._code_refs.get(old_key, 0) - 1
+
+    def delete(self, id: str) -> None:
+        spec = self.get(id)
+        if spec is not None:
+            self._code_refs[spec.code_key] = self._code_refs.get(spec.code_key, 0) - 1
+            self._specs[id] = None
+            self._dirty.add(id)
+
+    # indexes and other keys -------------------------------------------------------------
+
+    def _index(self, key: str, default: Any) -> Any:
+        if key not in self._indexes:
+            self._indexes[key] = self._cache.get(key, default)
+        return self._indexes[key]
+
+    def state_index(self, state: WorkState) -> dict[str, float]:
+        return self._index(_state_key(state), {})
+
+    def unique_ids(self, name: str) -> list[str]:
+        return list(self._index(f"i:u:{name}", []))
+
+    def tag_ids(self, tag: str) -> list[str]:
+        return list(self._index(f"i:t:{tag}", {}))
+
+    def has_code(self, key: str) -> bool:
+        return key in self._writes or f"code:{key}" in self._cache
+
+    def put_code(self, key: str, payload: bytes) -> None:
+        if not self.has_code(key):
+            self._writes[f"code:{key}"] = payload
+
+    def get_value(self, key: str, default: Any = None) -> Any:
+        if key in self._writes:
+            return self._writes[key]
+        return self._cache.get(key, default)
+
+    def set_value(self, key: str, value: Any) -> None:
+        self._writes[key] = value
+
+    def delete_value(self, key: str) -> None:
+        self._writes.pop(key, None)
+        self._deletes.add(key)
+
+    # commit -----------------------------------------------------------------------------
+
+    def _mutable_index(self, key: str, default: Any) -> Any:
+        index = self._index(key, default)
+        self._dirty_indexes.add(key)
+        return index
+
+    def _reindex(self, id: str) -> None:
+        before = self._before.get(id)
+        spec = self._specs[id]
+        after = (spec.state, _sort_key(spec), spec.tags, spec.unique_name) if spec else None
+        if before == after:
+            return
+        if before is not None and (after is None or before[:2] != after[:2]):
+            self._mutable_index(_state_key(before[0]), {}).pop(id, None)
+        if after is not None and (before is None or before[:2] != after[:2]):
+            self._mutable_index(_state_key(after[0]), {})[id] = after[1]
+        old_tags = set(before[2]) if before else set()
+        new_tags = set(after[2]) if after else set()
+        for tag in old_tags - new_tags:
+            self._mutable_index(f"i:t:{tag}", {}).pop(id, None)
+        for tag in new_tags - old_tags:
+            self._mutable_index(f"i:t:{tag}", {})[id] = spec.enqueue_time if spec else 0.0
+        old_name = before[3] if before else None
+        new_name = after[3] if after else None
+        if old_name != new_name:
+            if old_name is not None:
+                ids = self._mutable_index(f"i:u:{old_name}", [])
+                if id in ids:
+                    ids.remove(id)
+            if new_name is not None:
+                self._mutable_index(f"i:u:{new_name}", []).append(id)
+
+    def commit(self) -> bool:
+        """Write everything; True if anything changed."""
+        cache = self._cache
+        for id in self._dirty:
+            self._reindex(id)
+            spec = self._specs[id]
+            if spec is None:
+                cache.delete(f"w:{id}")
+            else:
+                cache.set(f"w:{id}", spec.to_dict())
+        for key in self._dirty_indexes:
+            value = self._indexes[key]
+            if value:
+                cache.set(key, value)
+            else:
+                cache.delete(key)
+        for key, delta in self._code_refs.items():
+            if delta == 0:
+                continue
+            refs = cache.get(f"i:c:{key}", 0) + delta
+            if refs > 0:
+                cache.set(f"i:c:{key}", refs)
+            else:
+                cache.delete(f"i:c:{key}")
+                cache.delete(f"code:{key}")
+                self._writes.pop(f"code:{key}", None)
+        for key, value in self._writes.items():
+            cache.set(key, value)
+        for key in self._deletes:
+            cache.delete(key)
+        changed = bool(self._dirty or self._dirty_indexes or self._writes or self._deletes)
+        if changed:
+            cache.incr("counter", default=0)
+        return changed
+
+
+class Store:
+    """A store directory: work records, indexes, code blobs and logs."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(os.path.expanduser(path))
+        check_store_dir(self.path)
+        self.log_dir = os.path.join(self.path, "logs")
+        try:
+            os.makedirs(self.log_dir, mode=0o700, exist_ok=True)
+            self._cache = diskcache.Cache(
+                os.path.join(self.path, "db"),
+                timeout=_SQLITE_TIMEOUT,
+                eviction_policy="none",
+                size_limit=2**62,
+                cull_limit=0,
+                statistics=False,
+                tag_index=False,
+            )
+            if self._cache.get("meta") is None:
+                self._cache.add("meta", {"schema": STORE_SCHEMA, "created": time.time()})
+        except (OSError, diskcache.Timeout) as exc:
+            raise _translate(exc, self.path) from exc
+        meta = self._cache.get("meta") or {}
+        if meta.get("schema", STORE_SCHEMA) > STORE_SCHEMA:
+            raise StoreError(
+                f"the store {self.path!r} was written by a newer nbwork (schema "
+                f"{meta['schema']}); upgrade nbwork to use it"
+            )
+
+    def close(self) -> None:
+        self._cache.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One atomic read-modify-write; nothing is written if the body raises."""
+        try:
+            with self._cache.transact():
+                txn = Transaction(self._cache)
+                yield txn
+                txn.commit()
+        except (OSError, diskcache.Timeout) as exc:
+            raise _translate(exc, self.path) from exc
+        except Exception as exc:  # sqlite3 errors (full disk, I/O) come as their own types
+            if type(exc).__module__ == "sqlite3":
+                raise _translate(exc, self.path) from exc
+            raise
+
+    # reads outside a transaction --------------------------------------------------------
+
+    def get(self, id: str) -> WorkSpec | None:
+        raw = self._cache.get(f"w:{id}")
+        return WorkSpec.from_dict(raw) if raw is not None else None
+
+    def get_many(self, ids: Iterable[str]) -> list[WorkSpec]:
+        return [s for s in (self.get(i) for i in ids) if s is not None]
+
+    def state_index(self, state: WorkState) -> dict[str, float]:
+        return self._cache.get(_state_key(state), {})
+
+    def tag_ids(self, tag: str) -> list[str]:
+        return list(self._cache.get(f"i:t:{tag}", {}))
+
+    def unique_ids(self, name: str) -> list[str]:
+        return list(self._cache.get(f"i:u:{name}", []))
+
+    def all_ids(self) -> list[str]:
+        ids: list[str] = []
+        for state in WorkState:
+            ids.extend(self.state_index(state))
+        return ids
+
+    def get_code(self, key: str) -> bytes | None:
+        return self._cache.get(f"code:{key}")
+
+    def get_value(self, key: str, default: Any = None) -> Any:
+        return self._cache.get(key, default)
+
+    def set_value(self, key: str, value: Any) -> None:
+        """Set a side value (lease, device state) without bumping the change counter."""
+        try:
+            self._cache.set(key, value)
+        except (OSError, diskcache.Timeout) as exc:
+            raise _translate(exc, self.path) from exc
+
+    def change_counter(self) -> int:
+        return self._cache.get("counter", 0)
+
+    def log_path(self, id: str) -> str:
+        return os.path.join(self.log_dir, f"{id}.log")

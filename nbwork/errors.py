@@ -1,0 +1,47 @@
+"""The exceptions nbwork raises.
+
+    NbworkError                      base of everything nbwork raises on purpose
+    ├── InvalidInputError            a bad argument; also a ValueError
+    │   ├── DataError                a Data value or size that breaks the rules
+    │   ├── InvalidRequestError      a request that cannot be built or enqueued as given
+    │   └── WorkerSerializationError a worker that cannot be sent to another process; also a TypeError
+    ├── StoreError                   the store directory cannot be used (permissions, disk, lock)
+    └── SchedulerError               the scheduler process could not be started or stopped
+
+Input errors also subclass the built-in a Python user would catch (``ValueError``,
+``TypeError``), so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class NbworkError(Exception):
+    """Base class of every error nbwork raises on purpose."""
+
+
+class InvalidInputError(NbworkError, ValueError):
+    """An argument was wrong; the message says what to pass instead."""
+
+
+class DataError(InvalidInputError):
+    """A ``Data`` key, value or size breaks the Data rules."""
+
+
+class DataTypeError(DataError, TypeError):
+    """A ``Data`` value has a type that Data cannot hold."""
+
+
+class InvalidRequestError(InvalidInputError):
+    """A work request, chain or policy cannot be used as given."""
+
+
+class WorkerSerializationError(InvalidInputError, TypeError):
+    """A worker (or something it references) cannot be serialized for the scheduler."""
+
+
+class StoreError(NbworkError):
+    """The store directory cannot be used as asked (permissions, full disk, busy)."""
+
+
+class SchedulerError(NbworkError):
+    """The scheduler process of a store could not be started, reached or stopped."""

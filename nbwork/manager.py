@@ -1,0 +1,544 @@
+"""The client API: ``WorkManager`` and ``WorkContinuation``.
+
+A ``WorkManager`` is a view of one store directory. It validates requests, writes them in
+one transaction, wakes (or starts) the store's scheduler, and reads ``WorkInfo`` back. Any
+number of processes may use the same store at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from . import _ops
+from ._code import serialize_worker
+from ._daemon import Daemon
+from ._spec import WorkSpec
+from ._store import Store
+from ._time import Clock
+from ._wake import notify
+from .errors import InvalidInputError, InvalidRequestError
+from .info import WorkInfo, WorkQuery, WorkState
+from .request import (
+    MERGER_NAMES,
+    ExistingPeriodicWorkPolicy,
+    ExistingWorkPolicy,
+    OneTimeWorkRequest,
+    PeriodicWorkRequest,
+    WorkRequest,
+)
+
+Requests = Union[WorkRequest, Sequence[WorkRequest]]
+WATCH_INTERVAL = 0.01
+"""How often (seconds) the watcher reads the store's change counter while anyone watches."""
+
+
+def default_store_path() -> str:
+    """``$NBWORK_HOME``, else ``$XDG_DATA_HOME/nbwork`` (``~/.local/share/nbwork``)."""
+    home = os.environ.get("NBWORK_HOME")
+    if home:
+        return os.path.abspath(os.path.expanduser(home))
+    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return os.path.join(data, "nbwork")
+
+
+def _as_list(requests: Requests, what: str = "requests") -> list[WorkRequest]:
+    items = [requests] if isinstance(requests, WorkRequest) else list(requests)
+    if not items:
+        raise InvalidRequestError(f"{what} is empty; pass at least one work request")
+    for item in items:
+        if not isinstance(item, WorkRequest):
+            raise InvalidRequestError(
+                f"expected a OneTimeWorkRequest (or a list of them), got {type(item).__name__}"
+            )
+    return items
+
+
+@dataclass
+class Operation:
+    """What an enqueue or cancel did (WorkManager's ``Operation``, already complete)."""
+
+    enqueued: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    cancelled_running: list[str] = field(default_factory=list)
+
+
+class ObserverHandle:
+    """Returned by ``observe``; ``cancel()`` stops the callbacks."""
+
+    def __init__(self, watcher: "_Watcher", callback: Callable[[], None]) -> None:
+        self._watcher = watcher
+        self._callback = callback
+
+    def cancel(self) -> None:
+        self._watcher.remove(self._callback)
+
+
+class _Watcher:
+    """One thread per store in a process: reads the change counter and fans changes out."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._listeners: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self.changed = threading.Condition()
+        self.counter = store.change_counter()
+        self._thread: threading.Thread | None = None
+        self._waiters = 0
+
+    def add(self, listener: Callable[[], None]) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+        self._ensure_thread()
+
+    def remove(self, listener: Callable[[], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="nbwork-watcher",
+                                                daemon=True)
+                self._thread.start()
+
+    def wait_for_change(self, seen: int, timeout: float) -> int:
+        """Block until the counter differs from ``seen`` (or timeout); return the counter."""
+        with self._lock:
+            self._waiters += 1
+        self._ensure_thread()
+        try:
+            with self.changed:
+                self.changed.wait_for(lambda: self.counter != seen, timeout)
+                return self.counter
+        finally:
+            with self._lock:
+                self._waiters -= 1
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                listeners = list(self._listeners)
+                if not listeners and not self._waiters:
+                    self._thread = None
+                    return
+            try:
+                counter = self.store.change_counter()
+            except Exception:
+                counter = self.counter
+            if counter != self.counter:
+                with self.changed:
+                    self.counter = counter
+                    self.changed.notify_all()
+                for listener in listeners:
+                    try:
+                        listener()
+                    except Exception:  # one observer's bug must not stop the others
+                        import traceback
+
+                        traceback.print_exc()
+            time.sleep(WATCH_INTERVAL)
+
+
+_watchers: dict[str, _Watcher] = {}
+_watchers_lock = threading.Lock()
+
+
+class WorkManager:
+    """The entry point: enqueue, chain, query, observe and cancel work in one store.
+
+    ``WorkManager.get_instance()`` uses the default store (``$NBWORK_HOME``, else a per-user
+    data directory); ``WorkManager(path)`` an explicit one.
+    """
+
+    _instances: dict[str, "WorkManager"] = {}
+
+    def __init__(self, path: str | os.PathLike | None = None, executor: str = "local") -> None:
+        if executor != "local":
+            raise InvalidInputError(
+                f"executor {executor!r} is not available in this version; use 'local' (the "
+                "default). Dask support ('dask://HOST:PORT') is planned"
+            )
+        self._store = Store(os.fspath(path) if path is not None else default_store_path())
+        self.executor = executor
+        self.clock: Clock = Clock()
+        self.daemon = Daemon(self._store.path)
+        with _watchers_lock:
+            self._watcher = _watchers.setdefault(self._store.path, _Watcher(self._store))
+        # Work left unfinished (a reboot, an idle exit) resumes on the first client use.
+        if self._store.state_index(WorkState.ENQUEUED) or self._store.state_index(WorkState.RUNNING):
+            self.daemon.ensure_running()
+
+    @classmethod
+    def get_instance(cls) -> "WorkManager":
+        """The WorkManager of the default store (one per process and path)."""
+        path = default_store_path()
+        if path not in cls._instances:
+            cls._instances[path] = cls(path)
+        return cls._instances[path]
+
+    @property
+    def store_path(self) -> str:
+        return self._store.path
+
+    def __repr__(self) -> str:
+        return f"WorkManager({self.store_path!r})"
+
+    # --- enqueueing ---------------------------------------------------------------------
+
+    def enqueue(self, requests: Requests) -> Operation:
+        """Enqueue one request or a list of independent requests; durable when it returns."""
+        return self.begin_with(requests).enqueue()
+
+    def begin_with(self, requests: Requests) -> "WorkContinuation":
+        """Start a chain: ``wm.begin_with([a, b]).then(c).enqueue()``."""
+        return WorkContinuation(self, _as_list(requests, "begin_with()"))
+
+    def begin_unique_work(self, name: str, policy: ExistingWorkPolicy | str,
+                          requests: Requests) -> "WorkContinuation":
+        """Start a chain that is unique work ``name``, with ``policy`` for existing work."""
+        return WorkContinuation(self, _as_list(requests, "begin_unique_work()"),
+                                unique=(_check_name(name), ExistingWorkPolicy.parse(policy)))
+
+    def enqueue_unique_work(self, name: str, policy: ExistingWorkPolicy | str,
+                            requests: Requests) -> Operation:
+        """Enqueue ``requests`` (run in parallel) as unique work ``name``."""
+        return self.begin_unique_work(name, policy, requests).enqueue()
+
+    def enqueue_unique_periodic_work(self, name: str, policy: ExistingPeriodicWorkPolicy | str,
+                                     request: PeriodicWorkRequest) -> Operation:
+        """Enqueue periodic work under a unique name (KEEP, UPDATE or CANCEL_AND_REENQUEUE)."""
+        if not isinstance(request, PeriodicWorkRequest):
+            raise InvalidRequestError(
+                "enqueue_unique_periodic_work takes a PeriodicWorkRequest; use "
+                "enqueue_unique_work for one-time work"
+            )
+        group = _ops.UniqueGroup(_check_name(name), ExistingPeriodicWorkPolicy.parse(policy),
+                                 members=[request.id], roots=[request.id])
+        return self._write([(request, ())], [group])
+
+    def _write(self, items: list[tuple[WorkRequest, tuple[str, ...]]],
+               groups: list[_ops.UniqueGroup]) -> Operation:
+        names = {m: g.name for g in groups for m in g.members}
+        codes: dict[int, tuple[str, bytes]] = {}
+        works = []
+        for request, prerequisites in items:
+            key = id(request.worker)
+            if key not in codes:
+                codes[key] = serialize_worker(request.worker, request.worker_name)
+            code_key, payload = codes[key]
+            works.append(_ops.NewWork(_spec_of(request, code_key, prerequisites,
+                                               names.get(request.id)), payload))
+        outcome = _ops.enqueue(self._store, works, groups, self.clock.now())
+        if outcome.enqueued or outcome.updated or outcome.stop:
+            self._wake_scheduler()
+        return Operation(enqueued=outcome.enqueued, dropped=outcome.dropped,
+                         updated=outcome.updated, cancelled_running=outcome.stop)
+
+    def _wake_scheduler(self) -> None:
+        notify(self._store.path)
+        self.daemon.ensure_running()
+
+    # --- reading ------------------------------------------------------------------------
+
+    def _info(self, spec: WorkSpec) -> WorkInfo:
+        return spec.to_info(self._store.log_dir)
+
+    def get_work_info_by_id(self, id: str) -> WorkInfo | None:
+        spec = self._store.get(_check_id(id))
+        return self._info(spec) if spec else None
+
+    def get_work_infos_by_tag(self, tag: str) -> list[WorkInfo]:
+        return self.get_work_infos(WorkQuery(tags=[tag]))
+
+    def get_work_infos_for_unique_work(self, name: str) -> list[WorkInfo]:
+        return self.get_work_infos(WorkQuery(unique_work_names=[name]))
+
+    def get_work_infos(self, query: WorkQuery | None = None) -> list[WorkInfo]:
+        """Every work matching ``query`` (all work when None), oldest first."""
+        query = query or WorkQuery()
+        store = self._store
+        if query.ids:
+            candidates: Iterable[str] = query.ids
+        elif query.unique_work_names:
+            candidates = [i for n in query.unique_work_names for i in store.unique_ids(n)]
+        elif query.tags:
+            candidates = [i for t in query.tags for i in store.tag_ids(t)]
+        elif query.states:
+            candidates = [i for s in query.states for i in store.state_index(s)]
+        else:
+            candidates = store.all_ids()
+        seen: set[str] = set()
+        specs = []
+        for spec in store.get_many(dict.fromkeys(candidates)):
+            if spec.id in seen or not _matches(spec, query):
+                continue
+            seen.add(spec.id)
+            specs.append(spec)
+        specs.sort(key=lambda s: (s.enqueue_time, s.id))
+        return [self._info(s) for s in specs]
+
+    def read_log(self, id: str) -> str:
+        """The captured stdout and stderr of a work's attempts ('' if it printed nothing)."""
+        try:
+            with open(self._store.log_path(_check_id(id)), errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    # --- waiting and observing ----------------------------------------------------------
+
+    def wait(self, target: Any, timeout: float | None = None) -> Any:
+        """Block until the target's work is finished; return its WorkInfo (a list for several).
+
+        Raises ``TimeoutError`` after ``timeout`` seconds, naming the state it is in.
+        """
+        query, single = _target_query(target)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.daemon.ensure_running()
+        while True:
+            seen = self._watcher.counter
+            infos = self.get_work_infos(query)
+            if not infos and query.ids:
+                raise InvalidInputError(f"no work with id {', '.join(query.ids)} in this store")
+            if all(i.state.is_finished for i in infos):
+                return infos[0] if single else infos
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                states = ", ".join(f"{i.short_id} {i.state.value}" for i in infos)
+                raise TimeoutError(f"work not finished after {timeout:g} s: {states}")
+            self._watcher.wait_for_change(seen, 1.0 if remaining is None else min(1.0, remaining))
+
+    def observe(self, target: Any, callback: Callable[[list[WorkInfo]], None]) -> ObserverHandle:
+        """Call ``callback(list_of_WorkInfo)`` now and on every change of the target's work.
+
+        Callbacks run on a background thread. ``handle.cancel()`` stops them.
+        """
+        query, _ = _target_query(target)
+        last: list[list[WorkInfo] | None] = [None]
+        lock = threading.Lock()
+
+        def deliver() -> None:
+            with lock:
+                infos = self.get_work_infos(query)
+                if infos != last[0]:
+                    last[0] = infos
+                    callback(infos)
+
+        deliver()
+        self._watcher.add(deliver)
+        return ObserverHandle(self._watcher, deliver)
+
+    async def flow(self, target: Any) -> AsyncIterator[list[WorkInfo]]:
+        """``async for infos in wm.flow(target)``: the current infos, then each change."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[list[WorkInfo]] = asyncio.Queue()
+        handle = self.observe(target, lambda infos: loop.call_soon_threadsafe(
+            queue.put_nowait, infos))
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            handle.cancel()
+
+    # --- cancelling and pruning ---------------------------------------------------------
+
+    def _cancelled(self, running: list[str]) -> Operation:
+        self._wake_scheduler() if running else notify(self._store.path)
+        return Operation(cancelled_running=running)
+
+    def cancel_work_by_id(self, id: str) -> Operation:
+        return self._cancelled(_ops.cancel(self._store, [_check_id(id)], self.clock.now()))
+
+    def cancel_all_work_by_tag(self, tag: str) -> Operation:
+        return self._cancelled(_ops.cancel_tag(self._store, tag, self.clock.now()))
+
+    def cancel_unique_work(self, name: str) -> Operation:
+        return self._cancelled(_ops.cancel_unique(self._store, name, self.clock.now()))
+
+    def cancel_all_work(self) -> Operation:
+        return self._cancelled(_ops.cancel_all(self._store, self.clock.now()))
+
+    def prune_work(self) -> list[str]:
+        """Forget every finished work that no unfinished work depends on; returns their ids."""
+        return _ops.prune(self._store, self.clock.now())
+
+
+class WorkContinuation:
+    """A chain (or graph) of requests to enqueue together: ``begin_with(a).then(b)``."""
+
+    def __init__(self, manager: WorkManager, requests: list[WorkRequest],
+                 parents: Sequence["WorkContinuation"] = (),
+                 unique: tuple[str, ExistingWorkPolicy] | None = None,
+                 unique_name: str | None = None) -> None:
+        for request in requests:
+            if isinstance(request, PeriodicWorkRequest):
+                raise InvalidRequestError(
+                    "periodic work cannot be chained; enqueue it with wm.enqueue() or "
+                    "wm.enqueue_unique_periodic_work()"
+                )
+        self.manager = manager
+        self.requests = list(requests)
+        self.parents = list(parents)
+        self.unique = unique
+        self.unique_name = unique[0] if unique else unique_name
+        self.enqueued = False
+        _check_no_repeats(self)
+
+    def then(self, requests: Requests) -> "WorkContinuation":
+        """Add a step that runs after every request of this step has succeeded."""
+        return WorkContinuation(self.manager, _as_list(requests, "then()"), [self],
+                                unique_name=self.unique_name)
+
+    @staticmethod
+    def combine(continuations: Sequence["WorkContinuation"]) -> "WorkContinuation":
+        """Join chains: a ``then`` after this depends on the last step of each."""
+        continuations = list(continuations)
+        if not continuations or not all(isinstance(c, WorkContinuation) for c in continuations):
+            raise InvalidRequestError("combine() takes a non-empty list of WorkContinuations")
+        managers = {c.manager.store_path for c in continuations}
+        if len(managers) > 1:
+            raise InvalidRequestError("combine() needs continuations of the same WorkManager")
+        return WorkContinuation(continuations[0].manager, [], continuations)
+
+    @property
+    def ids(self) -> list[str]:
+        """Ids of every request in this continuation and the ones before it."""
+        return [r.id for c in self._graph() for r in c.requests]
+
+    def _graph(self) -> list["WorkContinuation"]:
+        """Continuations in dependency order (parents first), each once."""
+        order: list[WorkContinuation] = []
+        seen: set[int] = set()
+
+        def visit(c: WorkContinuation) -> None:
+            if id(c) in seen:
+                return
+            seen.add(id(c))
+            for parent in c.parents:
+                visit(parent)
+            order.append(c)
+
+        visit(self)
+        return order
+
+    def _leaves(self) -> list[str]:
+        if self.requests:
+            return [r.id for r in self.requests]
+        return [i for p in self.parents for i in p._leaves()]
+
+    def enqueue(self) -> Operation:
+        """Enqueue every request of the graph not yet enqueued, in one atomic step."""
+        graph = [c for c in self._graph() if not c.enqueued]
+        items: list[tuple[WorkRequest, tuple[str, ...]]] = []
+        groups: dict[int, _ops.UniqueGroup] = {}
+        root_of: dict[int, int] = {}
+        for c in graph:
+            prerequisites = tuple(i for p in c.parents for i in p._leaves())
+            items.extend((r, prerequisites) for r in c.requests)
+            if c.unique:
+                groups[id(c)] = _ops.UniqueGroup(c.unique[0], c.unique[1],
+                                                 roots=[r.id for r in c.requests])
+                root_of[id(c)] = id(c)
+            elif c.unique_name and len(c.parents) == 1 and id(c.parents[0]) in root_of:
+                root_of[id(c)] = root_of[id(c.parents[0])]
+            if id(c) in root_of:
+                groups[root_of[id(c)]].members.extend(r.id for r in c.requests)
+        operation = self.manager._write(items, list(groups.values()))
+        for c in graph:
+            c.enqueued = True
+        return operation
+
+    def get_work_infos(self) -> list[WorkInfo]:
+        return self.manager.get_work_infos(WorkQuery(ids=self.ids))
+
+    def __repr__(self) -> str:
+        steps = " -> ".join(
+            "[" + ", ".join(r.worker_name.rsplit(".", 1)[-1] for r in c.requests) + "]"
+            for c in self._graph() if c.requests)
+        return f"WorkContinuation({steps})"
+
+
+def _check_no_repeats(continuation: WorkContinuation) -> None:
+    seen: set[str] = set()
+    for c in continuation._graph():
+        for r in c.requests:
+            if r.id in seen:
+                raise InvalidRequestError(
+                    f"request {r!r} appears twice in this chain; each step needs its own "
+                    "request object (build another request with the same worker)"
+                )
+            seen.add(r.id)
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidRequestError(f"a unique work name must be a non-empty string, not {name!r}")
+    return name
+
+
+def _check_id(id: object) -> str:
+    if isinstance(id, WorkRequest):
+        return id.id
+    if not isinstance(id, str):
+        raise InvalidInputError(f"a work id is a string (request.id), not {type(id).__name__}")
+    return id
+
+
+def _target_query(target: Any) -> tuple[WorkQuery, bool]:
+    """(query, is it a single work) for the targets wait/observe/flow accept."""
+    if isinstance(target, WorkQuery):
+        return target, False
+    if isinstance(target, WorkContinuation):
+        return WorkQuery(ids=target.ids), False
+    if isinstance(target, (str, WorkRequest)):
+        return WorkQuery(ids=[_check_id(target)]), True
+    if isinstance(target, Iterable):
+        return WorkQuery(ids=[_check_id(t) for t in target]), False
+    raise InvalidInputError(
+        f"cannot watch a {type(target).__name__}; pass a work id, a request, a list of them, "
+        "a WorkContinuation or a WorkQuery"
+    )
+
+
+def _matches(spec: WorkSpec, query: WorkQuery) -> bool:
+    if query.ids and spec.id not in query.ids:
+        return False
+    if query.states and spec.state not in query.states:
+        return False
+    if query.tags and not set(query.tags) & set(spec.tags):
+        return False
+    if query.unique_work_names and spec.unique_name not in query.unique_work_names:
+        return False
+    return True
+
+
+def _spec_of(request: WorkRequest, code_key: str, prerequisites: tuple[str, ...],
+             unique_name: str | None) -> WorkSpec:
+    periodic = isinstance(request, PeriodicWorkRequest)
+    return WorkSpec(
+        id=request.id,
+        worker_name=request.worker_name,
+        code_key=code_key,
+        input=request.input_data.to_dict(),
+        tags=tuple(sorted(request.tags)),
+        unique_name=unique_name,
+        prerequisites=prerequisites,
+        input_merger=MERGER_NAMES[request.input_merger],
+        constraints=request.constraints.to_dict(),
+        initial_delay=request.initial_delay,
+        backoff_policy=request.backoff_policy.value,
+        backoff_delay=request.backoff_delay,
+        keep_results_for=request.keep_results_for,
+        repeat_interval=request.repeat_interval if periodic else None,
+        flex_interval=request.flex_interval if periodic else None,
+        log_name=f"{request.id}.log",
+    )
+

@@ -1,0 +1,319 @@
+"""Work requests and what they carry: constraints, backoff and the policies of unique work.
+
+Requests are validated when built; an invalid request never exists. A request is only a
+description: enqueueing it (``WorkManager.enqueue``) is what makes it durable.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from ._time import to_seconds
+from .data import ArrayCreatingInputMerger, Data, InputMerger, OverwritingInputMerger
+from .errors import InvalidInputError, InvalidRequestError
+from .worker import is_worker_class, worker_name
+
+DEFAULT_BACKOFF_DELAY = 30.0
+"""Android's default backoff delay, seconds."""
+MAX_BACKOFF_DELAY = 5 * 3600.0
+"""Backoff is capped at five hours, as WorkManager's."""
+MIN_PERIODIC_INTERVAL = 1.0
+"""nbwork allows periods of one second and up (Android: 15 minutes)."""
+
+
+def _enum_value(enum_type: type[enum.Enum], value: object, what: str) -> Any:
+    if isinstance(value, enum_type):
+        return value
+    if isinstance(value, str) and value.upper() in enum_type.__members__:
+        return enum_type[value.upper()]
+    choices = ", ".join(f"{enum_type.__name__}.{m}" for m in enum_type.__members__)
+    raise InvalidInputError(f"{what} {value!r} is unknown; use one of {choices}")
+
+
+class BackoffPolicy(str, enum.Enum):
+    """How the delay grows between retries: ``delay × n`` or ``delay × 2^(n-1)``."""
+
+    LINEAR = "LINEAR"
+    EXPONENTIAL = "EXPONENTIAL"
+
+    @classmethod
+    def parse(cls, value: object) -> "BackoffPolicy":
+        return _enum_value(cls, value, "backoff_policy")
+
+
+class ExistingWorkPolicy(str, enum.Enum):
+    """What ``enqueue_unique_work`` does when work with the name already exists."""
+
+    REPLACE = "REPLACE"
+    KEEP = "KEEP"
+    APPEND = "APPEND"
+    APPEND_OR_REPLACE = "APPEND_OR_REPLACE"
+
+    @classmethod
+    def parse(cls, value: object) -> "ExistingWorkPolicy":
+        return _enum_value(cls, value, "ExistingWorkPolicy")
+
+
+class ExistingPeriodicWorkPolicy(str, enum.Enum):
+    """What ``enqueue_unique_periodic_work`` does when the name already exists."""
+
+    KEEP = "KEEP"
+    UPDATE = "UPDATE"
+    CANCEL_AND_REENQUEUE = "CANCEL_AND_REENQUEUE"
+
+    @classmethod
+    def parse(cls, value: object) -> "ExistingPeriodicWorkPolicy":
+        return _enum_value(cls, value, "ExistingPeriodicWorkPolicy")
+
+
+class NetworkType(str, enum.Enum):
+    """The network a work needs (WorkManager's ``NetworkType``)."""
+
+    NOT_REQUIRED = "NOT_REQUIRED"
+    CONNECTED = "CONNECTED"
+    UNMETERED = "UNMETERED"
+    NOT_ROAMING = "NOT_ROAMING"
+    METERED = "METERED"
+    TEMPORARILY_UNMETERED = "TEMPORARILY_UNMETERED"
+
+    @classmethod
+    def parse(cls, value: object) -> "NetworkType":
+        return _enum_value(cls, value, "network_type")
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Conditions of the host that must hold for a work to run."""
+
+    network_type: NetworkType = NetworkType.NOT_REQUIRED
+    requires_battery_not_low: bool = False
+    requires_charging: bool = False
+    requires_device_idle: bool = False
+    requires_storage_not_low: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "network_type", NetworkType.parse(self.network_type))
+        for name in ("requires_battery_not_low", "requires_charging", "requires_device_idle",
+                     "requires_storage_not_low"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidInputError(
+                    f"Constraints.{name} must be True or False, not {getattr(self, name)!r}"
+                )
+
+    @property
+    def is_empty(self) -> bool:
+        return self == Constraints()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "network_type": self.network_type.value,
+            "requires_battery_not_low": self.requires_battery_not_low,
+            "requires_charging": self.requires_charging,
+            "requires_device_idle": self.requires_device_idle,
+            "requires_storage_not_low": self.requires_storage_not_low,
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> "Constraints":
+        return cls(**(values or {}))
+
+
+Constraints.NONE = Constraints()  # type: ignore[attr-defined]
+
+
+def _check_worker(worker: object) -> None:
+    if is_worker_class(worker):
+        return
+    from .worker import Worker
+
+    if isinstance(worker, Worker):
+        raise InvalidRequestError(
+            f"got an instance of {type(worker).__name__}; pass the Worker class itself "
+            f"(OneTimeWorkRequest({type(worker).__name__})), nbwork creates one per attempt"
+        )
+    if isinstance(worker, type) or not callable(worker):
+        raise InvalidRequestError(
+            f"{worker!r} is neither a Worker subclass nor a function; pass a subclass of "
+            "nbwork.Worker (or CoroutineWorker) or a plain function"
+        )
+
+
+def _check_merger(merger: object) -> type[InputMerger]:
+    if isinstance(merger, type) and issubclass(merger, InputMerger) and merger is not InputMerger:
+        return merger
+    raise InvalidRequestError(
+        f"input_merger must be OverwritingInputMerger or ArrayCreatingInputMerger (the class), "
+        f"not {merger!r}"
+    )
+
+
+def _check_tags(tags: Iterable[str] | str | None) -> frozenset[str]:
+    if tags is None:
+        return frozenset()
+    if isinstance(tags, str):
+        tags = [tags]
+    out = []
+    for tag in tags:
+        if not isinstance(tag, str) or not tag:
+            raise InvalidRequestError(f"tags must be non-empty strings, not {tag!r}")
+        out.append(tag)
+    return frozenset(out)
+
+
+class WorkRequest:
+    """What one-time and periodic requests share. Build a subclass, not this."""
+
+    def __init__(
+        self,
+        worker: type | Callable[..., Any],
+        *,
+        input_data: Data | Mapping[str, Any] | None = None,
+        tags: Iterable[str] | str | None = None,
+        constraints: Constraints | None = None,
+        initial_delay: float | timedelta = 0,
+        backoff_policy: BackoffPolicy | str = BackoffPolicy.EXPONENTIAL,
+        backoff_delay: float | timedelta = DEFAULT_BACKOFF_DELAY,
+        keep_results_for: float | timedelta | None = None,
+        id: str | None = None,
+    ) -> None:
+        _check_worker(worker)
+        self.worker = worker
+        self.worker_name = worker_name(worker)
+        self.input_data = Data.from_mapping(input_data)
+        self.tags = _check_tags(tags)
+        if constraints is None:
+            constraints = Constraints()
+        if not isinstance(constraints, Constraints):
+            raise InvalidRequestError(
+                f"constraints must be a nbwork.Constraints, not {type(constraints).__name__}"
+            )
+        self.constraints = constraints
+        self.initial_delay = to_seconds(initial_delay, "initial_delay")
+        self.backoff_policy = BackoffPolicy.parse(backoff_policy)
+        self.backoff_delay = min(to_seconds(backoff_delay, "backoff_delay"), MAX_BACKOFF_DELAY)
+        self.keep_results_for = to_seconds(keep_results_for, "keep_results_for", allow_none=True)
+        if id is None:
+            id = str(uuid.uuid4())
+        else:
+            try:
+                id = str(uuid.UUID(str(id)))
+            except ValueError:
+                raise InvalidRequestError(f"id must be a UUID string, not {id!r}") from None
+        self.id: str = id
+
+    @property
+    def is_periodic(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.worker_name}, id={self.id[:8]})"
+
+
+class OneTimeWorkRequest(WorkRequest):
+    """Work that runs once (with retries if it asks for them).
+
+    ``OneTimeWorkRequest(worker, input_data=..., tags=[...], constraints=...,
+    initial_delay=..., backoff_policy=..., backoff_delay=..., input_merger=...,
+    keep_results_for=...)``; or ``OneTimeWorkRequest.Builder(worker)...build()``.
+    """
+
+    def __init__(
+        self,
+        worker: type | Callable[..., Any],
+        *,
+        input_merger: type[InputMerger] = OverwritingInputMerger,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(worker, **kwargs)
+        self.input_merger = _check_merger(input_merger)
+
+    @classmethod
+    def from_worker(cls, worker: type | Callable[..., Any]) -> "OneTimeWorkRequest":
+        """A request with no input and defaults (Android's ``OneTimeWorkRequest.from``)."""
+        return cls(worker)
+
+    class Builder:
+        """Android-style builder with snake_case setters, for teaching."""
+
+        def __init__(self, worker: type | Callable[..., Any]) -> None:
+            _check_worker(worker)
+            self._worker = worker
+            self._kwargs: dict[str, Any] = {"tags": set()}
+
+        def set_input_data(self, data: Data | Mapping[str, Any]) -> "OneTimeWorkRequest.Builder":
+            self._kwargs["input_data"] = Data.from_mapping(data)
+            return self
+
+        def add_tag(self, tag: str) -> "OneTimeWorkRequest.Builder":
+            self._kwargs["tags"] |= _check_tags([tag])
+            return self
+
+        def set_constraints(self, constraints: Constraints) -> "OneTimeWorkRequest.Builder":
+            self._kwargs["constraints"] = constraints
+            return self
+
+        def set_initial_delay(self, delay: float | timedelta) -> "OneTimeWorkRequest.Builder":
+            self._kwargs["initial_delay"] = to_seconds(delay, "initial_delay")
+            return self
+
+        def set_backoff_criteria(self, policy: BackoffPolicy | str,
+                                 delay: float | timedelta) -> "OneTimeWorkRequest.Builder":
+            self._kwargs["backoff_policy"] = BackoffPolicy.parse(policy)
+            self._kwargs["backoff_delay"] = to_seconds(delay, "backoff_delay")
+            return self
+
+        def set_input_merger(self, merger: type[InputMerger]) -> "OneTimeWorkRequest.Builder":
+            self._kwargs["input_merger"] = _check_merger(merger)
+            return self
+
+        def keep_results_for(self, duration: float | timedelta) -> "OneTimeWorkRequest.Builder":
+            self._kwargs["keep_results_for"] = to_seconds(duration, "keep_results_for")
+            return self
+
+        def set_id(self, id: str) -> "OneTimeWorkRequest.Builder":
+            self._kwargs["id"] = id
+            return self
+
+        def build(self) -> "OneTimeWorkRequest":
+            return OneTimeWorkRequest(self._worker, **self._kwargs)
+
+
+class PeriodicWorkRequest(WorkRequest):
+    """Work that repeats every ``repeat_interval`` seconds, inside a ``flex_interval``
+    window at the end of each period, until cancelled."""
+
+    def __init__(
+        self,
+        worker: type | Callable[..., Any],
+        repeat_interval: float | timedelta,
+        flex_interval: float | timedelta | None = None,
+        **kwargs: Any,
+    ) -> None:
+        interval = to_seconds(repeat_interval, "repeat_interval")
+        if interval < MIN_PERIODIC_INTERVAL:
+            raise InvalidRequestError(
+                f"repeat_interval must be at least {MIN_PERIODIC_INTERVAL:g} s, not {interval:g}"
+            )
+        flex = interval if flex_interval is None else to_seconds(flex_interval, "flex_interval")
+        if flex <= 0 or flex > interval:
+            raise InvalidRequestError(
+                f"flex_interval must be more than 0 and at most repeat_interval ({interval:g} s), "
+                f"not {flex:g} s"
+            )
+        super().__init__(worker, **kwargs)
+        self.repeat_interval = interval
+        self.flex_interval = flex
+        self.input_merger = OverwritingInputMerger
+
+    @property
+    def is_periodic(self) -> bool:
+        return True
+
+
+MERGER_NAMES = {OverwritingInputMerger: "OverwritingInputMerger",
+                ArrayCreatingInputMerger: "ArrayCreatingInputMerger"}

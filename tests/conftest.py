@@ -1,0 +1,66 @@
+"""Shared fixtures: every test gets its own private store; schedulers are stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from nbwork import WorkManager
+from nbwork._lock import holder_pid
+
+
+def wait_until(condition, timeout: float = 30.0, what: str = "condition"):
+    """Poll ``condition()`` until it returns something truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+def stop_scheduler(store_path: str) -> None:
+    """Stop the scheduler of a store by PID, and every process it started."""
+    pid = holder_pid(store_path)
+    if pid is None:
+        return
+    try:
+        process = psutil.Process(pid)
+        children = process.children(recursive=True)
+    except psutil.Error:
+        return
+    os.kill(pid, signal.SIGTERM)
+    try:
+        process.wait(20)
+    except psutil.TimeoutExpired:
+        process.kill()
+    for child in children:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+
+
+@pytest.fixture
+def store_path(tmp_path, monkeypatch):
+    path = tmp_path / "store"
+    # Never touch the user's default store from a test.
+    monkeypatch.setenv("NBWORK_HOME", str(tmp_path / "default-store-must-not-be-used"))
+    yield str(path)
+    if path.exists():
+        stop_scheduler(str(path))
+
+
+@pytest.fixture
+def wm(store_path):
+    manager = WorkManager(store_path)
+    yield manager
+    stop_scheduler(store_path)
