@@ -60,8 +60,12 @@ def _info_dict(info: WorkInfo) -> dict[str, Any]:
     }
 
 
+def _json_default(value: Any) -> str:
+    return value.hex() if isinstance(value, bytes) else str(value)
+
+
 def _dump_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, default=lambda o: o.hex() if isinstance(o, bytes) else str(o)))
+    print(json.dumps(value, indent=2, default=_json_default))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -197,7 +201,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
               for n in (10, 20, 30)]
     squares = [OneTimeWorkRequest(square, tags=["demo"]) for _ in counts]
     join = OneTimeWorkRequest(total, tags=["demo"], input_merger=ArrayCreatingInputMerger)
-    chains = [wm.begin_with(c).then(s) for c, s in zip(counts, squares)]
+    chains = [wm.begin_with(c).then(s) for c, s in zip(counts, squares, strict=True)]
     from .manager import WorkContinuation
 
     WorkContinuation.combine(chains).then(join).enqueue()
@@ -268,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         # The reader went away (e.g. `nbwork list | head`): not an error worth a traceback.
-        sys.stdout = open(os.devnull, "w")
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
         print("\nnbwork: detached; the work goes on in the background. Follow it with "

@@ -1,0 +1,74 @@
+"""Imports point down only (STYLE.md): a lower layer never imports an upper one."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+PACKAGE = pathlib.Path(__file__).parent.parent / "nbwork"
+
+LAYERS = {
+    "errors": 0, "_time": 0,
+    "data": 1, "info": 1, "worker": 1, "request": 1, "_spec": 1, "_code": 1,
+    "_rules": 2,
+    "_store": 3, "_lock": 3, "_wake": 3, "_ops": 3,
+    "_executors": 3, "_executors.base": 3, "_executors.child": 3, "_executors.local": 3,
+    "_executors.inline": 3,
+    "_scheduler": 4, "_daemon": 4,
+    "manager": 5, "testing": 5, "examples": 5,
+    "cli": 6, "__init__": 7,
+}
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _imports(path: pathlib.Path, module: str) -> set[str]:
+    found = set()
+    package_parts = module.split(".")[:-1] if path.name != "__init__.py" else module.split(".")
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package_parts[: len(package_parts) - (node.level - 1)]
+                target = ".".join([*base, node.module] if node.module else base)
+                names = [target] if node.module else [f"{a.name}" for a in node.names]
+                found.update(n for n in names if n)
+            elif node.module and node.module.startswith("nbwork."):
+                found.add(node.module[len("nbwork."):])
+        elif isinstance(node, ast.Import):
+            found.update(a.name[len("nbwork."):] for a in node.names
+                         if a.name.startswith("nbwork."))
+    return found
+
+
+def test_every_module_has_a_layer():
+    modules = {_module_name(p) for p in PACKAGE.rglob("*.py")}
+    assert modules <= set(LAYERS) | {"__init__"}, modules - set(LAYERS)
+
+
+def test_imports_point_down():
+    wrong = []
+    for path in PACKAGE.rglob("*.py"):
+        module = _module_name(path)
+        for target in _imports(path, module):
+            target = target.lstrip(".")
+            if target not in LAYERS:
+                target = target.rsplit(".", 1)[0] if "." in target else target
+            if target in LAYERS and LAYERS[target] > LAYERS[module]:
+                wrong.append(f"{module} (layer {LAYERS[module]}) imports {target} "
+                             f"(layer {LAYERS[target]})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_only_the_store_imports_diskcache():
+    users = [p.name for p in PACKAGE.rglob("*.py") if "import diskcache" in p.read_text()]
+    assert users == ["_store.py"]
+
+
+def test_executors_never_import_the_store():
+    for path in (PACKAGE / "_executors").glob("*.py"):
+        assert "_store" not in path.read_text(), path
