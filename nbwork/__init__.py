@@ -6,7 +6,13 @@ that outlives the cell, the kernel and the notebook, and its ``WorkInfo`` can be
 observed and cancelled from any kernel.
 """
 
-from .data import MAX_DATA_BYTES, ArrayCreatingInputMerger, Data, InputMerger, OverwritingInputMerger
+from .data import (
+    MAX_DATA_BYTES,
+    ArrayCreatingInputMerger,
+    Data,
+    InputMerger,
+    OverwritingInputMerger,
+)
 from .errors import (
     DataError,
     InvalidInputError,

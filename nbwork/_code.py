@@ -74,7 +74,7 @@ def _culprit(obj: Any) -> str | None:
         for name in code.co_names:
             if name in function.__globals__:
                 candidates[f"global {name!r}"] = function.__globals__[name]
-        for name, cell in zip(code.co_freevars, function.__closure__ or ()):
+        for name, cell in zip(code.co_freevars, function.__closure__ or (), strict=False):
             try:
                 candidates[f"captured variable {name!r}"] = cell.cell_contents
             except ValueError:

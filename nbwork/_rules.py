@@ -11,11 +11,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ._spec import WorkSpec
 from .data import MERGERS, Data
 from .errors import InvalidRequestError
 from .info import StopReason, WorkState
 from .request import MAX_BACKOFF_DELAY, ExistingPeriodicWorkPolicy, ExistingWorkPolicy
-from ._spec import WorkSpec
 
 MAX_CONSECUTIVE_CRASHES = 3
 """A work whose worker process dies this many times in a row fails (no endless crash loop)."""
@@ -61,7 +61,8 @@ def backoff_seconds(policy: str, delay: float, attempts: int) -> float:
 def first_run_at(spec: WorkSpec, now: float) -> float:
     """When a work that just became ENQUEUED is due (initial delay; flex for periodic)."""
     due = now + spec.initial_delay
-    if spec.is_periodic and spec.flex_interval is not None and spec.flex_interval != spec.repeat_interval:
+    if (spec.is_periodic and spec.flex_interval is not None
+            and spec.flex_interval != spec.repeat_interval):
         due += spec.repeat_interval - spec.flex_interval
     return due
 
@@ -150,13 +151,22 @@ def plan_unique_periodic(existing: list[WorkSpec], policy: ExistingPeriodicWorkP
     everything = [s.id for s in existing]
     if policy is ExistingPeriodicWorkPolicy.KEEP and unfinished:
         return UniquePlan(drop_new=True)
-    if policy is ExistingPeriodicWorkPolicy.UPDATE and unfinished:
-        if len(existing) > 1 or not existing[0].is_periodic:
+    if policy is ExistingPeriodicWorkPolicy.UPDATE:
+        # As WorkManager: cancelled work is replaced; anything else must be one periodic work.
+        live = [s for s in existing if s.state is not WorkState.CANCELLED]
+        if len(live) > 1:
             raise InvalidRequestError(
-                f"unique work {name!r} holds one-time work; UPDATE only updates periodic work. "
-                "Use CANCEL_AND_REENQUEUE or another name"
+                f"unique work {name!r} is a chain of {len(live)} works; UPDATE can only update "
+                "a single periodic work. Use CANCEL_AND_REENQUEUE or another name"
             )
-        return UniquePlan(update=existing[0].id)
+        if live and not live[0].is_periodic:
+            raise InvalidRequestError(
+                f"unique work {name!r} holds one-time work; UPDATE only updates periodic work "
+                "(an update must keep the worker's type). Use CANCEL_AND_REENQUEUE or another "
+                "name"
+            )
+        if live:
+            return UniquePlan(update=live[0].id)
     return UniquePlan(cancel=[s.id for s in unfinished], detach=everything)
 
 
@@ -182,8 +192,13 @@ def start_attempt(spec: WorkSpec, token: str, now: float) -> int:
 
 
 def merged_input(spec: WorkSpec, works: WorkSet) -> Data:
-    """The input an attempt runs with: its merger over own input + prerequisites' outputs."""
-    if not spec.prerequisites:
+    """The input an attempt runs with: its merger over own input + prerequisites' outputs.
+
+    As WorkManager's ``WorkerWrapper``: periodic work takes its input as is; one-time work
+    always goes through its merger, even with no prerequisites (so ``ArrayCreatingInputMerger``
+    turns its own scalars into lists too).
+    """
+    if spec.is_periodic:
         return Data(spec.input)
     inputs = [Data(spec.input)]
     for pid in spec.prerequisites:
@@ -208,12 +223,13 @@ def finish_attempt(works: WorkSet, spec: WorkSpec, outcome: Outcome, now: float)
     spec.attempt = None
     spec.progress = {}
     kind = outcome.kind
+    error = outcome.error
     if kind == "crash":
         spec.consecutive_crashes += 1
-        spec.error = outcome.error
+        spec.error = error
         if spec.consecutive_crashes >= MAX_CONSECUTIVE_CRASHES:
             kind = "failure"
-            spec.error = (
+            error = (
                 f"{outcome.error}\nnbwork: the worker process died {spec.consecutive_crashes} "
                 "times in a row; the work is failed so it cannot crash forever"
             )
@@ -233,7 +249,7 @@ def finish_attempt(works: WorkSet, spec: WorkSpec, outcome: Outcome, now: float)
             spec.backoff_policy, spec.backoff_delay, spec.run_attempt_count)
     elif spec.is_periodic:
         # Periodic work never finishes by itself: success or failure, it waits for the next period.
-        spec.error = outcome.error
+        spec.error = error
         spec.state = WorkState.ENQUEUED
         spec.period_count += 1
         spec.run_attempt_count = 0
@@ -249,7 +265,7 @@ def finish_attempt(works: WorkSet, spec: WorkSpec, outcome: Outcome, now: float)
     else:
         spec.state = WorkState.FAILED
         spec.output = dict(outcome.output)
-        spec.error = outcome.error
+        spec.error = error
         spec.finish_time = now
         works.put(spec)
         _finish_dependents(works, spec, WorkState.FAILED, now)
@@ -274,9 +290,18 @@ def _finish_dependents(works: WorkSet, spec: WorkSpec, state: WorkState, now: fl
     """Every unfinished dependent, transitively, takes ``state``; returns the RUNNING ones."""
     running: list[str] = []
     pending = list(spec.dependents)
+    seen: set[str] = set()
     while pending:
-        child = works.get(pending.pop())
-        if child is None or child.is_finished:
+        child_id = pending.pop()
+        if child_id in seen:
+            continue
+        seen.add(child_id)
+        child = works.get(child_id)
+        if child is None:
+            continue
+        # A finished dependent stays as it is, but its own dependents are still reached.
+        pending.extend(child.dependents)
+        if child.is_finished:
             continue
         if child.state is WorkState.RUNNING:
             running.append(child.id)
@@ -284,7 +309,6 @@ def _finish_dependents(works: WorkSet, spec: WorkSpec, state: WorkState, now: fl
         child.state = state
         child.finish_time = now
         works.put(child)
-        pending.extend(child.dependents)
     return running
 
 

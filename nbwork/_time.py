@@ -12,7 +12,6 @@ from datetime import timedelta
 from .errors import InvalidInputError
 
 
-
 class Clock:
     """Wall-clock time in seconds since the epoch (what the store records)."""
 

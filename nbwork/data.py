@@ -55,6 +55,13 @@ def _check_value(key: str, value: object) -> object:
     )
 
 
+def _typed(value: object) -> object:
+    """``value`` paired with its type (items too), so equal-but-different-type values differ."""
+    if isinstance(value, (list, tuple)):
+        return (type(value), tuple(_typed(item) for item in value))
+    return (type(value), value)
+
+
 class Data(Mapping[str, Any]):
     """An immutable mapping of ``str`` keys to Data values, at most ``MAX_DATA_BYTES``.
 
@@ -64,7 +71,7 @@ class Data(Mapping[str, Any]):
     __slots__ = ("_values", "_size")
 
     def __init__(self, values: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
-                 **kwargs: Any) -> None:
+                 /, **kwargs: Any) -> None:
         if isinstance(values, Data) and not kwargs:
             self._values, self._size = values._values, values._size
             return
@@ -74,7 +81,13 @@ class Data(Mapping[str, Any]):
                 raise DataTypeError(
                     f"Data needs a mapping of str keys to values, not a {type(values).__name__}"
                 )
-            raw.update(values)
+            try:
+                raw.update(values)
+            except (TypeError, ValueError):
+                raise DataTypeError(
+                    "Data needs a mapping of str keys to values (or a list of (key, value) "
+                    f"pairs), not {values!r:.80}"
+                ) from None
         raw.update(kwargs)
         checked: dict[str, object] = {}
         for key, value in raw.items():
@@ -121,11 +134,16 @@ class Data(Mapping[str, Any]):
         return key in self._values
 
     def __eq__(self, other: object) -> bool:
+        # Typed comparison, as Android's Data.equals: True != 1 and 1 != 1.0.
         if isinstance(other, Data):
-            return self._values == other._values
-        if isinstance(other, Mapping):
-            return self.to_dict() == dict(other)
-        return NotImplemented
+            mine, theirs = self._values, other._values
+        elif isinstance(other, Mapping):
+            mine, theirs = self.to_dict(), dict(other)
+        else:
+            return NotImplemented
+        return mine.keys() == theirs.keys() and all(
+            _typed(value) == _typed(theirs[key]) for key, value in mine.items()
+        )
 
     def __hash__(self) -> int:
         return hash(tuple(sorted(self._values.items(), key=lambda kv: kv[0])))

@@ -4,7 +4,7 @@
     ├── InvalidInputError            a bad argument; also a ValueError
     │   ├── DataError                a Data value or size that breaks the rules
     │   ├── InvalidRequestError      a request that cannot be built or enqueued as given
-    │   └── WorkerSerializationError a worker that cannot be sent to another process; also a TypeError
+    │   └── WorkerSerializationError a worker that cannot go to another process; also a TypeError
     ├── StoreError                   the store directory cannot be used (permissions, disk, lock)
     └── SchedulerError               the scheduler process could not be started or stopped
 

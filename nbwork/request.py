@@ -127,9 +127,14 @@ Constraints.NONE = Constraints()  # type: ignore[attr-defined]
 
 
 def _check_worker(worker: object) -> None:
+    from .worker import CoroutineWorker, FunctionWorker, Worker
+
+    if worker in (Worker, CoroutineWorker, FunctionWorker):
+        raise InvalidRequestError(
+            f"{worker.__name__} itself has no work to do; subclass it and override do_work()"
+        )
     if is_worker_class(worker):
         return
-    from .worker import Worker
 
     if isinstance(worker, Worker):
         raise InvalidRequestError(

@@ -103,8 +103,16 @@ class WorkerParameters:
                 return False
             self.stop_reason = reason
             self.stop_event.set()
-        for callback in self._stop_callbacks:
-            callback()
+        # Every callback runs even if one raises (an on_stopped() that raises must not keep a
+        # coroutine from being cancelled); the first error is raised afterwards.
+        errors: list[Exception] = []
+        for callback in list(self._stop_callbacks):
+            try:
+                callback()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
         return True
 
 
@@ -206,7 +214,14 @@ class CoroutineWorker(Worker):
     async def _run_cancellable(self) -> Any:
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(self.do_work())
-        self._params.on_stop(lambda: loop.call_soon_threadsafe(task.cancel))
+
+        def cancel() -> None:
+            try:
+                loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:  # the loop is closed: the coroutine has already finished
+                pass
+
+        self._params.on_stop(cancel)
         if self.is_stopped:
             task.cancel()
         try:
