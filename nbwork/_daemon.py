@@ -2,8 +2,11 @@
 
 The scheduler runs detached: a session of its own (``start_new_session``), so a kernel
 restart, which kills the kernel's process group, does not touch it; its output goes to
-``scheduler.log`` in the store. ``nbwork daemon run --store DIR`` (or ``main()`` here) runs it in the
-foreground.
+``scheduler.log`` in the store. ``main()`` here runs it in the foreground.
+
+Environment (read by the client that starts the scheduler): ``NBWORK_IDLE_EXIT`` seconds
+without unfinished work before it exits; ``NBWORK_STOP_GRACE`` seconds a stopped worker
+gets before its process group is terminated.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from ._lock import holder_pid
+from ._lock import holder_pid, last_holder_pid
 from .errors import SchedulerError
 
 LOG_NAME = "scheduler.log"
@@ -71,26 +74,32 @@ class Daemon:
         idle = self.idle_exit if self.idle_exit is not None else os.environ.get("NBWORK_IDLE_EXIT")
         if idle is not None:
             command += ["--idle-exit", str(idle)]
-        log_file = open(os.path.join(self.store_path, LOG_NAME), "ab")
+        grace = os.environ.get("NBWORK_STOP_GRACE")
+        if grace is not None:
+            command += ["--stop-grace", grace]
         try:
-            self._spawned = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                start_new_session=True, close_fds=True, cwd=self.store_path,
-            )
+            with open(os.path.join(self.store_path, LOG_NAME), "ab") as log_file:
+                self._spawned = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                    start_new_session=True, close_fds=True, cwd=self.store_path,
+                )
             self._spawned_at = time.monotonic()
             _children.append(self._spawned)
         except OSError as exc:
             raise SchedulerError(f"could not start the scheduler: {exc}") from exc
-        finally:
-            log_file.close()
 
     def ensure_running(self) -> None:
         """Spawn a scheduler unless one holds the store or ours is still starting up."""
         if self.is_running:
             return
         spawned = self._spawned
+        # A live process we spawned that does not hold the lock is either still starting
+        # (it will take the lock and see our work) or exiting after an idle spell (it has
+        # let the lock go, and will not look at the store again): only the first may be
+        # waited for, or work committed now would be stranded until the next client call.
         if (spawned is not None and spawned.poll() is None
-                and time.monotonic() - self._spawned_at < START_TIMEOUT):
+                and time.monotonic() - self._spawned_at < START_TIMEOUT
+                and last_holder_pid(self.store_path) != spawned.pid):
             return
         self.spawn()
 
@@ -131,18 +140,21 @@ class Daemon:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ._executors.local import DEFAULT_STOP_GRACE, LocalExecutor
     from ._scheduler import DEFAULT_IDLE_EXIT, Scheduler
     from ._store import Store
 
     parser = argparse.ArgumentParser(prog="nbwork-scheduler")
     parser.add_argument("--store", required=True)
     parser.add_argument("--idle-exit", type=float, default=DEFAULT_IDLE_EXIT)
+    parser.add_argument("--stop-grace", type=float, default=DEFAULT_STOP_GRACE)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr,
         format=f"%(asctime)s [{os.getpid()}] %(name)s %(levelname)s %(message)s",
     )
-    return Scheduler(Store(args.store), idle_exit=args.idle_exit).run()
+    executor = LocalExecutor(stop_grace=args.stop_grace)
+    return Scheduler(Store(args.store), executor=executor, idle_exit=args.idle_exit).run()
 
 
 if __name__ == "__main__":

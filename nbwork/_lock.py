@@ -21,6 +21,15 @@ def lock_path(store_path: str) -> str:
     return os.path.join(store_path, LOCK_NAME)
 
 
+def last_holder_pid(store_path: str) -> int | None:
+    """The pid of the last process that took the lock (it may hold it still, or be gone)."""
+    try:
+        with open(lock_path(store_path), "rb") as f:
+            return int(f.read().strip() or 0) or None
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def holder_pid(store_path: str) -> int | None:
     """The pid of the process holding the scheduler lock, or None when nobody holds it."""
     try:
@@ -50,6 +59,11 @@ class SchedulerLock:
         except OSError:
             os.close(fd)
             return False
+        # Record who took it. The record outlives the lock, so a client that sees the lock
+        # free can tell a scheduler that is still starting (never took it) from one that is
+        # exiting (took it, then let go): see Daemon.ensure_running.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
         return True
 

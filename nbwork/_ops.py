@@ -116,6 +116,35 @@ def _apply_update(txn: Transaction, work_id: str, new: WorkSpec, payload: bytes)
     txn.put(spec)
 
 
+def update(store: Store, new: WorkSpec, payload: bytes) -> str:
+    """``update_work``: give an unfinished work a new spec (same id); returns WorkManager's
+    ``UpdateResult`` name: NOT_APPLIED (finished), APPLIED_FOR_NEXT_RUN (running: the attempt
+    in flight keeps its spec) or APPLIED_IMMEDIATELY."""
+    with store.transaction() as txn:
+        spec = txn.get(new.id)
+        if spec is None:
+            raise InvalidRequestError(
+                f"update_work: no work with id {new.id} in this store; enqueue the request "
+                "instead")
+        if spec.is_periodic != new.is_periodic:
+            kinds = ("one-time", "periodic")
+            raise InvalidRequestError(
+                f"update_work: work {new.id} is {kinds[spec.is_periodic]} work and cannot "
+                f"become {kinds[new.is_periodic]} work; cancel it and enqueue a new request")
+        if spec.is_finished:
+            return "NOT_APPLIED"
+        running = spec.state is WorkState.RUNNING
+        _apply_update(txn, new.id, new, payload)
+        spec = txn.get(new.id)
+        assert spec is not None
+        if spec.state is WorkState.ENQUEUED and spec.run_attempt_count == 0 \
+                and spec.period_count == 0:
+            # Not run yet: the new initial delay (and flex) counts from when it was enqueued.
+            spec.next_run_at = _rules.first_run_at(spec, spec.last_enqueue_time)
+            txn.put(spec)
+    return "APPLIED_FOR_NEXT_RUN" if running else "APPLIED_IMMEDIATELY"
+
+
 def cancel(store: Store, ids: Iterable[str], now: float) -> list[str]:
     """Cancel works and their dependents; returns the ids that were RUNNING."""
     with store.transaction() as txn:

@@ -106,20 +106,31 @@ class Scheduler:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stopping = True
+        # The loop may be asleep in wait() for up to a heartbeat, and PEP 475 resumes that
+        # wait after this handler: a byte in our own FIFO ends it now, so a stop is prompt.
+        if self._wake is not None:
+            self._wake.poke()
 
     def _shutdown(self) -> None:
-        self.executor.shutdown(grace=DEFAULT_STOP_GRACE)
-        # Attempts cut short by a stop go back to the queue, as after a crash.
+        self.executor.shutdown(grace=getattr(self.executor, "stop_grace", DEFAULT_STOP_GRACE))
+        # Attempts cut short by a stop go back to the queue, as after a crash. They are no
+        # longer ours: forget them, or recover() would take them for live attempts and leave
+        # them RUNNING with no scheduler.
         self._outcomes.clear()
-        self.recover()
+        self._attempts.clear()
+        # After an idle exit the lock is already released, and another scheduler may hold it
+        # and run work by now: the RUNNING records are its own, not ours to recover.
+        if self.lock.fd is not None:
+            self.recover()
         try:
             with self.store.transaction() as txn:
                 lease = txn.get_value("lease")
                 if lease and lease.get("token") == self.token:
                     txn.delete_value("lease")
         finally:
-            if self._wake is not None:
-                self._wake.close()
+            wake, self._wake = self._wake, None  # the signal handler must not poke a closed fd
+            if wake is not None:
+                wake.close()
             self.lock.release()
 
     def _heartbeat(self, force: bool = False) -> None:
@@ -190,7 +201,9 @@ class Scheduler:
                         self._clear_attempt(txn, work_id, token)
                     continue
                 _rules.finish_attempt(txn, spec, outcome, now)
-        self._last_counter = self.store.change_counter()
+        # _last_counter is deliberately not advanced here (nor after starting work): a
+        # client's cancel committed between our commit and that read would be taken as
+        # seen, and the cancelled attempt would never be stopped.
 
     def _current(self, txn: Any, token: str, work_id: str | None = None) -> WorkSpec | None:
         """The work an attempt belongs to, if that attempt is still its current one."""
@@ -260,7 +273,6 @@ class Scheduler:
                     tags=spec.tags, run_attempt_count=seen_count, generation=spec.generation,
                     log_path=self.store.log_path(spec.id),
                 ))
-        self._last_counter = self.store.change_counter()
         for attempt in attempts:
             self._attempts[attempt.token] = attempt.work_id
             try:

@@ -54,7 +54,11 @@ def check_store_dir(path: str) -> None:
     would let them run code as this user.
     """
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except FileExistsError:
+            pass  # a file is in the way: makedirs says only "File exists"; the check below
+            # gives the clear message
         info = os.stat(path)
     except OSError as exc:
         raise StoreError(f"cannot create the store directory {path!r}: {exc.strerror}") from exc

@@ -54,6 +54,13 @@ class WakeReceiver:
     def fileno(self) -> int:
         return self.fd
 
+    def poke(self) -> None:
+        """Make the FIFO readable from inside the scheduler (safe in a signal handler)."""
+        try:
+            os.write(self.fd, b"!")
+        except OSError:  # full: a wake-up is already pending; closed: nothing waits
+            pass
+
     def drain(self) -> None:
         try:
             while os.read(self.fd, 4096):

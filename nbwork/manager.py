@@ -28,7 +28,6 @@ from .request import (
     MERGER_NAMES,
     ExistingPeriodicWorkPolicy,
     ExistingWorkPolicy,
-    OneTimeWorkRequest,
     PeriodicWorkRequest,
     WorkRequest,
 )
@@ -72,11 +71,21 @@ class Operation:
 class ObserverHandle:
     """Returned by ``observe``; ``cancel()`` stops the callbacks."""
 
-    def __init__(self, watcher: "_Watcher", callback: Callable[[], None]) -> None:
+    def __init__(self, watcher: "_Watcher", callback: Callable[[], None],
+                 lock: threading.RLock) -> None:
         self._watcher = watcher
         self._callback = callback
+        self._lock = lock
+        self.active = True
 
     def cancel(self) -> None:
+        """No callback starts after this returns (one in progress on another thread is
+        waited for; calling it from inside the callback is fine)."""
+        # The watcher thread works on a copy of its listener list, so removing the listener
+        # alone could still let one more delivery through: the flag, under the delivery
+        # lock, closes that gap.
+        with self._lock:
+            self.active = False
         self._watcher.remove(self._callback)
 
 
@@ -173,7 +182,8 @@ class WorkManager:
         with _watchers_lock:
             self._watcher = _watchers.setdefault(self._store.path, _Watcher(self._store))
         # Work left unfinished (a reboot, an idle exit) resumes on the first client use.
-        if self._store.state_index(WorkState.ENQUEUED) or self._store.state_index(WorkState.RUNNING):
+        store = self._store
+        if store.state_index(WorkState.ENQUEUED) or store.state_index(WorkState.RUNNING):
             self.daemon.ensure_running()
 
     @classmethod
@@ -195,7 +205,11 @@ class WorkManager:
 
     def enqueue(self, requests: Requests) -> Operation:
         """Enqueue one request or a list of independent requests; durable when it returns."""
-        return self.begin_with(requests).enqueue()
+        items = _as_list(requests, "enqueue()")
+        # Not through begin_with(): a continuation refuses periodic work (it cannot be
+        # chained), but wm.enqueue(PeriodicWorkRequest(...)) is how periodic work starts.
+        _check_distinct(items)
+        return self._write([(r, ()) for r in items], [])
 
     def begin_with(self, requests: Requests) -> "WorkContinuation":
         """Start a chain: ``wm.begin_with([a, b]).then(c).enqueue()``."""
@@ -223,6 +237,21 @@ class WorkManager:
         group = _ops.UniqueGroup(_check_name(name), ExistingPeriodicWorkPolicy.parse(policy),
                                  members=[request.id], roots=[request.id])
         return self._write([(request, ())], [group])
+
+    def update_work(self, request: WorkRequest) -> str:
+        """Change a not-yet-finished work to ``request`` (same id), ``generation`` + 1.
+
+        Returns ``"APPLIED_IMMEDIATELY"``, ``"APPLIED_FOR_NEXT_RUN"`` (it is running: the
+        attempt in flight is not stopped) or ``"NOT_APPLIED"`` (it is already finished).
+        """
+        if not isinstance(request, WorkRequest):
+            raise InvalidRequestError(
+                f"update_work takes a work request, not {type(request).__name__}")
+        code_key, payload = serialize_worker(request.worker, request.worker_name)
+        result = _ops.update(self._store, _spec_of(request, code_key, (), None), payload)
+        if result != "NOT_APPLIED":
+            self._wake_scheduler()
+        return result
 
     def _write(self, items: list[tuple[WorkRequest, tuple[str, ...]]],
                groups: list[_ops.UniqueGroup]) -> Operation:
@@ -302,7 +331,6 @@ class WorkManager:
         """
         query, single = _target_query(target)
         deadline = None if timeout is None else time.monotonic() + timeout
-        self.daemon.ensure_running()
         while True:
             seen = self._watcher.counter
             infos = self.get_work_infos(query)
@@ -310,6 +338,9 @@ class WorkManager:
                 raise InvalidInputError(f"no work with id {', '.join(query.ids)} in this store")
             if all(i.state.is_finished for i in infos):
                 return infos[0] if single else infos
+            # Every round, not once: a scheduler that dies while we wait (killed, OOM) is
+            # replaced, or this wait would last until its timeout (forever without one).
+            self.daemon.ensure_running()
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 states = ", ".join(f"{i.short_id} {i.state.value}" for i in infos)
@@ -323,18 +354,21 @@ class WorkManager:
         """
         query, _ = _target_query(target)
         last: list[list[WorkInfo] | None] = [None]
-        lock = threading.Lock()
+        lock = threading.RLock()
 
         def deliver() -> None:
             with lock:
+                if not handle.active:
+                    return
                 infos = self.get_work_infos(query)
                 if infos != last[0]:
                     last[0] = infos
                     callback(infos)
 
+        handle = ObserverHandle(self._watcher, deliver, lock)
         deliver()
         self._watcher.add(deliver)
-        return ObserverHandle(self._watcher, deliver)
+        return handle
 
     async def flow(self, target: Any) -> AsyncIterator[list[WorkInfo]]:
         """``async for infos in wm.flow(target)``: the current infos, then each change."""
@@ -467,15 +501,18 @@ class WorkContinuation:
 
 
 def _check_no_repeats(continuation: WorkContinuation) -> None:
+    _check_distinct([r for c in continuation._graph() for r in c.requests])
+
+
+def _check_distinct(requests: Iterable[WorkRequest]) -> None:
     seen: set[str] = set()
-    for c in continuation._graph():
-        for r in c.requests:
-            if r.id in seen:
-                raise InvalidRequestError(
-                    f"request {r!r} appears twice in this chain; each step needs its own "
-                    "request object (build another request with the same worker)"
-                )
-            seen.add(r.id)
+    for r in requests:
+        if r.id in seen:
+            raise InvalidRequestError(
+                f"request {r!r} appears twice in this chain; each step needs its own "
+                "request object (build another request with the same worker)"
+            )
+        seen.add(r.id)
 
 
 def _check_name(name: object) -> str:
@@ -515,9 +552,7 @@ def _matches(spec: WorkSpec, query: WorkQuery) -> bool:
         return False
     if query.tags and not set(query.tags) & set(spec.tags):
         return False
-    if query.unique_work_names and spec.unique_name not in query.unique_work_names:
-        return False
-    return True
+    return not (query.unique_work_names and spec.unique_name not in query.unique_work_names)
 
 
 def _spec_of(request: WorkRequest, code_key: str, prerequisites: tuple[str, ...],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 import psutil
@@ -64,3 +65,25 @@ def wm(store_path):
     manager = WorkManager(store_path)
     yield manager
     stop_scheduler(store_path)
+
+
+@pytest.fixture(autouse=True)
+def stop_spawned_schedulers():
+    """After each test, stop every scheduler this test process spawned that still runs.
+
+    ``stop_scheduler`` finds a scheduler by the lock it holds; one spawned just before a
+    test ended may not hold it yet, would be missed, and (with delayed work in its store)
+    would then run for ever. Stopped by PID, like every other process a test starts.
+    """
+    yield
+    from nbwork import _daemon
+
+    for child in list(_daemon._children):
+        if child.poll() is not None:
+            continue
+        child.terminate()
+        try:
+            child.wait(20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(5)

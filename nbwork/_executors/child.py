@@ -9,14 +9,15 @@ From the parent: ``("stop", reason)``.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import traceback
 from typing import Any
 
+from .._code import load_worker
 from ..data import Data
 from ..worker import Result, WorkerParameters, instantiate
-from .._code import load_worker
 
 NICE_INCREMENT = 10
 """Worker processes run niced so the notebook stays responsive."""
@@ -29,8 +30,20 @@ def _redirect_output(log_path: str | None) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
-    sys.stdout = open(1, "w", buffering=1, closefd=False, errors="replace")
-    sys.stderr = open(2, "w", buffering=1, closefd=False, errors="replace")
+    # These streams live as long as the process: no context manager.
+    sys.stdout = open(1, "w", buffering=1, closefd=False, errors="replace")  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False, errors="replace")  # noqa: SIM115
+
+
+def _end_own_group() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        if os.getpgid(0) == os.getpid():  # only a group of our own (see setpgid below)
+            os.killpg(0, signal.SIGKILL)
+    except OSError:
+        pass
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run_attempt(conn: Any, attempt: Any) -> None:
@@ -64,6 +77,11 @@ def run_attempt(conn: Any, attempt: Any) -> None:
             try:
                 message = conn.recv()
             except (EOFError, OSError):
+                # The scheduler is gone (killed): nobody can take this attempt's result, and
+                # the next scheduler runs the work again. End this attempt and everything it
+                # started now, so the work never runs twice at once. (The new scheduler also
+                # kills orphans, but only those whose pid reached the store before the crash.)
+                _end_own_group()
                 return
             if message[0] == "stop":
                 print(f"nbwork: stop requested ({message[1]})", file=sys.stderr, flush=True)

@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 
 from .._rules import Outcome
+from ..info import StopReason
 from .base import AttemptSpec, Sink
 from .child import run_attempt
 
@@ -31,10 +32,14 @@ DEFAULT_STOP_GRACE = 5.0
 _KILL_AFTER_TERM = 2.0
 
 
-def _kill_group(pid: int, sig: int) -> None:
+def _kill_group(pid: int, sig: int, group_only: bool = False) -> None:
+    """Signal the process group of an attempt; with no such group, the process itself unless
+    ``group_only`` (once the process has been reaped its pid may belong to someone else)."""
     try:
         os.killpg(pid, sig)
     except ProcessLookupError:
+        if group_only:
+            return
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
@@ -127,7 +132,8 @@ class LocalExecutor:
                 continue
             self._read_messages(token, run, sink)
             run.process.join()
-            _kill_group(run.process.pid, signal.SIGKILL)
+            # Grandchildren left behind die with the attempt.
+            _kill_group(run.process.pid, signal.SIGKILL, group_only=True)
             run.conn.close()
             del self._running[token]
             if run.stop_reason is not None:
@@ -162,10 +168,13 @@ class LocalExecutor:
 
     def shutdown(self, grace: float) -> None:
         for token in list(self._running):
-            self.stop(token, "SCHEDULER_STOPPED")
+            # A StopReason value (the worker may parse it); the work is recovered to
+            # ENQUEUED with this same reason.
+            self.stop(token, StopReason.SCHEDULER_RESTARTED.value)
         deadline = time.monotonic() + grace
         for run in self._running.values():
             run.process.join(max(0.0, deadline - time.monotonic()))
-            _kill_group(run.process.pid, signal.SIGKILL)
+            reaped = run.process.exitcode is not None
+            _kill_group(run.process.pid, signal.SIGKILL, group_only=reaped)
             run.process.join(1.0)
         self._running.clear()

@@ -1,0 +1,260 @@
+"""Workers and helpers for the integration tests (real scheduler, real worker processes).
+
+The workers are defined here, in a module that is not installed, so nbwork sends them to
+the scheduler by value (cloudpickle), as it does for a notebook's workers. Workers that
+must wait for the test wait on a *gate file* the test creates: no test sleeps to
+synchronise, and no worker runs longer than the test needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from nbwork import CoroutineWorker, Result, Worker, is_stopped, set_progress
+
+POLL = 0.01
+
+
+# --- process helpers (used by the tests) --------------------------------------------------
+
+
+def is_dead(pid: int) -> bool:
+    """True when ``pid`` no longer runs (a zombie waiting for its parent counts as dead)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def read_ints(path) -> list[int]:
+    """The integers written one per line to ``path`` (empty if it does not exist yet)."""
+    try:
+        with open(path) as f:
+            return [int(line) for line in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def touch(path) -> None:
+    with open(path, "w"):
+        pass
+
+
+def scheduler_processes(store_path: str) -> list[psutil.Process]:
+    """Live (not zombie) scheduler processes of one store, found by their command line."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        cmdline = process.info["cmdline"] or []
+        if process.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if "--store" in cmdline and store_path in cmdline and any(
+            "nbwork._daemon" in part for part in cmdline
+        ):
+            found.append(process)
+    return found
+
+
+def append_line(path: str, value: object) -> None:
+    with open(path, "a") as f:
+        f.write(f"{value}\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_atomically(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# --- function workers ---------------------------------------------------------------------
+
+
+def echo(**values) -> dict:
+    """Returns its whole input as output."""
+    return values
+
+
+def add(a: int, b: int) -> dict:
+    return {"sum": a + b}
+
+
+def emit(key: str, value: int) -> dict:
+    """Outputs ``{key: value}``."""
+    return {key: value}
+
+
+def wait_for_gate(gate: str, value: int = 0) -> dict:
+    """Waits until the file ``gate`` exists (or the work is stopped), outputs ``value``."""
+    while not os.path.exists(gate):
+        if is_stopped():
+            return {"stopped": True}
+        time.sleep(POLL)
+    return {"value": value, "gate": gate}
+
+
+def boom() -> dict:
+    raise ValueError("boom-4711: the worker raised on purpose")
+
+
+def too_big() -> dict:
+    return {"text": "x" * 20_000}
+
+
+def not_data() -> dict:
+    return {"things": {1, 2, 3}}
+
+
+def chatty() -> dict:
+    print("to-stdout: hello from the worker")
+    print("to-stderr: warning from the worker", file=sys.stderr)
+    return {"said": 2}
+
+
+def kill_myself() -> dict:
+    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(60)  # never reached
+    return {}
+
+
+def sum_values(value: list) -> dict:
+    """Sums a key merged by ArrayCreatingInputMerger (a list)."""
+    return {"total": sum(value), "count": len(value)}
+
+
+# --- Worker subclasses --------------------------------------------------------------------
+
+
+class Describe(Worker):
+    """Outputs what the worker sees of its attempt."""
+
+    def do_work(self) -> Result:
+        return Result.success({
+            "id": self.id,
+            "tags": sorted(self.tags),
+            "run_attempt_count": self.run_attempt_count,
+            "input": sorted(self.input_data),
+            "pid": os.getpid(),
+        })
+
+
+class RetryTwice(Worker):
+    """Appends the run_attempt_count it sees to ``record``; retries until it has seen 2."""
+
+    def do_work(self) -> Result:
+        append_line(self.input_data["record"], self.run_attempt_count)
+        if self.run_attempt_count < 2:
+            return Result.retry()
+        return Result.success({"seen": self.run_attempt_count})
+
+
+class StopAware(Worker):
+    """Writes ``<dir>/started``; works until stopped; ``on_stopped`` writes ``<dir>/on_stopped``;
+    then returns a success that must be ignored because the work was cancelled."""
+
+    def do_work(self) -> Result:
+        folder = self.input_data["dir"]
+        _write_atomically(os.path.join(folder, "started"), str(os.getpid()))
+        while not self.is_stopped:
+            time.sleep(POLL)
+        _write_atomically(os.path.join(folder, "saw_stop"), self.stop_reason or "")
+        return Result.success({"late": "result after the stop"})
+
+    def on_stopped(self) -> None:
+        _write_atomically(os.path.join(self.input_data["dir"], "on_stopped"), "1")
+
+
+class Stubborn(Worker):
+    """Starts a grandchild ``sleep``, records both pids in ``<dir>/pids``, ignores stops."""
+
+    def do_work(self) -> Result:
+        folder = self.input_data["dir"]
+        child = subprocess.Popen(["sleep", "300"])
+        _write_atomically(os.path.join(folder, "pids"), f"{os.getpid()}\n{child.pid}\n")
+        while True:  # never looks at is_stopped
+            time.sleep(POLL)
+
+
+class SlowFirstAttempt(Worker):
+    """First attempt: records its pid and a grandchild's pid in ``<dir>/pids`` and then hangs.
+    Later attempts succeed at once and report the attempt count they saw."""
+
+    def do_work(self) -> Result:
+        folder = self.input_data["dir"]
+        if self.run_attempt_count == 0:
+            child = subprocess.Popen(["sleep", "300"])
+            _write_atomically(os.path.join(folder, "pids"), f"{os.getpid()}\n{child.pid}\n")
+            while True:
+                time.sleep(POLL)
+        return Result.success({"seen": self.run_attempt_count, "pid": os.getpid()})
+
+
+class GateWorker(Worker):
+    """Waits for the file ``gate`` (stops early when stopped); outputs ``value``."""
+
+    def do_work(self) -> Result:
+        gate = self.input_data["gate"]
+        while not os.path.exists(gate):
+            if self.is_stopped:
+                return Result.failure({"stopped": True})
+            time.sleep(POLL)
+        return Result.success({"value": self.input_data.get("value", 0)})
+
+
+class TooBigResult(Worker):
+    def do_work(self) -> Result:
+        return Result.success({"text": "y" * 20_000})
+
+
+class Progressing(Worker):
+    """Reports progress, then waits for the file ``gate``."""
+
+    def do_work(self) -> Result:
+        self.set_progress({"percent": 50, "step": "half"})
+        gate = self.input_data["gate"]
+        while not os.path.exists(gate):
+            time.sleep(POLL)
+        return Result.success({"done": True})
+
+
+def progressing_function(gate: str) -> dict:
+    set_progress({"percent": 10})
+    while not os.path.exists(gate):
+        time.sleep(POLL)
+    return {"done": 1}
+
+
+class AsyncStopAware(CoroutineWorker):
+    """Writes ``<dir>/started``, then awaits forever; cancelling the work cancels it."""
+
+    async def do_work(self) -> Result:
+        folder = self.input_data["dir"]
+        _write_atomically(os.path.join(folder, "started"), str(os.getpid()))
+        try:
+            while True:
+                await asyncio.sleep(POLL)
+        except asyncio.CancelledError:
+            _write_atomically(os.path.join(folder, "cancelled"), "1")
+            raise
+
+
+class AsyncAdd(CoroutineWorker):
+    async def do_work(self) -> Result:
+        await asyncio.sleep(0)
+        return Result.success({"sum": self.input_data["a"] + self.input_data["b"]})
+
+
+class RecordRun(Worker):
+    """Appends its run_attempt_count to ``record`` (one line per run)."""
+
+    def do_work(self) -> Result:
+        append_line(self.input_data["record"], self.run_attempt_count)
+        return Result.success()

@@ -1,0 +1,251 @@
+"""The scheduler's logic step by step, with no daemon: ``Scheduler.step()`` with an inline
+executor (or a fake one that holds attempts) and a manual clock. Deterministic: time moves
+only when the test moves it."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime
+
+import pytest
+
+from nbwork import BackoffPolicy, OneTimeWorkRequest, StopReason, WorkManager, WorkState
+from nbwork._executors.inline import InlineExecutor
+from nbwork._rules import Outcome
+from nbwork._scheduler import Scheduler
+from nbwork._store import Store
+from nbwork._time import ManualClock
+from tests import helpers
+from tests.helpers import read_ints
+
+
+class HoldingExecutor:
+    """Attempts 'run' until the test finishes them; records stop requests."""
+
+    capacity = 2
+
+    def __init__(self) -> None:
+        self.submitted = []
+        self.stopped: list[tuple[str, str]] = []
+        self._running: set[str] = set()
+        self._reports: list[tuple[str, Outcome]] = []
+
+    def submit(self, attempt) -> None:
+        self.submitted.append(attempt)
+        self._running.add(attempt.token)
+
+    def stop(self, token: str, reason: str) -> None:
+        self.stopped.append((token, reason))
+
+    def finish(self, token: str, outcome: Outcome) -> None:
+        self._running.discard(token)
+        self._reports.append((token, outcome))
+
+    def running(self) -> set[str]:
+        return set(self._running)
+
+    def wait_objects(self) -> list:
+        return []
+
+    def next_deadline(self):
+        return None
+
+    def poll(self, sink) -> None:
+        reports, self._reports = self._reports, []
+        for token, outcome in reports:
+            sink.finished(token, outcome)
+
+    def shutdown(self, grace: float) -> None:
+        self._running.clear()
+
+
+@pytest.fixture
+def clock():
+    return ManualClock()
+
+
+@pytest.fixture
+def client(store_path, clock, monkeypatch):
+    """A WorkManager on the manual clock that never starts a real scheduler."""
+    manager = WorkManager(store_path)
+    manager.clock = clock
+    monkeypatch.setattr(manager.daemon, "ensure_running", lambda: None)
+    yield manager
+    assert manager.daemon.pid is None          # no daemon took part
+
+
+def _scheduler(client, clock, executor=None) -> Scheduler:
+    return Scheduler(Store(client.store_path), executor=executor or InlineExecutor(),
+                     clock=clock)
+
+
+def _states(client, *requests):
+    return [client.get_work_info_by_id(r.id).state for r in requests]
+
+
+def _at(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts)
+
+
+def test_a_chain_is_promoted_one_step_at_a_time(client, clock):
+    sched = _scheduler(client, clock)
+    a = OneTimeWorkRequest(helpers.emit, input_data={"key": "a", "value": 1})
+    b = OneTimeWorkRequest(helpers.echo, input_data={"own": 2})
+    c = OneTimeWorkRequest(helpers.echo)
+    client.begin_with(a).then(b).then(c).enqueue()
+    assert _states(client, a, b, c) == [WorkState.ENQUEUED, WorkState.BLOCKED,
+                                        WorkState.BLOCKED]
+    sched.step()       # runs a (inline: its result is reported at the next poll)
+    assert _states(client, a, b, c) == [WorkState.RUNNING, WorkState.BLOCKED, WorkState.BLOCKED]
+    clock.advance(1)
+    sched.step()       # records a, unblocks b and starts it
+    assert _states(client, a, b, c) == [WorkState.SUCCEEDED, WorkState.RUNNING,
+                                        WorkState.BLOCKED]
+    clock.advance(1)
+    sched.step()
+    assert _states(client, a, b, c) == [WorkState.SUCCEEDED, WorkState.SUCCEEDED,
+                                        WorkState.RUNNING]
+    clock.advance(1)
+    sched.step()
+    assert _states(client, a, b, c) == [WorkState.SUCCEEDED] * 3
+    sched.step()       # nothing left to do
+    assert [s.work_id for s in sched.executor.submitted] == [a.id, b.id, c.id]
+    assert sched.executor.submitted[1].input_data == {"own": 2, "a": 1}
+    info_c = client.get_work_info_by_id(c.id)
+    assert info_c.output_data == {"own": 2, "a": 1}
+    start = 1_000_000.0
+    assert info_c.enqueue_time == _at(start)
+    assert info_c.start_time == _at(start + 2) and info_c.finish_time == _at(start + 3)
+
+
+def test_initial_delay_is_waited_on_the_scheduler_clock(client, clock):
+    sched = _scheduler(client, clock)
+    request = OneTimeWorkRequest(helpers.echo, initial_delay=30)
+    client.enqueue(request)
+    info = client.get_work_info_by_id(request.id)
+    assert info.next_schedule_time == _at(clock.now() + 30)
+    clock.advance(29.999)
+    sched.step()
+    assert sched.executor.submitted == []
+    clock.advance(0.001)
+    sched.step()
+    sched.step()
+    assert _states(client, request) == [WorkState.SUCCEEDED]
+
+
+@pytest.mark.parametrize("policy, delay, waits", [
+    (BackoffPolicy.EXPONENTIAL, 10, [10, 20]),     # delay × 2^(n-1)
+    (BackoffPolicy.LINEAR, 7, [7, 14]),            # delay × n
+])
+def test_retry_backoff_is_timed_by_the_policy(client, clock, tmp_path, policy, delay, waits):
+    sched = _scheduler(client, clock)
+    record = str(tmp_path / "attempts")
+    request = OneTimeWorkRequest(helpers.RetryTwice, input_data={"record": record},
+                                 backoff_policy=policy, backoff_delay=delay)
+    client.enqueue(request)
+    sched.step()                      # attempt 1 runs
+    for n, wait in enumerate(waits, start=1):
+        sched.step()                  # its retry is recorded
+        info = client.get_work_info_by_id(request.id)
+        assert info.state is WorkState.ENQUEUED and info.run_attempt_count == n
+        assert info.next_schedule_time == _at(clock.now() + wait)
+        clock.advance(wait - 0.001)
+        sched.step()
+        assert len(sched.executor.submitted) == n          # not yet
+        clock.advance(0.001)
+        sched.step()                  # due: attempt n + 1 runs
+        assert len(sched.executor.submitted) == n + 1
+    sched.step()
+    info = client.get_work_info_by_id(request.id)
+    assert info.state is WorkState.SUCCEEDED and info.run_attempt_count == 3
+    assert read_ints(record) == [0, 1, 2]
+    assert [s.run_attempt_count for s in sched.executor.submitted] == [0, 1, 2]
+
+
+def test_a_cancel_committed_right_after_a_scheduler_commit_still_stops_the_attempt(
+        client, clock, monkeypatch):
+    executor = HoldingExecutor()
+    sched = _scheduler(client, clock, executor)
+    request = OneTimeWorkRequest(helpers.echo)
+    client.enqueue(request)
+    original = sched.store.transaction
+    armed = [True]
+
+    @contextlib.contextmanager
+    def transaction():
+        with original() as txn:
+            yield txn
+        if armed[0]:
+            # A client commits between the scheduler's commit and anything it does next.
+            armed[0] = False
+            client.cancel_work_by_id(request.id)
+
+    monkeypatch.setattr(sched.store, "transaction", transaction)
+    sched.step()                                  # starts the attempt; the cancel sneaks in
+    assert not armed[0]
+    assert _states(client, request) == [WorkState.CANCELLED]
+    sched.step()
+    (attempt,) = executor.submitted
+    assert executor.stopped == [(attempt.token, "CANCELLED_BY_APP")]
+
+
+def test_a_result_after_a_cancel_is_ignored(client, clock):
+    executor = HoldingExecutor()
+    sched = _scheduler(client, clock, executor)
+    first = OneTimeWorkRequest(helpers.echo)
+    second = OneTimeWorkRequest(helpers.echo)
+    client.begin_with(first).then(second).enqueue()
+    sched.step()
+    client.cancel_work_by_id(first.id)
+    sched.step()
+    (attempt,) = executor.submitted
+    assert executor.stopped == [(attempt.token, "CANCELLED_BY_APP")]
+    executor.finish(attempt.token, Outcome("success", output={"late": True}))
+    sched.step()
+    info = client.get_work_info_by_id(first.id)
+    assert info.state is WorkState.CANCELLED and info.output_data == {}
+    assert _states(client, second) == [WorkState.CANCELLED]
+    assert sched.store.get(first.id).attempt is None
+
+
+def test_recover_puts_work_left_running_back_in_the_queue(client, clock):
+    dead = _scheduler(client, clock, HoldingExecutor())
+    request = OneTimeWorkRequest(helpers.echo)
+    client.enqueue(request)
+    dead.step()
+    assert _states(client, request) == [WorkState.RUNNING]
+    successor = _scheduler(client, clock)
+    successor.recover()
+    info = client.get_work_info_by_id(request.id)
+    assert info.state is WorkState.ENQUEUED
+    assert info.stop_reason is StopReason.SCHEDULER_RESTARTED
+    successor.step()
+    successor.step()
+    info = client.get_work_info_by_id(request.id)
+    assert info.state is WorkState.SUCCEEDED and info.run_attempt_count == 2
+
+
+def test_shutdown_returns_its_own_running_attempts_to_the_queue(client, clock):
+    sched = _scheduler(client, clock, HoldingExecutor())
+    assert sched.lock.acquire()
+    request = OneTimeWorkRequest(helpers.echo)
+    client.enqueue(request)
+    sched.step()
+    assert _states(client, request) == [WorkState.RUNNING]
+    sched._shutdown()
+    info = client.get_work_info_by_id(request.id)
+    assert info.state is WorkState.ENQUEUED
+    assert info.stop_reason is StopReason.SCHEDULER_RESTARTED
+
+
+def test_shutdown_after_letting_the_lock_go_leaves_other_schedulers_work_alone(client, clock):
+    # The scheduler that runs the work now (it took the lock after an idle exit)...
+    current = _scheduler(client, clock, HoldingExecutor())
+    request = OneTimeWorkRequest(helpers.echo)
+    client.enqueue(request)
+    current.step()
+    # ...and the one that finishes exiting without the lock.
+    leaving = _scheduler(client, clock, HoldingExecutor())
+    assert leaving.lock.fd is None
+    leaving._shutdown()
+    assert _states(client, request) == [WorkState.RUNNING]
