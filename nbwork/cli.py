@@ -1,8 +1,10 @@
-"""The ``nbwork`` command: run the demo, list, inspect and cancel work, manage the scheduler.
+"""The ``nbwork`` command: Blur-O-Matic (``demo``, ``blur``, ``batch``), list, inspect and
+cancel work, manage the scheduler.
 
-Every command takes ``--store DIR`` (else ``$NBWORK_HOME``, else the per-user default).
-User mistakes print one line and exit 2; Ctrl-C on a blocking command detaches (the work
-goes on) and says how to follow it.
+Every command takes ``--store DIR`` (else ``$NBWORK_HOME``, else the per-user default),
+before or after the command name. User mistakes print one line and exit 2; work that ends
+badly (a failed blur, a batch with failed images) exits 1; Ctrl-C on a blocking command
+detaches (the work goes on), says how to follow it and exits 130.
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
-import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import NbworkError
 from .info import WorkInfo, WorkQuery, WorkState
@@ -154,7 +156,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         counts = {s.value: len(wm.get_work_infos(WorkQuery(states=[s]))) for s in WorkState}
         print(f"store: {wm.store_path}")
         print(f"scheduler: {'running, pid ' + str(pid) if pid else 'not running'}")
-        print("work: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "work: none")
+        print("work: " + (", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none"))
     return 0
 
 
@@ -191,46 +193,150 @@ def follow(wm: WorkManager, ids: list[str], out=sys.stdout) -> list[WorkInfo]:
             pass
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .data import ArrayCreatingInputMerger
-    from .examples import count_to, square, total
-    from .request import OneTimeWorkRequest
+def _store_hint(args: argparse.Namespace) -> str:
+    return f" --store {shlex.quote(args.store)}" if args.store else ""
+
+
+def _detached(args: argparse.Namespace, what: str, follow_hint: str) -> int:
+    """Ctrl-C while following: the work goes on; say how to follow it."""
+    print(f"\nnbwork: detached; {what} goes on in the background. Follow it with "
+          f"'{follow_hint}'.", file=sys.stderr)
+    return 130
+
+
+def _run_blur(args: argparse.Namespace, image: str, level: int) -> int:
+    """Enqueue Blur-O-Matic for ``image``; follow it unless ``--detach``; print the saved path."""
+    from .imaging import IMAGE_MANIPULATION_WORK_NAME, blur_o_matic
 
     wm = _manager(args)
-    counts = [OneTimeWorkRequest(count_to, input_data={"n": n, "pause": 0.05}, tags=["demo"])
-              for n in (10, 20, 30)]
-    squares = [OneTimeWorkRequest(square, tags=["demo"]) for _ in counts]
-    join = OneTimeWorkRequest(total, tags=["demo"], input_merger=ArrayCreatingInputMerger)
-    chains = [wm.begin_with(c).then(s) for c, s in zip(counts, squares, strict=True)]
-    from .manager import WorkContinuation
+    job = blur_o_matic(wm, image, level=level, out_dir=args.out,
+                       requires_charging=getattr(args, "requires_charging", False))
+    hint = f"nbwork show {job.save_id[:8]}{_store_hint(args)}"
+    print(f"enqueued Blur-O-Matic for {image} (level {level}) as unique work "
+          f"{IMAGE_MANIPULATION_WORK_NAME!r} in {wm.store_path}", flush=True)
+    if getattr(args, "detach", False):
+        print(f"steps: {' -> '.join(i[:8] for i in job.ids)} (the last one saves the image)")
+        print(f"follow it: nbwork list --unique {IMAGE_MANIPULATION_WORK_NAME}"
+              f"{_store_hint(args)}")
+        print(f"saved path, when done: {hint} (output image_uri)")
+        return 0
+    try:
+        infos = follow(wm, job.ids)
+    except KeyboardInterrupt:
+        return _detached(args, "the blur", hint)
+    save = next(i for i in infos if i.id == job.save_id)
+    if save.state is WorkState.SUCCEEDED:
+        print(f"saved: {save.output_data['image_uri']}")
+        return 0
+    failed = [i for i in infos if i.error]
+    if failed:
+        reason = failed[0].error.strip().splitlines()[-1]
+    elif save.state is WorkState.CANCELLED:
+        reason = "it was cancelled (a newer blur replaces the one under way)"
+    else:
+        reason = f"it ended {save.state.value}"
+    print(f"nbwork: the blur did not finish: {reason}", file=sys.stderr)
+    return 1
 
-    WorkContinuation.combine(chains).then(join).enqueue()
-    ids = [r.id for r in (*counts, *squares, join)]
-    print(f"enqueued a demo chain of {len(ids)} works in {wm.store_path}")
-    print("three counters run in parallel, each result is squared, then the squares are summed")
-    start = time.monotonic()
-    infos = follow(wm, ids)
-    final = next(i for i in infos if i.id == join.id)
-    if final.state is not WorkState.SUCCEEDED:
-        print(f"the demo ended {final.state.value}: {final.error or ''}", file=sys.stderr)
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .imaging import sample_images
+
+    samples = sample_images()
+    sample = next((p for p in samples if p.stem == "shapes"), samples[0])
+    print(f"Blur-O-Matic (the WorkManager codelab): blur the bundled sample {sample.name} "
+          f"at level {args.level} in background steps: cleanup -> blur x {args.level} -> save")
+    status = _run_blur(args, str(sample), args.level)
+    if status == 0 and not args.detach:
+        print("Open the notebooks: jupyter lab notebooks/")
+    return status
+
+
+def cmd_blur(args: argparse.Namespace) -> int:
+    return _run_blur(args, args.image, args.level)
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .imaging import blur_batch
+
+    wm = _manager(args)
+    job = blur_batch(wm, args.folder, level=args.level, out_dir=args.out)
+    hint = f"nbwork list --tag {job.tag}{_store_hint(args)}"
+    print(f"enqueued a batch blur of {len(job.branches)} images of {args.folder} (level "
+          f"{args.level}) in {wm.store_path}", flush=True)
+    print(f"output folder: {job.out_dir}", flush=True)
+    if args.detach:
+        print(f"contact sheet step: {job.sheet_id[:8]}; follow it: {hint}")
+        print(f"the report, when done: nbwork show {job.sheet_id[:8]}{_store_hint(args)}")
+        return 0
+    try:
+        infos = follow(wm, job.ids)
+    except KeyboardInterrupt:
+        return _detached(args, "the batch", hint)
+    sheet = next(i for i in infos if i.id == job.sheet_id)
+    if sheet.state is not WorkState.SUCCEEDED:
+        reason = (sheet.error.strip().splitlines()[-1] if sheet.error
+                  else f"it ended {sheet.state.value}")
+        print(f"nbwork: the contact sheet was not made: {reason}", file=sys.stderr)
         return 1
-    print(f"total = {final.output_data['total']} (10² + 20² + 30²), "
-          f"in {time.monotonic() - start:.1f} s")
-    print("Open the notebooks: jupyter lab notebooks/")
-    return 0
+    out = sheet.output_data
+    try:
+        with open(out["report"]) as f:
+            bad = [e for e in json.load(f)["images"] if e["state"] != "SUCCEEDED"]
+    except (OSError, ValueError, KeyError):  # the report was removed or changed since
+        bad = [{"source": name, "error": "see the report"} for name in out["failed_files"]]
+    print(f"blurred {out['succeeded']} of {out['succeeded'] + out['failed']} images into "
+          f"{job.out_dir}")
+    print(f"contact sheet: {out['contact_sheet']}")
+    print(f"report: {out['report']}")
+    for entry in bad[:10]:
+        print(f"failed: {entry['source']}: {entry['error']}", file=sys.stderr)
+    if len(bad) > 10:
+        print(f"... and {len(bad) - 10} more; see the report", file=sys.stderr)
+    return 1 if out["failed"] else 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (and exit 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _blur_options(p: argparse.ArgumentParser, out_default: str) -> None:
+    p.add_argument("--level", type=int, choices=[1, 2, 3],
+                   help="how blurry: 1, 2 or 3 blur steps")
+    p.add_argument("--out", metavar="DIR", help=f"where to save (default: {out_default})")
+    p.add_argument("--detach", action="store_true",
+                   help="enqueue, print the ids and how to follow them, and return at once")
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", metavar="DIR",
+    # SUPPRESS: a subcommand without --store keeps the one given before it.
+    common.add_argument("--store", metavar="DIR", default=argparse.SUPPRESS,
                         help="store directory (default: $NBWORK_HOME, else the per-user store)")
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nbwork", parents=[common],
         description="Durable background work for notebooks (WorkManager for Jupyter).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", parents=[common], help="run a small demo chain and follow it")
-    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("demo", parents=[common],
+                       help="Blur-O-Matic on a bundled sample image, followed in the terminal")
+    _blur_options(p, "blurred_images in the store")
+    p.set_defaults(func=cmd_demo, level=3)
+    p = sub.add_parser("blur", parents=[common],
+                       help="blur an image in background steps (cleanup, blur x N, save)")
+    p.add_argument("image", help="the image file (PNG, JPEG, ...)")
+    _blur_options(p, "blurred_images in the store")
+    p.add_argument("--requires-charging", action="store_true",
+                   help="the save step waits until the computer is on mains power")
+    p.set_defaults(func=cmd_blur, level=1)
+    p = sub.add_parser("batch", parents=[common],
+                       help="blur every image of a folder in parallel, then a contact sheet")
+    p.add_argument("folder")
+    _blur_options(p, "a new batch-... folder in blurred_images of the store")
+    p.set_defaults(func=cmd_batch, level=1)
     p = sub.add_parser("list", parents=[common], help="list work")
     p.add_argument("--tag", action="append", help="only work with this tag (repeatable)")
     p.add_argument("--state", action="append", type=str.upper,
@@ -262,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not hasattr(args, "store"):  # --store given nowhere (SUPPRESS keeps it unset)
+        args.store = None
     try:
         return args.func(args)
     except UsageError as exc:
@@ -274,6 +382,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (e.g. `nbwork list | head`): not an error worth a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a folder that cannot be read, a full disk...: one line too
+        print(f"nbwork: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nnbwork: detached; the work goes on in the background. Follow it with "
               "'nbwork list' or 'nbwork show ID'.", file=sys.stderr)

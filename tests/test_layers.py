@@ -11,12 +11,12 @@ LAYERS = {
     "errors": 0, "_time": 0,
     "data": 1, "info": 1, "worker": 1, "request": 1, "_spec": 1, "_code": 1,
     "_rules": 2,
-    "_store": 3, "_lock": 3, "_wake": 3, "_ops": 3,
+    "_store": 3, "_lock": 3, "_wake": 3, "_ops": 3, "_conditions": 3,
     "_executors": 3, "_executors.base": 3, "_executors.child": 3, "_executors.local": 3,
     "_executors.inline": 3,
     "_scheduler": 4, "_daemon": 4,
     "manager": 5, "testing": 5, "examples": 5,
-    "cli": 6, "__init__": 7,
+    "cli": 6, "imaging": 6, "__init__": 7,
 }
 
 

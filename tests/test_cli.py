@@ -1,0 +1,254 @@
+"""The ``nbwork`` command, run for real in subprocesses on temporary stores (``--store``)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nbwork import ExistingWorkPolicy, OneTimeWorkRequest, WorkManager, WorkState
+from nbwork._lock import holder_pid
+from nbwork.examples import SleepWorker
+from nbwork.imaging import IMAGE_MANIPULATION_WORK_NAME, SAVED_DIR_NAME, sample_images
+from tests import helpers
+from tests.conftest import stop_scheduler, wait_until
+from tests.helpers import is_dead, scheduler_processes
+
+CLI = [sys.executable, "-m", "nbwork.cli"]
+
+def all_schedulers_settled(store: str) -> bool:
+    """Every scheduler process of ``store`` holds its lock (or there is none)."""
+    return all(p.pid == holder_pid(store) for p in scheduler_processes(store))
+
+
+@pytest.fixture(autouse=True)
+def _settle_schedulers(store_path):
+    """``stop_scheduler`` (the fixtures' teardown) stops the scheduler that holds the store;
+    one still starting up, spawned by a client that did not wait for it, would escape it.
+    So before that teardown, wait until each scheduler of the store holds it or has exited."""
+    yield
+    wait_until(lambda: all_schedulers_settled(store_path), what="schedulers to settle")
+
+
+
+def nbwork(*args: str, store: str | None = None, expect: int | None = 0,
+           timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``nbwork ARGS --store STORE``; check the exit code (unless ``expect`` is None)."""
+    command = [*CLI, *args] + (["--store", store] if store else [])
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    assert "Traceback" not in done.stderr, done.stderr
+    if expect is not None:
+        assert done.returncode == expect, (done.returncode, done.stdout, done.stderr)
+    return done
+
+
+def saved_path(stdout: str) -> Path:
+    match = re.search(r"^saved: (.+)$", stdout, re.MULTILINE)
+    assert match, stdout
+    return Path(match.group(1))
+
+
+def sharpness(path) -> float:
+    a = np.asarray(Image.open(path).convert("RGB"), dtype=float)
+    return float((np.diff(a, axis=0) ** 2).mean() + (np.diff(a, axis=1) ** 2).mean())
+
+
+def listed(store: str, *filters: str) -> list[dict]:
+    return json.loads(nbwork("list", "--json", *filters, store=store).stdout)
+
+
+def test_demo_runs_blur_o_matic_and_prints_the_saved_image(store_path):
+    done = nbwork("demo", store=store_path)
+    saved = saved_path(done.stdout)
+    assert saved.is_file() and saved.parent == Path(store_path, SAVED_DIR_NAME)
+    shapes = next(p for p in sample_images() if p.stem == "shapes")
+    assert sharpness(saved) < 0.3 * sharpness(shapes)      # level 3: clearly blurry
+    assert "jupyter lab notebooks/" in done.stdout
+    works = listed(store_path, "--unique", IMAGE_MANIPULATION_WORK_NAME)
+    assert len(works) == 5 and {w["state"] for w in works} == {"SUCCEEDED"}
+
+
+def test_blur_saves_into_out_and_store_may_come_first(store_path, tmp_path):
+    out = tmp_path / "gallery"
+    done = nbwork("--store", store_path, "blur", str(sample_images()[0]), "--level", "2",
+                  "--out", str(out))
+    saved = saved_path(done.stdout)
+    assert saved.parent == out and re.fullmatch(r"blurred-[\d-]+\.png", saved.name)
+    assert store_path in done.stdout
+    assert len(listed(store_path)) == 4                    # cleanup, 2 blurs, save
+
+
+def test_blur_detach_then_list_show_and_logs(store_path):
+    done = nbwork("blur", str(sample_images()[1]), "--detach", store=store_path)
+    assert "nbwork list --unique" in done.stdout and "nbwork show" in done.stdout
+    works = listed(store_path, "--unique", IMAGE_MANIPULATION_WORK_NAME)
+    assert len(works) == 3
+    infos = WorkManager(store_path).wait([w["id"] for w in works], timeout=60)
+    assert {i.state for i in infos} == {WorkState.SUCCEEDED}
+    save = next(w for w in works if w["worker"].endswith("SaveImageToFileWorker"))
+    assert save["tags"] == ["OUTPUT"]
+    shown = json.loads(nbwork("show", save["id"][:8], "--json", store=store_path).stdout)
+    assert Path(shown["output"]["image_uri"]).is_file() and shown["state"] == "SUCCEEDED"
+    text = nbwork("show", save["id"][:8], store=store_path).stdout
+    assert "state: SUCCEEDED" in text and shown["output"]["image_uri"] in text
+    table = nbwork("list", store=store_path).stdout
+    assert "SaveImageToFileWorker" in table and save["id"][:8] in table
+    assert nbwork("logs", save["id"], store=store_path).stdout == ""
+    assert listed(store_path, "--state", "FAILED") == []
+
+
+def test_logs_and_the_error_of_a_failed_work(store_path):
+    wm = WorkManager(store_path)
+    talk, fail = OneTimeWorkRequest(helpers.chatty), OneTimeWorkRequest(helpers.boom)
+    wm.enqueue([talk, fail])
+    wm.wait([talk, fail], timeout=60)
+    log = nbwork("logs", talk.id[:8], store=store_path).stdout
+    assert "to-stdout: hello from the worker" in log and "to-stderr: warning" in log
+    shown = nbwork("show", fail.id, store=store_path).stdout
+    assert "state: FAILED" in shown and "ValueError: boom-4711" in shown
+    assert [w["state"] for w in listed(store_path, "--state", "FAILED")] == ["FAILED"]
+
+
+def _folder(tmp_path) -> Path:
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for path in sample_images()[:2]:
+        shutil.copy(path, folder)
+    (folder / "corrupt.jpg").write_bytes(sample_images()[0].read_bytes()[:300])
+    return folder
+
+
+def test_batch_blurs_a_folder_and_names_the_corrupt_file(store_path, tmp_path):
+    folder, out = _folder(tmp_path), tmp_path / "out"
+    done = nbwork("batch", str(folder), "--out", str(out), store=store_path, expect=1)
+    assert "blurred 2 of 3 images" in done.stdout
+    assert f"contact sheet: {out / 'contact-sheet.png'}" in done.stdout
+    assert re.search(r"failed: .*corrupt\.jpg: .*truncated", done.stderr), done.stderr
+    report = json.loads((out / "report.json").read_text())
+    states = {Path(e["source"]).name: e["state"] for e in report["images"]}
+    assert states == {"corrupt.jpg": "FAILED",
+                      **{p.name: "SUCCEEDED" for p in sample_images()[:2]}}
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["contact-sheet.png", "report.json"] +
+        [f"blurred-{p.stem}.png" for p in sample_images()[:2]])
+
+
+def test_batch_detach_returns_at_once(store_path, tmp_path):
+    done = nbwork("batch", str(_folder(tmp_path)), "--level", "1", "--detach",
+                  store=store_path)
+    tag = re.search(r"nbwork list --tag (\S+)", done.stdout).group(1)
+    works = listed(store_path, "--tag", tag)
+    assert len(works) == 6                                  # 3 x (blur, save)
+    sheet = re.search(r"nbwork show (\w+)", done.stdout).group(1)
+    sheet_id = json.loads(nbwork("show", sheet, "--json", store=store_path).stdout)["id"]
+    info = WorkManager(store_path).wait(sheet_id, timeout=60)
+    assert info.state is WorkState.SUCCEEDED and info.output_data["failed"] == 1
+    assert Path(info.output_data["contact_sheet"]).is_file()
+
+
+def test_cancel_by_id_tag_unique_and_all_then_prune(store_path):
+    wm = WorkManager(store_path)
+    by_id, by_tag, by_all = (OneTimeWorkRequest(SleepWorker, initial_delay=3600, tags=[t])
+                             for t in ("one", "two", "three"))
+    unique = OneTimeWorkRequest(SleepWorker, initial_delay=3600)
+    wm.enqueue([by_id, by_tag, by_all])
+    wm.enqueue_unique_work("nightly", ExistingWorkPolicy.KEEP, unique)
+
+    def state(request):
+        return wm.get_work_info_by_id(request.id).state
+
+    assert "cancelled" in nbwork("cancel", by_id.id[:8], store=store_path).stdout
+    assert state(by_id) is WorkState.CANCELLED and state(by_tag) is WorkState.ENQUEUED
+    nbwork("cancel", "--tag", "two", store=store_path)
+    assert state(by_tag) is WorkState.CANCELLED and state(by_all) is WorkState.ENQUEUED
+    nbwork("cancel", "--unique", "nightly", store=store_path)
+    assert state(unique) is WorkState.CANCELLED and state(by_all) is WorkState.ENQUEUED
+    nbwork("cancel", "--all", store=store_path)
+    assert state(by_all) is WorkState.CANCELLED
+    assert nbwork("prune", store=store_path).stdout.strip() == "pruned 4 finished works"
+    assert "no work in" in nbwork("list", store=store_path).stdout
+
+
+def test_daemon_start_status_stop(store_path):
+    started = nbwork("daemon", "start", store=store_path).stdout
+    pid = int(re.search(r"pid (\d+)", started).group(1))
+    status = nbwork("daemon", "status", store=store_path).stdout
+    assert f"running, pid {pid}" in status and "work: none" in status
+    assert nbwork("daemon", "stop", store=store_path).stdout.strip() == "scheduler stopped"
+    wait_until(lambda: is_dead(pid), what="the scheduler to exit")
+    assert "scheduler: not running" in nbwork("daemon", "status", store=store_path).stdout
+    assert "no scheduler was running" in nbwork("daemon", "stop", store=store_path).stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_detaches_and_the_blur_goes_on(store_path, tmp_path):
+    big = tmp_path / "big.bmp"
+    pixels = np.random.default_rng(1).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(big)
+    process = subprocess.Popen([*CLI, "blur", str(big), "--store", store_path],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().startswith("enqueued Blur-O-Matic")
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, (stdout, stderr)
+    assert "detached" in stderr and "nbwork show" in stderr and "Traceback" not in stderr
+    wm = WorkManager(store_path)
+    ids = [i.id for i in wm.get_work_infos_for_unique_work(IMAGE_MANIPULATION_WORK_NAME)]
+    assert len(ids) == 3
+    infos = wm.wait(ids, timeout=120)
+    assert {i.state for i in infos} == {WorkState.SUCCEEDED}   # it went on without us
+
+
+@pytest.mark.parametrize("args, message", [
+    (["blur", "/no/such/image.png"], "no such file"),
+    (["blur", "{text}"], "not an image"),
+    (["blur", "{sample}", "--level", "5"], "invalid choice: 5"),
+    (["blur", "{sample}", "--level", "two"], "invalid int value"),
+    (["blur", "{sample}", "--out", "{text}"], "is a file"),
+    (["blur"], "required: image"),
+    (["batch", "/no/such/folder"], "no such folder"),
+    (["batch", "{empty}"], "no images"),
+    (["show", "ffffffff"], "no work with id"),
+    (["logs", "ffffffff"], "no work with id"),
+    (["cancel"], "say what to cancel"),
+    (["list", "--state", "bogus"], "invalid choice"),
+    (["frobnicate"], "invalid choice"),
+    ([], "required"),
+])
+def test_user_mistakes_are_one_line_and_a_non_zero_exit(store_path, tmp_path, args, message):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    (tmp_path / "empty").mkdir()
+    values = {"text": str(text), "sample": str(sample_images()[0]),
+              "empty": str(tmp_path / "empty")}
+    done = nbwork(*[a.format(**values) for a in args], store=store_path, expect=2)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nbwork") and "error" in lines[0], lines
+    assert message in lines[0]
+    assert done.stdout == ""
+    if Path(store_path).exists():
+        assert WorkManager(store_path).get_work_infos() == []   # nothing was enqueued
+
+
+def test_a_store_given_after_the_command_is_not_the_default(tmp_path, monkeypatch):
+    """Every command takes --store; none of them touches $NBWORK_HOME when it is given."""
+    home, store = tmp_path / "home", tmp_path / "elsewhere"
+    monkeypatch.setenv("NBWORK_HOME", str(home))
+    try:
+        nbwork("blur", str(sample_images()[0]), "--detach", "--store", str(store))
+        assert WorkManager(str(store)).get_work_infos() and not home.exists()
+    finally:
+        wait_until(lambda: all_schedulers_settled(str(store)), what="schedulers to settle")
+        stop_scheduler(str(store))
