@@ -83,6 +83,12 @@ def unmet(constraints: dict[str, Any], state: DeviceState) -> list[StopReason]:
     return missing
 
 
+def requires_anything(constraints: dict[str, Any]) -> bool:
+    """Whether a constraints dict asks for any condition at all."""
+    return any(value for key, value in constraints.items() if key != "network_type") or (
+        constraints.get("network_type", "NOT_REQUIRED") != "NOT_REQUIRED")
+
+
 def stops_running_work(reason: StopReason) -> bool:
     """Whether a RUNNING work is stopped when this constraint stops holding."""
     return reason is not StopReason.CONSTRAINT_DEVICE_IDLE

@@ -60,7 +60,7 @@ def backoff_seconds(policy: str, delay: float, attempts: int) -> float:
 
 def first_run_at(spec: WorkSpec, now: float) -> float:
     """When a work that just became ENQUEUED is due (initial delay; flex for periodic)."""
-    due = now + spec.initial_delay
+    due = now if spec.initial_delay_met else now + spec.initial_delay
     if (spec.is_periodic and spec.flex_interval is not None
             and spec.flex_interval != spec.repeat_interval):
         due += spec.repeat_interval - spec.flex_interval

@@ -14,7 +14,6 @@ client that saw the lock held is never stranded.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import os
 import signal
@@ -26,6 +25,14 @@ from typing import Any
 import psutil
 
 from . import _ops, _rules
+from ._conditions import (
+    HOST_READ_INTERVAL,
+    DeviceState,
+    HostConditions,
+    requires_anything,
+    stops_running_work,
+    unmet,
+)
 from ._executors.base import AttemptSpec, Executor
 from ._executors.local import DEFAULT_STOP_GRACE, LocalExecutor
 from ._lock import SchedulerLock
@@ -65,9 +72,14 @@ class Scheduler:
         self._stopping = False
         self._last_counter = -1
         self._last_heartbeat = 0.0
-        self._last_prune = 0.0
+        self._last_prune = -PRUNE_INTERVAL  # monotonic time may start near 0 after a boot
         self._idle_since: float | None = None
         self._wake: WakeReceiver | None = None
+        self._host = HostConditions(store.path)
+        self._constraints_cache: dict[str, dict[str, Any]] = {}
+        self._constraints_counter = -1
+        self._waiting_for_constraints: set[str] = set()
+        self._running_constraints: dict[str, dict[str, Any]] = {}  # token -> constraints
 
     # --- sink for the executor --------------------------------------------------------
 
@@ -171,8 +183,9 @@ class Scheduler:
         if counter != self._last_counter:
             self._last_counter = counter
             self._stop_cancelled()
+        self._stop_where_constraints_fail()
         self._start_due_work()
-        if time.monotonic() - self._last_prune > PRUNE_INTERVAL:
+        if time.monotonic() - self._last_prune >= PRUNE_INTERVAL:
             self._last_prune = time.monotonic()
             self._prune_expired()
 
@@ -194,6 +207,7 @@ class Scheduler:
                 txn.put(spec)
             for token, outcome in outcomes.items():
                 work_id = self._attempts.pop(token, None)
+                self._running_constraints.pop(token, None)
                 spec = self._current(txn, token, work_id)
                 if spec is None:
                     # Cancelled (or updated) while running: the late result is ignored.
@@ -235,6 +249,50 @@ class Scheduler:
             ):
                 reason = (spec.stop_reason if spec else None) or "CANCELLED_BY_APP"
                 self.executor.stop(token, reason)
+            elif token in self._running_constraints:
+                # The TestDriver (or an update) may have lifted the constraints meanwhile.
+                gate = _gating(spec)
+                if gate:
+                    self._running_constraints[token] = gate
+                else:
+                    del self._running_constraints[token]
+
+    # --- constraints ---------------------------------------------------------------------
+
+    def _device_state(self) -> DeviceState:
+        simulated = self.store.device_state()
+        return DeviceState.from_dict(simulated) if simulated else self._host.read()
+
+    def _constraints(self, work_id: str) -> dict[str, Any] | None:
+        """The constraints that gate a work ({} when none or overridden; None if it is gone).
+
+        Cached until the store changes: with many works waiting for the charger, each
+        wake-up must not reload every one of them.
+        """
+        counter = self.store.change_counter()
+        if counter != self._constraints_counter:
+            self._constraints_cache.clear()
+            self._constraints_counter = counter
+        if work_id not in self._constraints_cache:
+            spec = self.store.get(work_id)
+            if spec is None:
+                return None
+            self._constraints_cache[work_id] = _gating(spec)
+        return self._constraints_cache[work_id]
+
+    def _stop_where_constraints_fail(self) -> None:
+        """Stop running attempts whose constraints stopped holding (not a failure: the work
+        goes back to ENQUEUED with the reason in ``stop_reason``)."""
+        if not self._running_constraints:
+            return
+        device = self._device_state()
+        for token, constraints in list(self._running_constraints.items()):
+            reasons = [r for r in unmet(constraints, device) if stops_running_work(r)]
+            if reasons:
+                log.info("stopping %s: %s", self._attempts.get(token), reasons[0].value)
+                self.executor.stop(token, reasons[0].value)
+
+    # --- starting work -------------------------------------------------------------------
 
     def _start_due_work(self) -> None:
         free = self.executor.capacity - len(self.executor.running())
@@ -242,12 +300,29 @@ class Scheduler:
             return
         now = self.clock.now()
         enqueued = self.store.state_index(WorkState.ENQUEUED)
-        due = heapq.nsmallest(free, ((t, wid) for wid, t in enqueued.items() if t <= now))
+        candidates = sorted((t, wid) for wid, t in enqueued.items() if t <= now)
+        due: list[str] = []
+        waiting: set[str] = set()
+        device: DeviceState | None = None
+        for _, work_id in candidates:
+            if len(due) >= free:
+                break
+            constraints = self._constraints(work_id)
+            if constraints is None:
+                continue
+            if constraints:
+                device = device or self._device_state()
+                if unmet(constraints, device):
+                    waiting.add(work_id)
+                    continue
+            due.append(work_id)
+        self._waiting_for_constraints = waiting
         if not due:
             return
         attempts: list[AttemptSpec] = []
+        gates: dict[str, dict[str, Any]] = {}
         with self.store.transaction() as txn:
-            for _, work_id in due:
+            for work_id in due:
                 spec = txn.get(work_id)
                 if spec is None or not _rules.is_due(spec, now):
                     continue
@@ -267,6 +342,7 @@ class Scheduler:
                         "store; enqueue it again"), now)
                     continue
                 txn.put(spec)
+                gates[token] = _gating(spec)
                 attempts.append(AttemptSpec(
                     work_id=spec.id, token=token, worker_name=spec.worker_name,
                     code_key=spec.code_key, payload=payload, input_data=input_data,
@@ -275,6 +351,8 @@ class Scheduler:
                 ))
         for attempt in attempts:
             self._attempts[attempt.token] = attempt.work_id
+            if gates.get(attempt.token):
+                self._running_constraints[attempt.token] = gates[attempt.token]
             try:
                 self.executor.submit(attempt)
             except Exception as exc:
@@ -317,8 +395,13 @@ class Scheduler:
         timeout = HEARTBEAT_INTERVAL
         enqueued = self.store.state_index(WorkState.ENQUEUED)
         room = self.executor.capacity > len(self.executor.running())
-        if enqueued and room:
-            timeout = min(timeout, max(0.0, min(enqueued.values()) - self.clock.now()))
+        # Work waiting only for its constraints is not "due now" (that would spin): the host
+        # is read again within HOST_READ_INTERVAL, and a simulated change wakes us directly.
+        times = [t for wid, t in enqueued.items() if wid not in self._waiting_for_constraints]
+        if times and room:
+            timeout = min(timeout, max(0.0, min(times) - self.clock.now()))
+        if self._waiting_for_constraints or self._running_constraints:
+            timeout = min(timeout, HOST_READ_INTERVAL)
         deadline = self.executor.next_deadline()
         if deadline is not None:
             timeout = min(timeout, max(0.0, deadline - time.monotonic()))
@@ -333,6 +416,14 @@ class Scheduler:
             ready = []
         if self._wake in ready:
             self._wake.drain()
+
+
+def _gating(spec: WorkSpec) -> dict[str, Any]:
+    """The constraints a work must wait for: none when it has none or the TestDriver said
+    they are met."""
+    if spec.constraints_met or not requires_anything(spec.constraints):
+        return {}
+    return spec.constraints
 
 
 def _kill_orphan(spec: WorkSpec) -> None:

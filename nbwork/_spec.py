@@ -61,6 +61,8 @@ class WorkSpec:
     error: str | None = None
     attempt: Attempt | None = None
     log_name: str | None = None
+    initial_delay_met: bool = False  # TestDriver: the initial delay counts as elapsed
+    constraints_met: bool = False  # TestDriver: the constraints count as met
     v: int = SCHEMA_VERSION
 
     @property

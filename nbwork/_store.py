@@ -334,6 +334,19 @@ class Store:
         except (OSError, diskcache.Timeout) as exc:
             raise _translate(exc, self.path) from exc
 
+    def device_state(self) -> dict[str, bool] | None:
+        """The simulated device state (``TestDriver``), or None when the host's is used."""
+        return self._cache.get("device")
+
+    def set_device_state(self, values: dict[str, bool] | None) -> None:
+        """Set (or with None, clear) the simulated device state; bumps the change counter so
+        observers and the scheduler see it."""
+        with self.transaction() as txn:
+            if values is None:
+                txn.delete_value("device")
+            else:
+                txn.set_value("device", dict(values))
+
     def change_counter(self) -> int:
         return self._cache.get("counter", 0)
 

@@ -310,7 +310,21 @@ class PeriodicWorkRequest(WorkRequest):
                 f"flex_interval must be more than 0 and at most repeat_interval ({interval:g} s), "
                 f"not {flex:g} s"
             )
+        if "input_merger" in kwargs:
+            raise InvalidRequestError(
+                "periodic work has no prerequisites, so it takes no input_merger; drop it "
+                "(its input_data is used as is)"
+            )
+        kwargs.setdefault("backoff_delay", min(DEFAULT_BACKOFF_DELAY, interval))
         super().__init__(worker, **kwargs)
+        if self.backoff_delay > interval:
+            # A retry scheduled after the next period would be overtaken by the period itself.
+            raise InvalidRequestError(
+                f"backoff_delay ({self.backoff_delay:g} s) is longer than repeat_interval "
+                f"({interval:g} s), so a retry would come after the next period anyway; pass "
+                f"backoff_delay=... of at most {interval:g} s (the default is "
+                f"{min(DEFAULT_BACKOFF_DELAY, interval):g} s here)"
+            )
         self.repeat_interval = interval
         self.flex_interval = flex
         self.input_merger = OverwritingInputMerger

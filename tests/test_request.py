@@ -502,3 +502,21 @@ def test_the_base_worker_classes_themselves_are_rejected(base):
 
     with pytest.raises(InvalidRequestError, match="subclass it and override do_work"):
         OneTimeWorkRequest(getattr(nbwork, base))
+
+
+def test_periodic_backoff_longer_than_the_interval_is_refused_with_the_fix():
+    from nbwork import PeriodicWorkRequest
+
+    with pytest.raises(InvalidRequestError, match="at most 5 s"):
+        PeriodicWorkRequest(lambda: None, repeat_interval=5, backoff_delay=60)
+    # The default backoff (30 s) shrinks to fit a short period instead of failing.
+    assert PeriodicWorkRequest(lambda: None, repeat_interval=5).backoff_delay == 5
+    assert PeriodicWorkRequest(lambda: None, repeat_interval=3600).backoff_delay == 30
+
+
+def test_periodic_work_takes_no_input_merger():
+    from nbwork import ArrayCreatingInputMerger, PeriodicWorkRequest
+
+    with pytest.raises(InvalidRequestError, match="no input_merger"):
+        PeriodicWorkRequest(lambda: None, repeat_interval=5,
+                            input_merger=ArrayCreatingInputMerger)
