@@ -111,6 +111,13 @@ def _apply_update(txn: Transaction, work_id: str, new: WorkSpec, payload: bytes)
                  "flex_interval", "input_merger"):
         setattr(spec, name, getattr(new, name))
     spec.generation += 1
+    if spec.state is WorkState.ENQUEUED:
+        # As WorkManager, the waiting run is rescheduled under the new spec (its interval,
+        # flex or initial delay) from the same starting point.
+        if spec.is_periodic and spec.period_count > 0:
+            spec.next_run_at = _rules.next_period_at(spec, spec.last_enqueue_time)
+        elif spec.run_attempt_count == 0:
+            spec.next_run_at = _rules.first_run_at(spec, spec.last_enqueue_time)
     txn.put_code(spec.code_key, payload)
     txn.move_code_reference(old_code, spec.code_key)
     txn.put(spec)

@@ -14,6 +14,7 @@ client that saw the lock held is never stranded.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import signal
@@ -41,6 +42,7 @@ from ._spec import WorkSpec
 from ._store import Store
 from ._time import Clock
 from ._wake import WakeReceiver
+from .errors import StoreError
 from .info import WorkState
 
 log = logging.getLogger("nbwork.scheduler")
@@ -48,6 +50,8 @@ log = logging.getLogger("nbwork.scheduler")
 DEFAULT_IDLE_EXIT = 600.0
 """Seconds without unfinished work after which the scheduler exits (a client restarts it)."""
 HEARTBEAT_INTERVAL = 1.0
+STORE_RETRY_INTERVAL = 1.0
+"""Seconds between tries while the store cannot be written (a full disk)."""
 PRUNE_INTERVAL = 600.0
 
 
@@ -70,6 +74,8 @@ class Scheduler:
         self._outcomes: dict[str, Outcome] = {}
         self._started: dict[str, tuple[int | None, float | None]] = {}
         self._stopping = False
+        self._faulted = False
+        self._pending_logged: set[str] = set()  # tokens of outcomes not yet recorded
         self._last_counter = -1
         self._last_heartbeat = 0.0
         self._last_prune = -PRUNE_INTERVAL  # monotonic time may start near 0 after a boot
@@ -103,10 +109,23 @@ class Scheduler:
         signal.signal(signal.SIGINT, self._on_signal)
         self._wake = WakeReceiver(self.store.path)
         try:
-            self._heartbeat(force=True)
-            self.recover()
+            recovered = False
             while True:
-                self.step()
+                try:
+                    if not recovered:
+                        self._heartbeat(force=True)
+                        self.recover()
+                        recovered = True
+                    self.step()
+                except StoreError as exc:
+                    # A full disk (or a store locked for a minute) must not end the
+                    # scheduler: nothing it could not write is lost (see _record_reports);
+                    # it waits a little and tries again, and carries on when space returns.
+                    self._store_fault(exc)
+                    if self._stopping:
+                        break
+                    continue
+                self._faulted = False
                 if self._stopping:
                     break
                 if self._idle_long_enough() and self._leave_if_still_idle():
@@ -115,6 +134,14 @@ class Scheduler:
         finally:
             self._shutdown()
         return 0
+
+    def _store_fault(self, exc: StoreError) -> None:
+        """Log a store fault (once per spell) and wait before the next try (or a wake-up)."""
+        if not self._faulted:
+            log.warning("the store cannot be written; trying again every second: %s", exc)
+            self._faulted = True
+        if self._wake is not None and wait_for([self._wake], STORE_RETRY_INTERVAL):
+            self._wake.drain()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stopping = True
@@ -133,7 +160,10 @@ class Scheduler:
         # After an idle exit the lock is already released, and another scheduler may hold it
         # and run work by now: the RUNNING records are its own, not ours to recover.
         if self.lock.fd is not None:
-            self.recover()
+            try:
+                self.recover()
+            except StoreError as exc:  # a full disk: the next scheduler recovers them
+                log.warning("could not put running work back in the queue: %s", exc)
         try:
             with self.store.transaction() as txn:
                 lease = txn.get_value("lease")
@@ -154,7 +184,12 @@ class Scheduler:
             "pid": os.getpid(), "token": self.token, "heartbeat": self.clock.now(),
             "executor": type(self.executor).__name__, "capacity": self.executor.capacity,
         }
-        self.store.set_value("lease", lease)
+        try:
+            self.store.set_value("lease", lease)
+        except StoreError:
+            # The lease is for status only (the lock is what counts). Raising here, first
+            # thing in each step, kept a full disk from ever reaching the executor's reports.
+            pass
 
     def recover(self) -> None:
         """Work left RUNNING without a live attempt of ours goes back to ENQUEUED."""
@@ -195,29 +230,44 @@ class Scheduler:
         now = self.clock.now()
         progress, outcomes, started = self._progress, self._outcomes, self._started
         self._progress, self._outcomes, self._started = {}, {}, {}
-        with self.store.transaction() as txn:
-            for token in set(progress) | set(started):
-                spec = self._current(txn, token)
-                if spec is None:
-                    continue
-                if token in started and spec.attempt is not None:
-                    spec.attempt.pid, spec.attempt.pid_create_time = started[token]
-                if token in progress:
-                    spec.progress = progress[token]
-                txn.put(spec)
-            for token, outcome in outcomes.items():
-                work_id = self._attempts.pop(token, None)
-                self._running_constraints.pop(token, None)
-                spec = self._current(txn, token, work_id)
-                if spec is None:
-                    # Cancelled (or updated) while running: the late result is ignored.
-                    if work_id is not None:
-                        self._clear_attempt(txn, work_id, token)
-                    continue
-                _rules.finish_attempt(txn, spec, outcome, now)
-        # _last_counter is deliberately not advanced here (nor after starting work): a
-        # client's cancel committed between our commit and that read would be taken as
-        # seen, and the cancelled attempt would never be stopped.
+        try:
+            with self.store.transaction() as txn:
+                for token in set(progress) | set(started):
+                    spec = self._current(txn, token)
+                    if spec is None:
+                        continue
+                    if token in started and spec.attempt is not None:
+                        spec.attempt.pid, spec.attempt.pid_create_time = started[token]
+                    if token in progress:
+                        spec.progress = progress[token]
+                    txn.put(spec)
+                for token, outcome in outcomes.items():
+                    work_id = self._attempts.get(token)
+                    spec = self._current(txn, token, work_id)
+                    if spec is None:
+                        # Cancelled (or updated) while running: the late result is ignored.
+                        if work_id is not None:
+                            self._clear_attempt(txn, work_id, token)
+                        continue
+                    _rules.finish_attempt(txn, spec, outcome, now)
+            self._note_own_commit(txn)
+        except StoreError:
+            # Nothing was written (a full disk): keep every report for the next try. Dropped,
+            # an outcome was lost for good and its work stayed RUNNING until a restart.
+            self._progress = {**progress, **self._progress}
+            self._started = {**started, **self._started}
+            self._outcomes = {**outcomes, **self._outcomes}
+            if outcomes.keys() - self._pending_logged:  # say so once per attempt
+                log.warning("%d finished attempt(s) wait until the store can be written",
+                            len(outcomes))
+                self._pending_logged.update(outcomes)
+            raise
+        for token in outcomes:  # only once recorded (see above)
+            self._pending_logged.discard(token)
+            self._attempts.pop(token, None)
+            self._running_constraints.pop(token, None)
+        # _last_counter is advanced only by _note_own_commit, which checks that no client
+        # committed in between: a cancel committed just before our commit is still seen.
 
     def _current(self, txn: Any, token: str, work_id: str | None = None) -> WorkSpec | None:
         """The work an attempt belongs to, if that attempt is still its current one."""
@@ -280,6 +330,20 @@ class Scheduler:
             self._constraints_cache[work_id] = _gating(spec)
         return self._constraints_cache[work_id]
 
+    def _note_own_commit(self, txn: Any) -> None:
+        """Take a commit of our own as seen, where nobody else wrote in between.
+
+        Our commits change states, never constraints, and never cancel anything: the
+        constraints cache stays valid, and running attempts need no new check for a stop.
+        (The counter read inside the transaction makes "nobody else" exact: a client's
+        commit just before ours shows as a gap and is looked at.)"""
+        if txn.counter_after is None:
+            return
+        if txn.counter_before == self._constraints_counter:
+            self._constraints_counter = txn.counter_after
+        if txn.counter_before == self._last_counter:
+            self._last_counter = txn.counter_after
+
     def _stop_where_constraints_fail(self) -> None:
         """Stop running attempts whose constraints stopped holding (not a failure: the work
         goes back to ENQUEUED with the reason in ``stop_reason``)."""
@@ -294,13 +358,24 @@ class Scheduler:
 
     # --- starting work -------------------------------------------------------------------
 
+    def _room(self) -> int:
+        """How many attempts the executor takes now (``room()`` if it batches short work)."""
+        room = getattr(self.executor, "room", None)
+        if room is not None:
+            return room()
+        return self.executor.capacity - len(self.executor.running())
+
     def _start_due_work(self) -> None:
-        free = self.executor.capacity - len(self.executor.running())
+        free = self._room()
         if free <= 0:
             return
         now = self.clock.now()
         enqueued = self.store.state_index(WorkState.ENQUEUED)
-        candidates = sorted((t, wid) for wid, t in enqueued.items() if t <= now)
+        # The earliest due first; enough of them to fill the free slots even if every work
+        # already known to wait for its constraints comes first.
+        candidates = heapq.nsmallest(
+            free + len(self._waiting_for_constraints),
+            ((t, wid) for wid, t in enqueued.items() if t <= now))
         due: list[str] = []
         waiting: set[str] = set()
         device: DeviceState | None = None
@@ -349,6 +424,7 @@ class Scheduler:
                     tags=spec.tags, run_attempt_count=seen_count, generation=spec.generation,
                     log_path=self.store.log_path(spec.id),
                 ))
+        self._note_own_commit(txn)
         for attempt in attempts:
             self._attempts[attempt.token] = attempt.work_id
             if gates.get(attempt.token):
@@ -394,7 +470,7 @@ class Scheduler:
     def _sleep(self) -> None:
         timeout = HEARTBEAT_INTERVAL
         enqueued = self.store.state_index(WorkState.ENQUEUED)
-        room = self.executor.capacity > len(self.executor.running())
+        room = self._room() > 0
         # Work waiting only for its constraints is not "due now" (that would spin): the host
         # is read again within HOST_READ_INTERVAL, and a simulated change wakes us directly.
         times = [t for wid, t in enqueued.items() if wid not in self._waiting_for_constraints]

@@ -74,15 +74,16 @@ class WorkSpec:
         return self.state.is_finished
 
     def to_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values = {name: getattr(self, name) for name in _FIELDS}
         values["state"] = self.state.value
-        values["attempt"] = dataclasses.asdict(self.attempt) if self.attempt else None
+        attempt = self.attempt
+        values["attempt"] = {name: getattr(attempt, name) for name in _ATTEMPT_FIELDS} if (
+            attempt) else None
         return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "WorkSpec":
-        known = {f.name for f in dataclasses.fields(cls)}
-        kept = {k: v for k, v in values.items() if k in known}
+        kept = {k: v for k, v in values.items() if k in _FIELDS}
         kept["state"] = WorkState(kept.get("state", "ENQUEUED"))
         attempt = kept.get("attempt")
         kept["attempt"] = Attempt(**attempt) if attempt else None
@@ -121,3 +122,8 @@ class WorkSpec:
             log_path=f"{log_dir}/{self.log_name}" if log_dir and self.log_name else None,
             is_periodic=self.is_periodic,
         )
+
+
+# Field names, computed once: records are converted on every store read and write.
+_FIELDS = frozenset(f.name for f in dataclasses.fields(WorkSpec))
+_ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(Attempt))

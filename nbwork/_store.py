@@ -5,7 +5,9 @@ Layout of one diskcache directory (keys are strings so SQLite indexes them nativ
     meta              {"schema": 1, "created": ...}
     w:<id>            the WorkSpec record of a work (a dict)
     code:<sha256>     the serialized worker (cloudpickle), shared by every work that runs it
-    i:s:<STATE>       {id: sort key} of the works in a state (ENQUEUED: next run time)
+    i:s:<STATE>:<h>   {id: sort key} of the works in a state (ENQUEUED: next run time) whose
+                      id starts with hex digit <h>: 16 shards, so a transaction rewrites
+                      only the shards of the works it touches, not the whole index
     i:t:<tag>         {id: enqueue time} of the works with a tag
     i:u:<name>        [id, ...] of the works under a unique name, in enqueue order
     i:c:<sha256>      how many works use a code blob (it is deleted at zero)
@@ -13,6 +15,10 @@ Layout of one diskcache directory (keys are strings so SQLite indexes them nativ
     lease             the running scheduler: pid, token, heartbeat (for status; the lock
                       file is what makes it exclusive)
     device            the simulated device state of the TestDriver, when set
+    config            settings kept with the store: {"executor": "local" | "dask://HOST:PORT"}
+    journal, j:<id>   when ``journal`` is set (``Store.enable_journal``, for fault-injection
+                      tests and debugging), every state change of a work is appended to
+                      ``j:<id>`` as [from, to, run_attempt_count] in the same transaction
 
 Every multi-key change goes through ``Store.transaction()``: one SQLite transaction
 (``BEGIN IMMEDIATE``), so a crash leaves all of it or none of it, and the secondary indexes
@@ -24,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import sqlite3
 import stat
 import time
 from collections.abc import Iterable, Iterator
@@ -39,8 +46,15 @@ STORE_SCHEMA = 1
 _SQLITE_TIMEOUT = 60.0
 
 
-def _state_key(state: WorkState) -> str:
-    return f"i:s:{state.value}"
+SHARDS = "0123456789abcdef"
+
+
+def _state_key(state: WorkState, id: str) -> str:
+    return f"i:s:{state.value}:{id[0]}"
+
+
+def _shard_keys(state: WorkState) -> list[str]:
+    return [f"i:s:{state.value}:{shard}" for shard in SHARDS]
 
 
 def _sort_key(spec: WorkSpec) -> float:
@@ -106,6 +120,9 @@ class Transaction:
         self._writes: dict[str, Any] = {}
         self._deletes: set[str] = set()
         self._code_refs: dict[str, int] = {}
+        self.counter_after: int | None = None  # the change counter this commit set, if any
+        self.counter_before: int | None = None
+        self.journal = False  # see Store.enable_journal
 
     # records ----------------------------------------------------------------------------
 
@@ -154,7 +171,11 @@ class Transaction:
         return self._indexes[key]
 
     def state_index(self, state: WorkState) -> dict[str, float]:
-        return self._index(_state_key(state), {})
+        """``{id: sort key}`` of the works in ``state`` (a merged copy of its shards)."""
+        merged: dict[str, float] = {}
+        for key in _shard_keys(state):
+            merged.update(self._index(key, {}))
+        return merged
 
     def unique_ids(self, name: str) -> list[str]:
         return list(self._index(f"i:u:{name}", []))
@@ -195,9 +216,9 @@ class Transaction:
         if before == after:
             return
         if before is not None and (after is None or before[:2] != after[:2]):
-            self._mutable_index(_state_key(before[0]), {}).pop(id, None)
+            self._mutable_index(_state_key(before[0], id), {}).pop(id, None)
         if after is not None and (before is None or before[:2] != after[:2]):
-            self._mutable_index(_state_key(after[0]), {})[id] = after[1]
+            self._mutable_index(_state_key(after[0], id), {})[id] = after[1]
         old_tags = set(before[2]) if before else set()
         new_tags = set(after[2]) if after else set()
         for tag in old_tags - new_tags:
@@ -214,12 +235,25 @@ class Transaction:
             if new_name is not None:
                 self._mutable_index(f"i:u:{new_name}", []).append(id)
 
+    def _journal(self, id: str, spec: WorkSpec | None) -> None:
+        """Record a state change of ``id`` in its journal (in this same transaction, so the
+        journal holds exactly the committed transitions: e.g. how often it SUCCEEDED)."""
+        before = self._before.get(id)
+        old = before[0].value if before else None
+        new = spec.state.value if spec else None
+        if old != new:
+            key = f"j:{id}"
+            entry = [old, new, spec.run_attempt_count if spec else None]
+            self._cache.set(key, [*self._cache.get(key, []), entry])
+
     def commit(self) -> bool:
         """Write everything; True if anything changed."""
         cache = self._cache
         for id in self._dirty:
             self._reindex(id)
             spec = self._specs[id]
+            if self.journal:
+                self._journal(id, spec)
             if spec is None:
                 cache.delete(f"w:{id}")
             else:
@@ -246,7 +280,8 @@ class Transaction:
             cache.delete(key)
         changed = bool(self._dirty or self._dirty_indexes or self._writes or self._deletes)
         if changed:
-            cache.incr("counter", default=0)
+            self.counter_after = cache.incr("counter", default=0)
+            self.counter_before = self.counter_after - 1
         return changed
 
 
@@ -257,6 +292,7 @@ class Store:
         self.path = os.path.abspath(os.path.expanduser(path))
         check_store_dir(self.path)
         self.log_dir = os.path.join(self.path, "logs")
+        self._index_memo: dict[WorkState, tuple[int, dict[str, float]]] = {}
         try:
             os.makedirs(self.log_dir, mode=0o700, exist_ok=True)
             self._cache = diskcache.Cache(
@@ -267,11 +303,17 @@ class Store:
                 cull_limit=0,
                 statistics=False,
                 tag_index=False,
+                # Index values grow with the store; as SQLite blobs they are written in
+                # the transaction itself instead of as one file per version.
+                disk_min_file_size=2**30,
             )
             if self._cache.get("meta") is None:
                 self._cache.add("meta", {"schema": STORE_SCHEMA, "created": time.time()})
-        except (OSError, diskcache.Timeout) as exc:
+        # sqlite3.Error too: opening writes diskcache's settings, and on a full disk that
+        # raised a bare "sqlite3.OperationalError: database or disk is full" to the user.
+        except (OSError, diskcache.Timeout, sqlite3.Error) as exc:
             raise _translate(exc, self.path) from exc
+        self.journal = bool(self._cache.get("journal"))
         meta = self._cache.get("meta") or {}
         if meta.get("schema", STORE_SCHEMA) > STORE_SCHEMA:
             raise StoreError(
@@ -288,6 +330,7 @@ class Store:
         try:
             with self._cache.transact():
                 txn = Transaction(self._cache)
+                txn.journal = self.journal
                 yield txn
                 txn.commit()
         except (OSError, diskcache.Timeout) as exc:
@@ -307,7 +350,21 @@ class Store:
         return [s for s in (self.get(i) for i in ids) if s is not None]
 
     def state_index(self, state: WorkState) -> dict[str, float]:
-        return self._cache.get(_state_key(state), {})
+        """``{id: sort key}`` of the works in ``state``; do not mutate the result.
+
+        Reused while the change counter stands still: the scheduler reads the ENQUEUED
+        index several times per wake-up, and reading the counter costs far less than
+        unpickling an index of thousands of works.
+        """
+        counter = self.change_counter()
+        cached = self._index_memo.get(state)
+        if cached is not None and cached[0] == counter:
+            return cached[1]
+        index: dict[str, float] = {}
+        for key in _shard_keys(state):
+            index.update(self._cache.get(key, {}))
+        self._index_memo[state] = (counter, index)
+        return index
 
     def tag_ids(self, tag: str) -> list[str]:
         return list(self._cache.get(f"i:t:{tag}", {}))
@@ -331,8 +388,20 @@ class Store:
         """Set a side value (lease, device state) without bumping the change counter."""
         try:
             self._cache.set(key, value)
-        except (OSError, diskcache.Timeout) as exc:
+        # sqlite3.Error too (a full disk): the scheduler's heartbeat must get a StoreError.
+        except (OSError, diskcache.Timeout, sqlite3.Error) as exc:
             raise _translate(exc, self.path) from exc
+
+    def executor(self) -> str:
+        """Where this store's scheduler runs work: ``"local"`` (the default) or a
+        ``"dask://HOST:PORT"`` address."""
+        return (self._cache.get("config") or {}).get("executor", "local")
+
+    def set_executor(self, address: str) -> None:
+        with self.transaction() as txn:
+            config = dict(txn.get_value("config") or {})
+            config["executor"] = address
+            txn.set_value("config", config)
 
     def device_state(self) -> dict[str, bool] | None:
         """The simulated device state (``TestDriver``), or None when the host's is used."""
@@ -346,6 +415,19 @@ class Store:
                 txn.delete_value("device")
             else:
                 txn.set_value("device", dict(values))
+
+    def enable_journal(self) -> None:
+        """Journal every state change from now on (``j:<id>``, see the module docstring).
+
+        Read when a process opens the store: enable it on a new store before any client or
+        scheduler opens it. It costs a read and a write per state change.
+        """
+        self.set_value("journal", True)
+        self.journal = True
+
+    def journal_of(self, id: str) -> list[list[Any]]:
+        """The journaled state changes of a work: [from, to, run_attempt_count] each."""
+        return [list(e) for e in self._cache.get(f"j:{id}", [])]
 
     def change_counter(self) -> int:
         return self._cache.get("counter", 0)

@@ -156,7 +156,11 @@ def test_work_enqueued_while_the_scheduler_exits_for_idleness_is_never_stranded(
     assert len(runners) >= 8
 
 
-def test_a_killed_scheduler_is_replaced_and_its_running_work_recovered(wm, tmp_path):
+def test_a_killed_scheduler_is_replaced_and_its_running_work_recovered(wm, tmp_path,
+                                                                       monkeypatch):
+    # No supervisor (it would restart the scheduler by itself, see test_reliability.py):
+    # this is the path after a reboot, where the next client call starts one.
+    monkeypatch.setenv("NBWORK_SUPERVISE", "0")
     request = OneTimeWorkRequest(helpers.SlowFirstAttempt, input_data={"dir": str(tmp_path)})
     wm.enqueue(request)
     wait_until((tmp_path / "pids").exists, what="the first attempt to start")
@@ -204,18 +208,22 @@ def test_an_attempt_whose_scheduler_is_gone_ends_itself_and_its_group(tmp_path):
         wait_until((tmp_path / "pids").exists, what="the attempt to start its grandchild")
         pids = read_ints(tmp_path / "pids")
         # What the kernel does to the scheduler's end of the pipe when the scheduler dies.
-        executor._running["t"].conn.close()
+        executor._by_token["t"].conn.close()
         for pid in pids:
             wait_until(lambda pid=pid: is_dead(pid), what=f"process {pid} to end")
     finally:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        executor._running.clear()
+        executor._by_token.clear()
+        executor._slots.clear()
         multiprocessing.forkserver._forkserver._stop()   # the forkserver this test started
 
 
-def test_wait_starts_a_scheduler_when_none_runs(wm, tmp_path):
+def test_wait_starts_a_scheduler_when_none_runs(wm, tmp_path, monkeypatch):
+    # No supervisor (it would restart the scheduler by itself, see test_reliability.py):
+    # this is the path after a reboot, where the next client call starts one.
+    monkeypatch.setenv("NBWORK_SUPERVISE", "0")
     request = OneTimeWorkRequest(helpers.SlowFirstAttempt, input_data={"dir": str(tmp_path)})
     wm.enqueue(request)
     wait_until((tmp_path / "pids").exists, what="the first attempt to start")
@@ -340,7 +348,10 @@ def test_workers_from_a_module_beside_the_script_run_after_it_is_deleted(wm, tmp
     assert infos[third].worker_name == "beside.AddOne"
 
 
-def test_a_wait_in_progress_replaces_a_scheduler_that_died(wm, tmp_path):
+def test_a_wait_in_progress_replaces_a_scheduler_that_died(wm, tmp_path, monkeypatch):
+    # No supervisor (it would restart the scheduler by itself, see test_reliability.py):
+    # this is the path after a reboot, where the next client call starts one.
+    monkeypatch.setenv("NBWORK_SUPERVISE", "0")
     gate = tmp_path / "gate"
     request = OneTimeWorkRequest(helpers.GateWorker, input_data={"gate": str(gate), "value": 1})
     wm.enqueue(request)

@@ -328,3 +328,18 @@ def wait_for_gate(gate: str, log: str) -> dict:
     while not os.path.exists(gate):
         time.sleep(0.02)
     return record_run(log)
+
+
+def test_update_of_waiting_periodic_work_reschedules_it_under_the_new_interval(wm, tmp_path):
+    log = tmp_path / "runs"
+    request = PeriodicWorkRequest(record_run, repeat_interval=1, input_data={"path": str(log)})
+    wm.enqueue_unique_periodic_work("tick", ExistingPeriodicWorkPolicy.KEEP, request)
+    wait_until(lambda: runs(log) >= 1 and state_of(wm, request.id) is WorkState.ENQUEUED,
+               what="a first period")
+    slower = PeriodicWorkRequest(record_run, repeat_interval=HOUR, input_data={"path": str(log)})
+    wm.enqueue_unique_periodic_work("tick", ExistingPeriodicWorkPolicy.UPDATE, slower)
+    # (A period may have been running during the update: it ends under the new spec too.)
+    info = wait_until(lambda: (i := wm.get_work_info_by_id(request.id)).state
+                      is WorkState.ENQUEUED and i, what="the work waiting again")
+    assert info.next_schedule_time.timestamp() > time.time() + HOUR - 60
+    wm.cancel_unique_work("tick")

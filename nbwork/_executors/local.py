@@ -1,11 +1,13 @@
-"""The local executor: a bounded pool of niced worker processes, one per attempt.
+"""The local executor: a bounded pool of warm, niced worker processes (``slot.py``).
 
-Each attempt runs in a fresh process forked from a forkserver (fast, and clean: it holds
-none of the scheduler's files or locks), in a process group of its own. Stopping sends a
-stop message (the worker sees ``is_stopped`` and ``on_stopped()``), then SIGTERM to the
-group after the grace period and SIGKILL shortly after, so a worker that ignores the stop
-and everything it started are gone. When an attempt's process ends, its group is killed
-too, so no grandchild outlives its attempt.
+Each slot is a process started from a forkserver (clean: it holds none of the scheduler's
+files or locks), leader of a process group of its own, that runs attempts one after
+another. Stopping sends a stop message (the worker sees ``is_stopped`` and
+``on_stopped()``), then SIGTERM to the slot's group after the grace period and SIGKILL
+shortly after, so a worker that ignores the stop and everything it started are gone; a
+fresh slot replaces it. After every attempt the slot kills whatever the attempt left
+running, so no grandchild outlives its attempt. A slot is retired after
+``MAX_RUNS_PER_PROCESS`` attempts, so leaks in user code cannot grow without bound.
 """
 
 from __future__ import annotations
@@ -23,13 +25,20 @@ import psutil
 from .._rules import Outcome
 from ..info import StopReason
 from .base import AttemptSpec, Sink
-from .child import run_attempt
+from .slot import slot_main
 
 log = logging.getLogger("nbwork.executor")
 
 DEFAULT_STOP_GRACE = 5.0
 """Seconds a stopped worker gets to return before its process group is terminated."""
 _KILL_AFTER_TERM = 2.0
+MAX_RUNS_PER_PROCESS = 500
+SHORT_WORK = 0.02
+"""Seconds: a slot whose recent attempts were all shorter than this is handed up to
+``BATCH_DEPTH`` attempts at once, so a flood of small works costs one store transaction per
+batch rather than per work. Longer works are handed out one per slot, so a slot never
+holds a long work back while another slot idles."""
+BATCH_DEPTH = 16
 
 
 def _kill_group(pid: int, sig: int, group_only: bool = False) -> None:
@@ -61,120 +70,193 @@ def exit_description(exitcode: int | None) -> str:
 
 
 @dataclass
-class _Running:
-    attempt: AttemptSpec
+class _Slot:
     process: Any
     conn: Any
-    result: Outcome | None = None
-    stop_reason: str | None = None
+    create_time: float | None = None
+    tokens: list[str] = field(default_factory=list)  # in order: the first one runs
+    stop_reasons: dict[str, str] = field(default_factory=dict)
+    started_at: float | None = None
     term_at: float | None = None
     kill_at: float | None = None
-    progress: list = field(default_factory=list)
+    runs: int = 0
+    short: bool = False  # every attempt it finished lately took under SHORT_WORK
+
+    @property
+    def alive(self) -> bool:
+        return self.process.exitcode is None and not self.conn.closed
+
+    @property
+    def depth(self) -> int:
+        return BATCH_DEPTH if self.short else 1
 
 
 class LocalExecutor:
-    def __init__(self, capacity: int | None = None, stop_grace: float = DEFAULT_STOP_GRACE) -> None:
+    def __init__(self, capacity: int | None = None, stop_grace: float = DEFAULT_STOP_GRACE,
+                 max_runs_per_process: int = MAX_RUNS_PER_PROCESS) -> None:
         self.capacity = max(1, capacity or os.cpu_count() or 1)
         self.stop_grace = stop_grace
+        self.max_runs_per_process = max_runs_per_process
         self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["nbwork._executors.child"])
-        self._running: dict[str, _Running] = {}
+        self._ctx.set_forkserver_preload(["nbwork._executors.slot"])
+        self._slots: list[_Slot] = []
+        self._by_token: dict[str, _Slot] = {}
 
     def running(self) -> set[str]:
-        return set(self._running)
+        """Attempts handed to a slot (running, or queued right behind a short one)."""
+        return set(self._by_token)
 
-    def submit(self, attempt: AttemptSpec) -> None:
+    def room(self) -> int:
+        """How many more attempts ``submit`` takes now."""
+        live = [s for s in self._slots if s.alive]
+        spare = sum(max(0, s.depth - len(s.tokens)) for s in live)
+        return spare + max(0, self.capacity - len(live))
+
+    def _new_slot(self) -> _Slot:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
-            target=run_attempt, args=(child_conn, attempt),
-            name=f"nbwork-{attempt.work_id[:8]}", daemon=False,
-        )
+        process = self._ctx.Process(target=slot_main, args=(child_conn,), name="nbwork-slot",
+                                    daemon=False)
         process.start()
         child_conn.close()
-        self._running[attempt.token] = _Running(attempt, process, parent_conn)
+        slot = _Slot(process, parent_conn)
+        self._slots.append(slot)
+        return slot
+
+    def submit(self, attempt: AttemptSpec) -> None:
+        live = [s for s in self._slots if s.alive]
+        idle = [s for s in live if not s.tokens]
+        if idle:
+            slot = idle[0]
+        elif len(live) < self.capacity:
+            slot = self._new_slot()
+        else:
+            open_slots = [s for s in live if len(s.tokens) < s.depth]
+            if not open_slots:
+                raise RuntimeError("LocalExecutor.submit() with no room(); wait for room first")
+            slot = min(open_slots, key=lambda s: len(s.tokens))
+        if not slot.tokens:
+            slot.started_at = time.monotonic()
+        slot.tokens.append(attempt.token)
+        slot.runs += 1
+        self._by_token[attempt.token] = slot
+        slot.conn.send(("run", attempt))
 
     def stop(self, token: str, reason: str) -> None:
-        run = self._running.get(token)
-        if run is None or run.stop_reason is not None:
+        slot = self._by_token.get(token)
+        if slot is None or token in slot.stop_reasons:
             return
-        run.stop_reason = reason
-        run.term_at = time.monotonic() + self.stop_grace
+        slot.stop_reasons[token] = reason
+        if slot.tokens[0] == token:
+            slot.term_at = time.monotonic() + self.stop_grace
         try:
-            run.conn.send(("stop", reason))
+            slot.conn.send(("stop", token, reason))
         except OSError:
             pass
 
     def wait_objects(self) -> list[Any]:
         objects: list[Any] = []
-        for run in self._running.values():
-            if not run.conn.closed:
-                objects.append(run.conn)
-            objects.append(run.process.sentinel)
+        for slot in self._slots:
+            if not slot.conn.closed:
+                objects.append(slot.conn)
+            objects.append(slot.process.sentinel)
         return objects
 
     def next_deadline(self) -> float | None:
-        times = [t for r in self._running.values() for t in (r.term_at, r.kill_at) if t]
+        times = [t for s in self._slots for t in (s.term_at, s.kill_at) if t]
         return min(times) if times else None
 
     def poll(self, sink: Sink) -> None:
         now = time.monotonic()
-        for token, run in list(self._running.items()):
-            self._read_messages(token, run, sink)
-            if run.process.exitcode is None:
-                if run.kill_at is not None and now >= run.kill_at:
-                    _kill_group(run.process.pid, signal.SIGKILL)
-                    run.kill_at = None
-                elif run.term_at is not None and now >= run.term_at:
-                    log.info("attempt %s ignored its stop; terminating it", token)
-                    _kill_group(run.process.pid, signal.SIGTERM)
-                    run.term_at = None
-                    run.kill_at = now + _KILL_AFTER_TERM
+        for slot in list(self._slots):
+            self._read_messages(slot, sink)
+            if slot.process.exitcode is None:
+                if slot.kill_at is not None and now >= slot.kill_at:
+                    _kill_group(slot.process.pid, signal.SIGKILL)
+                    slot.kill_at = None
+                elif slot.term_at is not None and now >= slot.term_at:
+                    log.info("attempt %s ignored its stop; terminating it", slot.tokens[:1])
+                    _kill_group(slot.process.pid, signal.SIGTERM)
+                    slot.term_at = None
+                    slot.kill_at = now + _KILL_AFTER_TERM
+                elif not slot.tokens and slot.runs >= self.max_runs_per_process:
+                    self._retire(slot)
                 continue
-            self._read_messages(token, run, sink)
-            run.process.join()
-            # Grandchildren left behind die with the attempt.
-            _kill_group(run.process.pid, signal.SIGKILL, group_only=True)
-            run.conn.close()
-            del self._running[token]
-            if run.stop_reason is not None:
-                outcome = Outcome("stopped", stop_reason=run.stop_reason)
-            elif run.result is not None:
-                outcome = run.result
-            else:
-                outcome = Outcome("crash", error=exit_description(run.process.exitcode))
-            sink.finished(token, outcome)
+            self._read_messages(slot, sink)
+            self._retire(slot)
+            for position, token in enumerate(slot.tokens):
+                del self._by_token[token]
+                reason = slot.stop_reasons.get(token)
+                if reason is not None:
+                    outcome = Outcome("stopped", stop_reason=reason)
+                elif position == 0:
+                    outcome = Outcome("crash", error=exit_description(slot.process.exitcode))
+                else:  # queued behind the one that died: it never ran, back to the queue
+                    outcome = Outcome("stopped")
+                sink.finished(token, outcome)
+            slot.tokens.clear()
 
-    def _read_messages(self, token: str, run: _Running, sink: Sink) -> None:
-        while not run.conn.closed:
+    def _retire(self, slot: _Slot) -> None:
+        """End a slot and everything in its process group."""
+        if slot in self._slots:
+            self._slots.remove(slot)
+        reaped = slot.process.exitcode is not None
+        if not reaped:
+            slot.conn.close()  # the slot ends itself and its group when its pipe closes
+            slot.process.join(1.0)
+            reaped = slot.process.exitcode is not None
+        # Grandchildren left behind die with it (only the group once the pid is reaped).
+        _kill_group(slot.process.pid, signal.SIGKILL, group_only=reaped)
+        slot.process.join()
+        if not slot.conn.closed:
+            slot.conn.close()
+
+    def _read_messages(self, slot: _Slot, sink: Sink) -> None:
+        while not slot.conn.closed:
             try:
-                if not run.conn.poll():
+                if not slot.conn.poll():
                     return
-                message = run.conn.recv()
+                message = slot.conn.recv()
             except (EOFError, OSError):
-                run.conn.close()
+                slot.conn.close()
                 return
-            kind = message[0]
+            kind, token = message[0], message[1]
+            if token not in slot.tokens:
+                continue  # a report of an attempt this slot no longer runs
             if kind == "started":
-                pid = message[1]
-                try:
-                    created = psutil.Process(pid).create_time()
-                except psutil.Error:
-                    created = None
-                sink.started(token, pid, created)
+                if slot.create_time is None:
+                    try:
+                        slot.create_time = psutil.Process(message[2]).create_time()
+                    except psutil.Error:
+                        pass
+                sink.started(token, message[2], slot.create_time)
             elif kind == "progress":
-                sink.progress(token, message[1])
+                sink.progress(token, message[2])
             elif kind == "result":
-                run.result = Outcome(message[1], output=message[2], error=message[3])
+                del self._by_token[token]
+                slot.tokens.remove(token)
+                now = time.monotonic()
+                if slot.started_at is not None:
+                    slot.short = now - slot.started_at < SHORT_WORK
+                slot.started_at = now if slot.tokens else None
+                slot.term_at = slot.kill_at = None
+                reason = slot.stop_reasons.pop(token, None)
+                if slot.tokens and slot.tokens[0] in slot.stop_reasons:
+                    slot.term_at = now + self.stop_grace  # the next one was stopped too
+                if reason is not None:
+                    outcome = Outcome("stopped", stop_reason=reason)
+                else:
+                    outcome = Outcome(message[2], output=message[3], error=message[4])
+                sink.finished(token, outcome)
 
     def shutdown(self, grace: float) -> None:
-        for token in list(self._running):
+        for token in list(self._by_token):
             # A StopReason value (the worker may parse it); the work is recovered to
             # ENQUEUED with this same reason.
             self.stop(token, StopReason.SCHEDULER_RESTARTED.value)
         deadline = time.monotonic() + grace
-        for run in self._running.values():
-            run.process.join(max(0.0, deadline - time.monotonic()))
-            reaped = run.process.exitcode is not None
-            _kill_group(run.process.pid, signal.SIGKILL, group_only=reaped)
-            run.process.join(1.0)
-        self._running.clear()
+        for slot in list(self._slots):
+            if slot.tokens:
+                slot.process.join(max(0.0, deadline - time.monotonic()))
+            self._retire(slot)
+        self._slots.clear()
+        self._by_token.clear()

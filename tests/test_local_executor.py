@@ -1,0 +1,159 @@
+"""The local executor on its own (no scheduler, no store): warm slots, batches of short
+works, stops of queued attempts, cleanup of what an attempt leaves running."""
+
+from __future__ import annotations
+
+import multiprocessing.forkserver
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from nbwork._code import serialize_worker
+from nbwork._executors.base import AttemptSpec
+from nbwork._executors.local import BATCH_DEPTH, LocalExecutor
+from tests import helpers
+from tests.conftest import wait_until
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.pids: dict[str, int] = {}
+        self.outcomes: dict = {}
+
+    def started(self, token, pid, create_time) -> None:
+        self.pids[token] = pid
+
+    def progress(self, token, values) -> None:
+        self.progress_seen = values
+
+    def finished(self, token, outcome) -> None:
+        self.outcomes[token] = outcome
+
+
+def attempt(worker, tmp_path, **input_data) -> AttemptSpec:
+    key, payload = serialize_worker(worker, getattr(worker, "__qualname__", "w"))
+    return AttemptSpec(work_id=str(uuid.uuid4()), token=uuid.uuid4().hex, worker_name="w",
+                       code_key=key, payload=payload, input_data=input_data,
+                       log_path=str(tmp_path / "log"))
+
+
+@pytest.fixture
+def executor():
+    ex = LocalExecutor(capacity=2, stop_grace=0.5)
+    yield ex
+    ex.shutdown(grace=1.0)
+    multiprocessing.forkserver._forkserver._stop()  # the forkserver this test started
+
+
+def run_until_done(ex, sink, tokens, timeout=60):
+    def done():
+        ex.poll(sink)
+        return all(t in sink.outcomes for t in tokens)
+    wait_until(done, timeout=timeout, what="the attempts to finish")
+
+
+def spawn_sleeper(pid_file: str) -> dict:
+    """Starts a grandchild that would sleep ten minutes, records its pid, and returns."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    helpers.append_line(pid_file, child.pid)
+    return {}
+
+
+def test_a_flood_of_short_works_is_batched_into_warm_slots(executor, tmp_path):
+    sink = Sink()
+    tokens = []
+    for i in range(200):
+        while executor.room() == 0:
+            executor.poll(sink)
+        a = attempt(helpers.add, tmp_path, a=i, b=1)
+        executor.submit(a)
+        tokens.append(a.token)
+    run_until_done(executor, sink, tokens)
+    assert [sink.outcomes[t].output["sum"] for t in tokens] == [i + 1 for i in range(200)]
+    assert len(set(sink.pids.values())) <= 2, "two warm processes ran all 200 attempts"
+
+
+def test_long_works_are_handed_out_one_per_slot(executor, tmp_path):
+    gate = tmp_path / "gate"
+    sink = Sink()
+    first = attempt(helpers.wait_for_gate, tmp_path, gate=str(gate))
+    executor.submit(first)
+    assert executor.room() == 1  # the other slot, not a queue behind a work of unknown length
+    helpers.touch(gate)
+    run_until_done(executor, sink, [first.token])
+
+
+def test_a_stopped_attempt_still_queued_is_never_run(executor, tmp_path):
+    sink = Sink()
+    # Teach both slots that works are short (a slot's first attempt, which waits for the
+    # process to boot, may not count as short), so they take queues.
+    def both_slots_take_queues():
+        executor.poll(sink)
+        if executor.room() == 2 * BATCH_DEPTH:
+            return True
+        if not executor.running():
+            for _ in range(2):
+                executor.submit(attempt(helpers.add, tmp_path, a=1, b=1))
+        return False
+    wait_until(both_slots_take_queues, what="both slots to have run short works")
+    gate = tmp_path / "gate"
+    marker = tmp_path / "ran"
+    blockers = [attempt(helpers.wait_for_gate, tmp_path, gate=str(gate)) for _ in range(2)]
+    for a in blockers:
+        executor.submit(a)
+    queued = attempt(helpers.append_line, tmp_path, path=str(marker), value=1)
+    executor.submit(queued)
+    executor.stop(queued.token, "CANCELLED_BY_APP")
+    helpers.touch(gate)
+    run_until_done(executor, sink, [queued.token, *(a.token for a in blockers)])
+    assert sink.outcomes[queued.token].kind == "stopped"
+    assert not marker.exists()
+
+
+def test_what_an_attempt_leaves_running_is_killed_when_it_returns(executor, tmp_path):
+    sink = Sink()
+    pid_file = tmp_path / "pids"
+    a = attempt(spawn_sleeper, tmp_path, pid_file=str(pid_file))
+    executor.submit(a)
+    run_until_done(executor, sink, [a.token])
+    assert sink.outcomes[a.token].kind == "success"
+    (grandchild,) = helpers.read_ints(pid_file)
+    wait_until(lambda: helpers.is_dead(grandchild), what="the leftover grandchild to die")
+    assert not helpers.is_dead(sink.pids[a.token]), "the warm process itself lives on"
+
+
+def test_a_crash_fails_only_the_running_attempt_and_a_fresh_slot_takes_over(executor, tmp_path):
+    sink = Sink()
+    crash = attempt(helpers.kill_myself, tmp_path)
+    executor.submit(crash)
+    run_until_done(executor, sink, [crash.token])
+    assert sink.outcomes[crash.token].kind == "crash"
+    assert "signal 9" in sink.outcomes[crash.token].error
+    after = attempt(helpers.add, tmp_path, a=2, b=3)
+    executor.submit(after)
+    run_until_done(executor, sink, [after.token])
+    assert sink.outcomes[after.token].output == {"sum": 5}
+    assert sink.pids[after.token] != sink.pids[crash.token]
+
+
+def test_a_slot_is_retired_after_its_quota_of_attempts(tmp_path):
+    ex = LocalExecutor(capacity=1, max_runs_per_process=3)
+    sink = Sink()
+    try:
+        tokens = []
+        for i in range(7):
+            a = attempt(helpers.add, tmp_path, a=i, b=0)
+            while ex.room() == 0:
+                ex.poll(sink)
+            ex.submit(a)
+            tokens.append(a.token)
+            run_until_done(ex, sink, [a.token])
+        pids = [sink.pids[t] for t in tokens]
+        assert len(set(pids)) == 3 and pids[:3] == [pids[0]] * 3
+        assert os.getpid() not in pids
+    finally:
+        ex.shutdown(grace=1.0)
+        multiprocessing.forkserver._forkserver._stop()
