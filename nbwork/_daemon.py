@@ -6,7 +6,8 @@ restart, which kills the kernel's process group, does not touch it; its output g
 
 Environment (read by the client that starts the scheduler): ``NBWORK_IDLE_EXIT`` seconds
 without unfinished work before it exits; ``NBWORK_STOP_GRACE`` seconds a stopped worker
-gets before its process group is terminated.
+gets before its process group is terminated; ``NBWORK_SUPERVISE=0`` starts the scheduler
+without its supervisor (``_supervisor.py``), e.g. when a service manager restarts it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ import subprocess
 import sys
 import time
 
+import psutil
+
 from ._lock import holder_pid, last_holder_pid
+from ._supervisor import SCHEDULER_CODE, SUPERVISOR_CODE
 from .errors import SchedulerError
 
 LOG_NAME = "scheduler.log"
@@ -40,6 +44,16 @@ def _wait_until(condition, timeout: float) -> bool:
         pause = min(pause * 2, 0.1)
 
 
+def _stop_supervisor_of(pid: int) -> None:
+    """SIGKILL the supervisor of scheduler ``pid``, if it has one (it restarts nothing then)."""
+    try:
+        parent = psutil.Process(pid).parent()
+        if parent is not None and any("nbwork._supervisor" in part for part in parent.cmdline()):
+            parent.kill()
+    except psutil.Error:
+        pass
+
+
 def _reap() -> None:
     for child in list(_children):
         if child.poll() is not None:
@@ -54,6 +68,7 @@ class Daemon:
         self.idle_exit = idle_exit
         self._spawned: subprocess.Popen | None = None
         self._spawned_at = 0.0
+        self._holder_at_spawn: int | None = None
 
     @property
     def pid(self) -> int | None:
@@ -69,14 +84,20 @@ class Daemon:
         _reap()
         # "-c" rather than "-m": the worker processes forked later must not re-import a
         # main module, and nbwork itself imports this module.
-        command = [sys.executable, "-c", "import sys; from nbwork._daemon import main; "
-                   "sys.exit(main())", "--store", self.store_path]
+        command = [sys.executable, "-c", SCHEDULER_CODE, "--store", self.store_path]
         idle = self.idle_exit if self.idle_exit is not None else os.environ.get("NBWORK_IDLE_EXIT")
         if idle is not None:
             command += ["--idle-exit", str(idle)]
         grace = os.environ.get("NBWORK_STOP_GRACE")
         if grace is not None:
             command += ["--stop-grace", grace]
+        if os.environ.get("NBWORK_SUPERVISE", "1") != "0":
+            # Under a supervisor that restarts it if it dies (SIGKILL, out of memory, a
+            # crash), so work resumes with no client call; it gets the same arguments.
+            command = [sys.executable, "-c", SUPERVISOR_CODE, *command[3:]]
+        # Who held the lock before this spawn: ensure_running tells from it whether the
+        # scheduler spawned here has taken the lock yet (the supervisor's pid never does).
+        self._holder_at_spawn = last_holder_pid(self.store_path)
         try:
             with open(os.path.join(self.store_path, LOG_NAME), "ab") as log_file:
                 self._spawned = subprocess.Popen(
@@ -99,7 +120,7 @@ class Daemon:
         # waited for, or work committed now would be stranded until the next client call.
         if (spawned is not None and spawned.poll() is None
                 and time.monotonic() - self._spawned_at < START_TIMEOUT
-                and last_holder_pid(self.store_path) != spawned.pid):
+                and last_holder_pid(self.store_path) == self._holder_at_spawn):
             return
         self.spawn()
 
@@ -130,6 +151,8 @@ class Daemon:
         except ProcessLookupError:
             return False
         if not _wait_until(lambda: self.pid != pid, timeout):
+            # Its supervisor would take a SIGKILL for a crash and restart it: end it first.
+            _stop_supervisor_of(pid)
             os.kill(pid, signal.SIGKILL)
             _wait_until(lambda: self.pid != pid, 5.0)
         _reap()
@@ -153,8 +176,22 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, stream=sys.stderr,
         format=f"%(asctime)s [{os.getpid()}] %(name)s %(levelname)s %(message)s",
     )
-    executor = LocalExecutor(stop_grace=args.stop_grace)
-    return Scheduler(Store(args.store), executor=executor, idle_exit=args.idle_exit).run()
+    store = Store(args.store)
+    address = store.executor()  # chosen by WorkManager(path, executor=...), kept in the store
+    if address == "local":
+        executor = LocalExecutor(stop_grace=args.stop_grace)
+    else:
+        import socket
+
+        from ._executors.dask import DaskExecutor
+
+        try:
+            executor = DaskExecutor(address, stop_grace=args.stop_grace,
+                                    owner=f"{socket.gethostname()}:{store.path}")
+        except ImportError as exc:
+            logging.getLogger("nbwork.scheduler").error("cannot run work on %s: %s", address, exc)
+            return 2
+    return Scheduler(store, executor=executor, idle_exit=args.idle_exit).run()
 
 
 if __name__ == "__main__":

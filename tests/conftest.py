@@ -28,8 +28,35 @@ def wait_until(condition, timeout: float = 30.0, what: str = "condition"):
         pause = min(pause * 2, 0.05)
 
 
+def _supervisors(store_path: str) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if store_path in cmdline and any("nbwork._supervisor" in part for part in cmdline):
+            found.append(process)
+    return found
+
+
 def stop_scheduler(store_path: str) -> None:
-    """Stop the scheduler of a store by PID, and every process it started."""
+    """Stop the scheduler of a store by PID, and every process it started.
+
+    Its supervisor first (found by its command line): it would restart a scheduler stopped
+    under it, and one still starting its scheduler holds no lock to be found by.
+    """
+    for supervisor in _supervisors(store_path):
+        try:
+            tree = supervisor.children(recursive=True)
+            supervisor.terminate()  # passed on to its scheduler, which stops cleanly
+            supervisor.wait(20)
+        except psutil.TimeoutExpired:
+            supervisor.kill()
+        except psutil.Error:
+            continue
+        for process in tree:
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
     pid = holder_pid(store_path)
     if pid is None:
         return
