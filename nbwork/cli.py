@@ -142,7 +142,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    wm = _manager(args)
+    if args.executor is not None and args.action not in ("start", "run"):
+        raise UsageError("--executor goes with 'daemon start' or 'daemon run'")
+    wm = WorkManager(args.store or default_store_path(), executor=args.executor)
     if args.action == "start":
         print(f"scheduler running, pid {wm.daemon.start()}")
     elif args.action == "stop":
@@ -156,6 +158,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         counts = {s.value: len(wm.get_work_infos(WorkQuery(states=[s]))) for s in WorkState}
         print(f"store: {wm.store_path}")
         print(f"scheduler: {'running, pid ' + str(pid) if pid else 'not running'}")
+        print(f"executor: {wm.executor}")
         print("work: " + (", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none"))
     return 0
 
@@ -361,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prune)
     p = sub.add_parser("daemon", parents=[common], help="manage the scheduler process")
     p.add_argument("action", choices=["start", "stop", "status", "run"])
+    p.add_argument("--executor", metavar="ADDR",
+                   help="where work runs: 'local', or 'dask://HOST:PORT' for a Dask cluster "
+                   "(kept in the store; a running scheduler is restarted on it)")
     p.set_defaults(func=cmd_daemon)
     return parser
 
@@ -375,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"nbwork: error: {exc}", file=sys.stderr)
         return 2
-    except (NbworkError, ValueError, TypeError) as exc:
+    except (NbworkError, ValueError, TypeError, ImportError) as exc:
         print(f"nbwork: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -1,0 +1,440 @@
+"""The Dask executor: runs attempts on an existing ``distributed`` cluster, by address.
+
+The store and the scheduler stay on this machine; only attempts travel. Each attempt is one
+Dask task (``dask_task.run_attempt_task``) that runs the worker in a subprocess on the Dask
+worker, so a stop really stops it. The executor never blocks the scheduler's loop: whatever
+may wait on the network runs on threads that report through a queue and a pipe, and the
+pipe is what ``wait_objects()`` gives the scheduler to select on.
+
+- **Connection**: a monitor thread owns the ``Client``. It connects (and reconnects after the
+  cluster was lost, with a new client each time), and keeps ``capacity`` at the cluster's
+  total number of worker threads: 0 while the cluster is unreachable or has no worker, so
+  the scheduler leaves work ENQUEUED instead of handing it to nobody.
+- **Progress**: the task publishes the worker's progress as Dask events on this executor's
+  topic (``Worker.log_event``); the client's handler queues them.
+- **Results**: a done-callback (on Dask's callback thread) fetches the task's result and
+  queues it; the attempt's output log comes with it and is appended to the store's log.
+- **Stops**: ``Client.run(stop_attempt)`` on the workers (from a control thread): the task
+  asks the worker to stop and kills its process group after the grace period. A task not
+  started yet is cancelled. If no answer comes, the Dask future is cancelled (the task then
+  ends its subprocess) and the attempt is reported stopped.
+- **Failures of the cluster**: a Dask worker that dies makes Dask run the task again
+  elsewhere (the same attempt; its token still fences the result). A lost connection to the
+  Dask scheduler cuts every attempt short: each goes back to ENQUEUED (stop reason
+  ``SCHEDULER_RESTARTED``, not a failure) and runs again once the cluster is back; the
+  abandoned tasks end their subprocesses when Dask releases them, and the next connection
+  ends any stray left (``end_strays``).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import pickle
+import threading
+import time
+import traceback
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from multiprocessing.connection import wait as wait_for
+from typing import Any
+
+from .._rules import Outcome
+from ..errors import InvalidInputError
+from ..info import StopReason
+from .base import AttemptSpec, Sink
+from .dask_task import KILL_AFTER_TERM, end_strays, run_attempt_task, stop_attempt, task_key
+from .local import DEFAULT_STOP_GRACE
+
+log = logging.getLogger("nbwork.dask")
+
+DASK_PREFIX = "dask://"
+EXTRA_HINT = "pip install 'nbwork[dask]'"
+CONNECT_TIMEOUT = 10.0
+"""Seconds one attempt to connect to the Dask scheduler may take."""
+MONITOR_INTERVAL = 1.0
+"""Seconds between two looks at the cluster (connection, number of threads)."""
+STOP_CONFIRM = 5.0
+"""Seconds a stopped attempt gets, past its grace and kill delay, before its future is
+cancelled; and again after that before the attempt is reported stopped regardless."""
+RESULT_TIMEOUT = 60.0
+FETCHERS = 8
+"""Threads fetching finished attempts' outcomes from the cluster, each a round trip."""
+SHORT_WORK = 0.05
+"""Seconds: while attempts take less than this, the cluster is handed up to ``SHORT_DEPTH``
+attempts per worker thread, so that its threads do not idle while each result travels
+back and the next attempt is started (for a flood of small works). Longer works are handed
+out one per thread, so a work is RUNNING only while it runs."""
+SHORT_DEPTH = 4
+
+
+def check_executor(value: object) -> str:
+    """``"local"`` or ``"dask://HOST:PORT"`` (``tcp://HOST:PORT`` is taken as the latter)."""
+    text = value.strip() if isinstance(value, str) else None
+    if text == "local":
+        return text
+    if text is not None:
+        for prefix in (DASK_PREFIX, "tcp://"):
+            if text.startswith(prefix):
+                host, sep, port = text[len(prefix):].rpartition(":")
+                if host and sep and port.isdigit() and 0 < int(port) < 65536 and "/" not in host:
+                    return f"{DASK_PREFIX}{host}:{int(port)}"
+    raise InvalidInputError(
+        f"executor must be 'local' or 'dask://HOST:PORT' (the address of a running Dask "
+        f"scheduler, e.g. 'dask://127.0.0.1:8786'), not {value!r}"
+    )
+
+
+def require_distributed() -> None:
+    """Raise a polite ImportError when the optional ``distributed`` package is missing."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "running work on a Dask cluster needs the 'distributed' package, which is not "
+            f"installed here: {EXTRA_HINT}"
+        ) from exc
+
+
+def _describe_task_error(exc: BaseException, tb: str) -> str:
+    name = type(exc).__name__
+    if name == "KilledWorker":
+        return (f"the Dask workers running this attempt kept dying, and Dask gave up on it "
+                f"({exc})")
+    if isinstance(exc, ImportError) and "nbwork" in str(exc):
+        return (f"the Dask worker cannot run nbwork's task ({name}: {exc}): install nbwork in "
+                f"the Dask workers' environment ({EXTRA_HINT})")
+    return f"the Dask task of this attempt failed: {name}: {exc}\n{tb}".rstrip()
+
+
+@dataclass
+class _Run:
+    attempt: AttemptSpec
+    future: Any
+    generation: int
+    started: bool = False
+    stop_reason: str | None = None
+    cancel_at: float | None = None
+    give_up_at: float | None = None
+
+
+class _Discard:
+    """A sink for the reports that arrive while shutting down (the scheduler recovers)."""
+
+    def started(self, token: str, pid: int | None, pid_create_time: float | None) -> None:
+        pass
+
+    def progress(self, token: str, progress: dict[str, Any]) -> None:
+        pass
+
+    def finished(self, token: str, outcome: Outcome) -> None:
+        pass
+
+
+class DaskExecutor:
+    """Runs attempts on the Dask cluster whose scheduler is at ``address``
+    (``dask://HOST:PORT``). ``owner`` names the store (host and path), so that a later
+    executor of the same store can end attempts this one left behind."""
+
+    def __init__(self, address: str, stop_grace: float = DEFAULT_STOP_GRACE,
+                 owner: str | None = None, connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        require_distributed()
+        self.address = check_executor(address)
+        if self.address == "local":
+            raise InvalidInputError("DaskExecutor needs a 'dask://HOST:PORT' address")
+        self.stop_grace = stop_grace
+        self.connect_timeout = connect_timeout
+        self._id = uuid.uuid4().hex
+        self.owner = owner or self._id
+        self._topic = f"nbwork-{self._id}"
+        self._running: dict[str, _Run] = {}
+        self._reports: collections.deque[tuple[str, Any, Any]] = collections.deque()
+        self._wake_lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._connection: tuple[Any, int] | None = None  # (client, generation)
+        self._generation = 0
+        self._capacity = 0
+        self._short = False  # the last attempt took less than SHORT_WORK
+        self._closing = threading.Event()
+        self._last_error: str | None = None
+        self._control = ThreadPoolExecutor(1, thread_name_prefix="nbwork-dask-control")
+        self._fetchers = ThreadPoolExecutor(FETCHERS, thread_name_prefix="nbwork-dask-results")
+        self._monitor = threading.Thread(target=self._watch, name="nbwork-dask-monitor",
+                                         daemon=True)
+        self._monitor_started = False
+
+    def _ensure_connecting(self) -> None:
+        """Connect on first use, not in the constructor: a scheduler that finds the store's
+        lock taken must not touch the cluster (its first connection ends strays, and those
+        would be the live scheduler's attempts)."""
+        if not self._monitor_started:
+            self._monitor_started = True
+            self._monitor.start()
+
+    def room(self) -> int:
+        """How many more attempts ``submit`` takes now (see ``SHORT_WORK``)."""
+        return self.capacity * (SHORT_DEPTH if self._short else 1) - len(self._running)
+
+    @property
+    def capacity(self) -> int:
+        """The cluster's worker threads; 0 while it is unreachable or has no worker."""
+        self._ensure_connecting()
+        connection = self._connection
+        # The status, not only the monitor's last look: after a lost connection the cut-short
+        # attempts come back at once, and must not be handed to a client that is reconnecting.
+        if connection is None or connection[0].status != "running":
+            return 0
+        return self._capacity
+
+    # --- threads that may wait on the network -------------------------------------------
+
+    def _wake(self) -> None:
+        with self._wake_lock:  # a late callback must not write to a closed (reused) fd
+            if self._wake_w < 0:
+                return
+            try:
+                os.write(self._wake_w, b"!")
+            except BlockingIOError:  # full: a wake-up is pending already
+                pass
+
+    def _report(self, kind: str, token: Any, value: Any = None) -> None:
+        self._reports.append((kind, token, value))
+        self._wake()
+
+    def _watch(self) -> None:
+        """The monitor thread: (re)connect, and keep ``capacity`` current."""
+        while not self._closing.is_set():
+            try:
+                self._look_at_cluster()
+            except Exception:  # never let the monitor die: without it nothing reconnects
+                log.exception("error while watching the Dask cluster")
+            self._closing.wait(MONITOR_INTERVAL)
+
+    def _look_at_cluster(self) -> None:
+        connection = self._connection
+        if connection is not None and connection[0].status != "running":
+            self._lose(connection, "the connection to the Dask scheduler was lost")
+            connection = None
+        if connection is None:
+            connection = self._connect()
+        threads = 0
+        if connection is not None:
+            try:
+                threads = sum(connection[0].nthreads().values())
+            except Exception as exc:  # lost meanwhile: the next round notices
+                log.debug("cannot read the cluster's threads: %s", exc)
+        if threads != self._capacity:
+            log.info("the Dask cluster at %s has %d worker threads", self.address, threads)
+            self._capacity = threads
+            self._wake()
+
+    def _connect(self) -> tuple[Any, int] | None:
+        from distributed import Client
+
+        scheduler = "tcp://" + self.address[len(DASK_PREFIX):]
+        try:
+            client = Client(scheduler, timeout=self.connect_timeout, set_as_default=False,
+                            direct_to_workers=False)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if error != self._last_error:  # say it once, not every second
+                log.warning("cannot reach the Dask scheduler at %s (%s); trying again every "
+                            "%g s, work waits meanwhile", self.address, error, MONITOR_INTERVAL)
+                self._last_error = error
+            return None
+        self._last_error = None
+        self._generation += 1
+        client.subscribe_topic(self._topic, self._on_event)
+        connection = (client, self._generation)
+        self._connection = connection
+        log.info("connected to the Dask scheduler at %s", self.address)
+        # Attempts of this store that an earlier connection (or a dead scheduler) left running
+        # on the cluster are strays: nobody will take their results.
+        self._control.submit(self._quietly, client.run, end_strays, self.owner,
+                             self._executor_id(connection[1]), wait=False, on_error="ignore")
+        return connection
+
+    def _lose(self, connection: tuple[Any, int], why: str) -> None:
+        log.warning("%s (%s); its attempts go back to the queue", why, self.address)
+        self._connection = None
+        self._capacity = 0
+        self._report("lost", connection[1])
+        self._control.submit(self._quietly, connection[0].close, timeout=5)
+
+    @staticmethod
+    def _quietly(function: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            function(*args, **kwargs)
+        except Exception as exc:
+            log.info("%s failed: %s", getattr(function, "__name__", function), exc)
+
+    def _executor_id(self, generation: int) -> str:
+        return f"{self._id}-{generation}"
+
+    def _on_event(self, event: tuple[float, Any]) -> None:
+        """On the client's event loop: a ``[kind, token, value]`` from a task."""
+        kind, token, value = event[1]
+        self._report(kind, token, value)
+
+    def _on_done(self, token: str, future: Any) -> None:
+        """On Dask's (one) callback thread: have the outcome fetched, on a pool, since each
+        fetch waits for a round trip and the next callbacks must not wait behind it."""
+        try:
+            self._fetchers.submit(self._fetch, token, future)
+        except RuntimeError:  # shut down: nobody takes outcomes any more
+            pass
+
+    def _fetch(self, token: str, future: Any) -> None:
+        status = future.status
+        try:
+            if status == "finished":
+                value: tuple[str, Any] = ("finished", future.result(timeout=RESULT_TIMEOUT))
+            elif status == "error":
+                exc = future.exception(timeout=RESULT_TIMEOUT)
+                tb = "".join(traceback.format_tb(future.traceback(timeout=RESULT_TIMEOUT)))
+                value = ("error", _describe_task_error(exc, tb))
+            else:
+                value = ("lost", status)
+        except Exception as exc:  # the connection went while fetching
+            value = ("lost", f"{type(exc).__name__}: {exc}")
+        self._report("done", token, value)
+
+    # --- the Executor contract (called from the scheduler's thread) ----------------------
+
+    def running(self) -> set[str]:
+        return set(self._running)
+
+    def submit(self, attempt: AttemptSpec) -> None:
+        connection = self._connection
+        if connection is None:  # lost since the scheduler looked at capacity
+            self._running[attempt.token] = _Run(attempt, None, -1)
+            self._report("done", attempt.token, ("lost", "not connected"))
+            return
+        client, generation = connection
+        try:
+            # The attempt travels pickled, so Dask never looks inside it for task references.
+            future = client.submit(
+                run_attempt_task, pickle.dumps(attempt), self._topic, self.owner,
+                self._executor_id(generation), key=task_key(attempt.token), pure=False)
+        except Exception as exc:  # the client closed under us: the cluster was just lost
+            log.info("could not submit attempt %s: %s", attempt.token, exc)
+            self._running[attempt.token] = _Run(attempt, None, -1)
+            self._report("done", attempt.token, ("lost", "not submitted"))
+            return
+        self._running[attempt.token] = _Run(attempt, future, generation)
+        future.add_done_callback(partial(self._on_done, attempt.token))
+
+    def stop(self, token: str, reason: str) -> None:
+        run = self._running.get(token)
+        if run is None or run.stop_reason is not None:
+            return
+        run.stop_reason = reason
+        run.cancel_at = time.monotonic() + self.stop_grace + KILL_AFTER_TERM + STOP_CONFIRM
+        connection = self._connection
+        if run.future is None or connection is None or connection[1] != run.generation:
+            self._report("done", token, ("lost", "stopped"))
+            return
+        client = connection[0]
+        self._control.submit(self._quietly, client.run, stop_attempt, token, reason,
+                             self.stop_grace, wait=False, on_error="ignore")
+        if not run.started:  # still queued in Dask, most likely: it need not start at all
+            self._control.submit(self._quietly, run.future.cancel)
+
+    def wait_objects(self) -> list[Any]:
+        return [self._wake_r]
+
+    def next_deadline(self) -> float | None:
+        times = [t for r in self._running.values() for t in (r.cancel_at, r.give_up_at) if t]
+        return min(times) if times else None
+
+    def poll(self, sink: Sink) -> None:
+        self._ensure_connecting()
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self._reports:
+            kind, token, value = self._reports.popleft()
+            if kind == "lost":
+                for lost_token, run in list(self._running.items()):
+                    if run.generation == token:
+                        self._finish(lost_token, run, ("lost", "connection"), sink)
+                continue
+            run = self._running.get(token)
+            if run is None:
+                continue  # late news of an attempt already finished
+            if kind == "progress":
+                sink.progress(token, value)
+            elif kind == "started":
+                run.started = True
+            elif kind == "done":
+                self._finish(token, run, value, sink)
+        now = time.monotonic()
+        for token, run in list(self._running.items()):
+            if run.give_up_at is not None and now >= run.give_up_at:
+                log.warning("attempt %s did not confirm its stop; taking it as stopped", token)
+                self._finish(token, run, ("lost", "stop not confirmed"), sink)
+            elif run.cancel_at is not None and now >= run.cancel_at:
+                log.info("attempt %s did not confirm its stop; cancelling its Dask task", token)
+                run.cancel_at, run.give_up_at = None, now + STOP_CONFIRM
+                if run.future is not None:
+                    self._control.submit(self._quietly, run.future.cancel)
+
+    def _finish(self, token: str, run: _Run, value: tuple[str, Any], sink: Sink) -> None:
+        del self._running[token]
+        status, payload = value
+        text = ""
+        if status == "finished" and not (isinstance(payload, dict) and payload.get("kind") in
+                                         ("success", "failure", "retry", "crash", "stopped")):
+            outcome = Outcome("crash", error=(
+                f"the Dask worker returned {type(payload).__name__} where nbwork expected an "
+                "outcome: it runs another version of nbwork than this scheduler; install the "
+                "same version on the Dask workers"))
+        elif status == "finished":
+            text = str(payload.get("log") or "")
+            outcome = Outcome(payload["kind"], output=payload.get("output") or {},
+                              error=payload.get("error"),
+                              stop_reason=payload.get("stop_reason"))
+            self._short = payload.get("seconds", 0.0) < SHORT_WORK
+        elif status == "error":
+            outcome = Outcome("crash", error=payload)
+        else:  # cut short by the cluster: back to the queue, not a failure
+            outcome = Outcome("stopped", stop_reason=StopReason.SCHEDULER_RESTARTED.value)
+        if run.stop_reason is not None:
+            outcome = Outcome("stopped", stop_reason=run.stop_reason)
+        if text and run.attempt.log_path:
+            try:
+                with open(run.attempt.log_path, "a", encoding="utf-8") as f:
+                    f.write(text)
+            except OSError as exc:
+                log.warning("cannot write the log of %s: %s", run.attempt.work_id, exc)
+        sink.finished(token, outcome)
+
+    def shutdown(self, grace: float) -> None:
+        self._monitor_started = True  # never connect just to shut down
+        for token in list(self._running):
+            self.stop(token, StopReason.SCHEDULER_RESTARTED.value)
+        deadline = time.monotonic() + grace + KILL_AFTER_TERM + 1.0
+        discard = _Discard()
+        while self._running and time.monotonic() < deadline:
+            wait_for([self._wake_r], max(0.0, deadline - time.monotonic()))
+            self.poll(discard)
+        self._closing.set()
+        if self._monitor.is_alive():
+            self._monitor.join(CONNECT_TIMEOUT + 5.0)
+        connection, self._connection = self._connection, None
+        self._running.clear()  # releasing their futures makes the workers end them
+        if connection is not None:
+            self._quietly(connection[0].close, timeout=5)
+        self._control.shutdown(wait=True, cancel_futures=True)
+        self._fetchers.shutdown(wait=True, cancel_futures=True)
+        with self._wake_lock:
+            os.close(self._wake_w)
+            self._wake_w = -1
+        os.close(self._wake_r)

@@ -1,0 +1,297 @@
+"""What runs on a Dask worker: one attempt per Dask task, in a subprocess it can kill.
+
+``run_attempt_task`` is the task the Dask executor submits. It starts the attempt in a
+fresh process (``launcher.py``: a fork server, since a Dask worker process may not start
+``multiprocessing`` children) that speaks ``child.py``'s protocol, forwards the worker's
+progress to the nbwork scheduler as Dask events (``Worker.log_event`` on the executor's
+topic), and returns the outcome — with the attempt's output log, which lives on this
+machine — as the task's result. The scheduler fences that result by the attempt token.
+
+Stops arrive out of band (``Client.run(stop_attempt, ...)``, on the worker's event loop):
+the task sends the worker a stop message, then terminates its process group after the
+grace period, exactly as the local executor does. An attempt also ends itself, at once,
+when nobody can take its result any more: its Dask task was released (the nbwork
+scheduler that submitted it died or lost the cluster), the Dask worker is closing, or a
+newer executor of the same store says it is a stray (``end_strays``).
+
+Every function here runs inside the Dask worker process and imports ``distributed`` there.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import pickle
+import signal
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from multiprocessing.connection import wait as wait_for
+from typing import Any
+
+from ..info import StopReason
+from .base import AttemptSpec
+from .launcher import Launcher
+from .local import exit_description
+
+log = logging.getLogger("nbwork.dask")
+
+KILL_AFTER_TERM = 2.0
+"""Seconds between SIGTERM and SIGKILL of a stopped attempt's process group."""
+ORPHAN_CHECK_INTERVAL = 0.5
+"""How often (seconds) a running attempt checks that someone still wants its result."""
+LOG_LIMIT = 1 << 20
+"""At most this many bytes of an attempt's output go back to the store (the end is kept)."""
+_EARLY_STOPS_KEPT = 1000
+
+_launcher = Launcher()
+_lock = threading.Lock()
+_running: dict[str, "_Remote"] = {}
+# Stops that arrived before their task started here (broadcast to every worker).
+_early_stops: collections.OrderedDict[str, str] = collections.OrderedDict()
+
+
+def task_key(token: str) -> str:
+    return f"nbwork-attempt-{token}"
+
+
+class _Remote:
+    """One attempt running in this worker process, as the out-of-band calls see it."""
+
+    def __init__(self, token: str, owner: str, executor_id: str) -> None:
+        self.token = token
+        self.owner = owner
+        self.executor_id = executor_id
+        self.stop_reason: str | None = None
+        self.grace = 0.0
+        self.stray = False
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+
+    def poke(self) -> None:
+        try:
+            os.write(self.wake_w, b"!")
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+
+# --- out-of-band calls (Client.run: on the worker's event loop, so they only take notes) ---
+
+
+async def stop_attempt(token: str, reason: str, grace: float) -> None:
+    """Stop the attempt ``token`` if it runs here; remember the stop if it has not started."""
+    with _lock:
+        remote = _running.get(token)
+        if remote is None:
+            _early_stops[token] = reason
+            while len(_early_stops) > _EARLY_STOPS_KEPT:
+                _early_stops.popitem(last=False)
+            return
+        if remote.stop_reason is None:
+            remote.stop_reason, remote.grace = reason, grace
+        remote.poke()  # under the lock: the task closes the pipe only once it left _running
+
+
+async def end_strays(owner: str, executor_id: str) -> None:
+    """End every attempt of store ``owner`` started by another executor than
+    ``executor_id``: only one scheduler runs per store, so those are left over from a dead
+    one (or from a connection to the cluster that was lost) and their results are unwanted."""
+    with _lock:
+        strays = [r for r in _running.values()
+                  if r.owner == owner and r.executor_id != executor_id]
+        for remote in strays:
+            remote.stray = True
+            remote.poke()
+
+
+# --- the task -----------------------------------------------------------------------------
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    """Signal an attempt's process group. The launcher made the group before it told us the
+    pid, and only the group is signalled: once the attempt is reaped, its pid may be reused."""
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _unwanted(worker: Any, key: str) -> bool:
+    """True when this task's result can no longer be taken (released task, closing worker)."""
+    try:
+        if getattr(worker.status, "name", "running") not in ("running", "paused"):
+            return True
+        state = worker.state.tasks.get(key)
+        return state is None or state.state in ("cancelled", "released", "forgotten")
+    except Exception:  # a distributed without these attributes: rely on end_strays
+        return False
+
+
+def _note(log_path: str, text: str) -> None:
+    """Say in the attempt's own log what happened to it here (it goes back to the store)."""
+    log.info("%s", text)
+    try:
+        with open(log_path, "a") as f:
+            f.write(f"nbwork: {text}\n")
+    except OSError:
+        pass
+
+
+def _read_log(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - LOG_LIMIT))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    if size > LOG_LIMIT:
+        text = f"[nbwork: {size - LOG_LIMIT} earlier bytes of output cut]\n{text}"
+    return text
+
+
+def _where(worker: Any) -> str:
+    return f"Dask worker {worker.address} (host {socket.gethostname()})"
+
+
+def _explain(error: str | None, worker: Any) -> str | None:
+    """Add where the attempt ran to an error about a file it could not read."""
+    if error and any(s in error for s in ("FileNotFoundError", "PermissionError",
+                                          "No such file or directory")):
+        error += (f"\nnbwork: this attempt ran on the {_where(worker)}. Files named in the "
+                  "work's Data must be on a path every Dask worker can read (a shared file "
+                  "system), under the same name.")
+    return error
+
+
+def run_attempt_task(attempt_blob: bytes, topic: str, owner: str, executor_id: str) -> dict:
+    """The Dask task of one attempt (a pickled ``AttemptSpec``). Returns the fields of its
+    ``Outcome`` (``kind``: success, failure, retry, crash or stopped; ``output``, ``error``,
+    ``stop_reason``), the attempt's output ``log`` and how many ``seconds`` the worker ran
+    (from its start to its result, without launching and reporting)."""
+    from distributed import get_worker
+
+    attempt: AttemptSpec = pickle.loads(attempt_blob)
+    worker = get_worker()
+    token = attempt.token
+    key = task_key(token)
+    remote = _Remote(token, owner, executor_id)
+    with _lock:
+        early = _early_stops.pop(token, None)
+        if early is None:
+            _running[token] = remote
+    if early is not None:
+        remote.close()
+        return {"kind": "stopped", "stop_reason": early, "log": "", "seconds": 0.0}
+    worker.log_event(topic, ["started", token, worker.address])
+    fd, log_path = tempfile.mkstemp(prefix=f"nbwork-{attempt.work_id[:8]}-", suffix=".log")
+    os.close(fd)
+    child = None
+    try:
+        child = _launcher.launch(dataclasses.replace(attempt, log_path=log_path))
+        outcome = _supervise(worker, key, remote, child, topic, partial(_note, log_path))
+    except Exception as exc:
+        log.exception("attempt %s could not run", token)
+        outcome = {"kind": "crash",
+                   "error": f"the attempt could not be started on the {_where(worker)}: {exc}"}
+    finally:
+        with _lock:
+            _running.pop(token, None)
+        if child is not None:
+            _kill_group(child.pid, signal.SIGKILL)  # grandchildren die with the attempt
+            child.close()
+        remote.close()
+        text = _read_log(log_path)
+        try:
+            os.unlink(log_path)
+        except OSError:
+            pass
+    if outcome["kind"] in ("failure", "retry"):
+        outcome["error"] = _explain(outcome.get("error"), worker)
+    return {"seconds": 0.0, **outcome, "log": text}
+
+
+def _supervise(worker: Any, key: str, remote: _Remote, child: Any, topic: str,
+               note: Callable[[str], None]) -> dict:
+    """Relay the child's messages until it ends; carry out stops; the outcome (no log)."""
+    token = remote.token
+    result: tuple | None = None
+    stopping: str | None = None
+    term_at = kill_at = None
+    exit_code: int | None = None
+    began = ran = 0.0
+    next_check = time.monotonic() + ORPHAN_CHECK_INTERVAL
+    ended = False
+    while not ended:
+        now = time.monotonic()
+        deadlines = [t for t in (term_at, kill_at, next_check) if t is not None]
+        watched = [child.exit_fd, remote.wake_r] + ([] if child.conn.closed else [child.conn])
+        ready = wait_for(watched, max(0.0, min(deadlines) - now))
+        if remote.wake_r in ready:
+            try:
+                os.read(remote.wake_r, 4096)
+            except OSError:
+                pass
+        if child.exit_fd in ready:
+            exit_code = child.read_exit_code()
+            ended = True
+        # After the exit, read what is left: the result may have been the last message.
+        while not child.conn.closed:
+            try:
+                if not child.conn.poll():
+                    break
+                message = child.conn.recv()
+            except (EOFError, OSError):
+                child.conn.close()
+                break
+            if message[0] == "started":
+                began = time.monotonic()
+            elif message[0] == "progress":
+                worker.log_event(topic, ["progress", token, message[1]])
+            elif message[0] == "result":
+                result = message[1:]
+                ran = time.monotonic() - began
+        if ended:
+            break
+        now = time.monotonic()
+        if remote.stray or (now >= next_check and _unwanted(worker, key)):
+            # Nobody takes this result any more, and the work may already run elsewhere:
+            # end it at once, as a local attempt does when its scheduler dies.
+            if stopping is None:
+                note(f"ended on the {_where(worker)}: nobody can take its result any more "
+                     "(its nbwork scheduler died or lost the cluster)")
+            _kill_group(child.pid, signal.SIGKILL)
+            stopping = stopping or StopReason.SCHEDULER_RESTARTED.value
+            term_at = None
+        if now >= next_check:
+            next_check = now + ORPHAN_CHECK_INTERVAL
+        if remote.stop_reason is not None and stopping is None:
+            stopping = remote.stop_reason
+            try:
+                child.conn.send(("stop", stopping))
+            except OSError:
+                pass
+            term_at = now + remote.grace
+        if term_at is not None and now >= term_at:
+            note(f"the attempt ignored its stop for {remote.grace:g} s; terminating it")
+            _kill_group(child.pid, signal.SIGTERM)
+            term_at, kill_at = None, now + KILL_AFTER_TERM
+        elif kill_at is not None and now >= kill_at:
+            _kill_group(child.pid, signal.SIGKILL)
+            kill_at = None
+    if stopping is not None:
+        return {"kind": "stopped", "stop_reason": stopping}
+    if result is not None:
+        kind, output, error = result
+        return {"kind": kind, "output": output, "error": error, "seconds": ran}
+    return {"kind": "crash", "error": f"{exit_description(exit_code)} (on the {_where(worker)})"}
