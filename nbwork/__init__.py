@@ -38,6 +38,15 @@ from .worker import CoroutineWorker, Result, Worker, is_stopped, set_progress
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext nbwork``: the ``%nbwork`` magic (a live work table; see
+    ``nbwork.widgets``). Imported here, lazily: ``import nbwork`` needs no IPython."""
+    from .widgets._magic import load_ipython_extension as load
+
+    load(ipython)
+
+
 __all__ = [
     "ArrayCreatingInputMerger",
     "BackoffPolicy",

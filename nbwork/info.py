@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+import html
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -32,6 +33,13 @@ class WorkState(str, enum.Enum):
 
 FINISHED_STATES = frozenset(s for s in WorkState if s.is_finished)
 UNFINISHED_STATES = frozenset(s for s in WorkState if not s.is_finished)
+
+STATE_COLOURS: dict[WorkState, str] = {
+    WorkState.ENQUEUED: "#00838f", WorkState.RUNNING: "#1565c0",
+    WorkState.SUCCEEDED: "#2e7d32", WorkState.FAILED: "#c62828",
+    WorkState.BLOCKED: "#b26a00", WorkState.CANCELLED: "#616161",
+}
+"""The background colour of each state's badge (white text), in HTML and in the widgets."""
 
 
 class StopReason(str, enum.Enum):
@@ -103,6 +111,91 @@ class WorkInfo:
         if self.error:
             parts.append("error=" + self.error.strip().splitlines()[-1])
         return " ".join(parts)
+
+    def _repr_pretty_(self, p: object, cycle: bool) -> None:
+        # IPython's text view, also of lists of WorkInfo: the one-line summary, not the
+        # dataclass repr of twenty fields.
+        p.text(f"<WorkInfo {self}>")  # type: ignore[attr-defined]
+
+    def _repr_html_(self) -> str:
+        return work_infos_html([self], details=True)
+
+
+def in_chain_order(infos: Iterable[WorkInfo]) -> list[WorkInfo]:
+    """``infos`` in the order a person reads chains: by enqueue time, then chain by chain
+    (the works linked through prerequisites), each from its first step to its last.
+    (The works of one chain, or of one batch of parallel chains, share an enqueue time.)"""
+    infos = list(infos)
+    by_id = {i.id: i for i in infos}
+    depth: dict[str, int] = {}
+    group = {i.id: i.id for i in infos}  # union-find over prerequisite links
+
+    def root(id: str) -> str:
+        while group[id] != id:
+            group[id] = group[group[id]]
+            id = group[id]
+        return id
+
+    def depth_of(info: WorkInfo, seen: frozenset[str] = frozenset()) -> int:
+        if info.id not in depth:
+            parents = [by_id[p] for p in info.prerequisites if p in by_id and p not in seen]
+            depth[info.id] = 1 + max((depth_of(p, seen | {info.id}) for p in parents), default=-1)
+        return depth[info.id]
+
+    for info in infos:
+        for parent in info.prerequisites:
+            if parent in by_id:
+                group[root(parent)] = root(info.id)
+    first: dict[str, str] = {}  # chain -> the smallest id of its first steps: a stable order
+    for info in infos:
+        if depth_of(info) == 0:
+            key = root(info.id)
+            first[key] = min(first.get(key, info.id), info.id)
+    when = datetime.min
+    return sorted(infos, key=lambda i: (i.enqueue_time or when, first.get(root(i.id), ""),
+                                        depth_of(i), i.id))
+
+
+def _badge(state: WorkState) -> str:
+    return (f'<span style="background:{STATE_COLOURS[state]};color:#fff;padding:1px 6px;'
+            f'border-radius:8px;font-size:85%">{state.value}</span>')
+
+
+def _data_html(data: Data, limit: int = 120) -> str:
+    text = ", ".join(f"{k}={v!r}" for k, v in data.items())
+    short = text if len(text) <= limit else text[:limit - 1] + "…"
+    return f'<span title="{html.escape(text)}">{html.escape(short)}</span>' if text else ""
+
+
+def work_infos_html(infos: Sequence[WorkInfo], details: bool = False) -> str:
+    """An HTML table of ``infos`` (in chain order) for notebooks without widgets; with
+    ``details``, each work's input, output and error traceback follow its row."""
+    rows = []
+    for info in in_chain_order(infos):
+        percent = info.progress.get("percent")
+        progress = (f'<progress value="{percent}" max="100"></progress> {percent}%'
+                    if isinstance(percent, (int, float)) else _data_html(info.progress))
+        last_error = info.error.strip().splitlines()[-1] if info.error else ""
+        cells = [f'<code title="{info.id}">{info.short_id}</code>',
+                 f'<span title="{html.escape(info.worker_name)}">'
+                 f'{html.escape(info.worker_name.rsplit(".", 1)[-1])}</span>',
+                 _badge(info.state), progress, str(info.run_attempt_count),
+                 html.escape(", ".join(sorted(info.tags))),
+                 _data_html(info.output_data) + html.escape(last_error)]
+        rows.append("<tr>" + "".join(f"<td {_LEFT}>{c}</td>" for c in cells) + "</tr>")
+        if details:
+            rows.append(
+                f'<tr><td colspan="7" {_LEFT}><b>input</b> {_data_html(info.input_data) or "-"}'
+                f'<br><b>output</b> {_data_html(info.output_data) or "-"}'
+                + (f"<details><summary>error</summary><pre>{html.escape(info.error)}</pre>"
+                   "</details>" if info.error else "") + "</td></tr>")
+    head = "".join(f"<th {_LEFT}>{h}</th>" for h in
+                   ("id", "worker", "state", "progress", "attempts", "tags", "output / error"))
+    return (f'<table class="nbwork-infos"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+_LEFT = 'style="text-align:left;vertical-align:top"'  # notebooks right-align table cells
 
 
 def _strings(values: Iterable[str] | str | None, what: str) -> tuple[str, ...]:

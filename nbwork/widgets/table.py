@@ -1,0 +1,259 @@
+"""``WorkTable``: the live list of the work a query matches; ``WorkCard``: one work.
+
+Per work: short id, worker, a coloured state badge, a progress bar, attempts, tags, age,
+and a Cancel button while it is not finished; the ▸ button expands a row to the work's
+input, output, error traceback and captured log (``wm.read_log``).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable
+
+import ipywidgets as w
+
+from ..errors import InvalidInputError
+from ..info import WorkInfo, WorkState, in_chain_order
+from ..manager import WorkManager
+from . import _html
+from ._live import LiveWidget, Target, as_query, close_tree
+
+COLUMNS = (("", "30px"), ("id", "82px"), ("worker", "180px"), ("state", "112px"),
+           ("progress", "120px"), ("", "46px"), ("attempts", "80px"), ("tags", "130px"),
+           ("age", "60px"), ("", "86px"))
+"""(header, width) of each column of a row: the ▸ button, three cells of text, the progress
+bar, four cells of text, the Cancel button."""
+
+_BAR_STYLE = {WorkState.SUCCEEDED: "success", WorkState.FAILED: "danger",
+              WorkState.CANCELLED: "warning", WorkState.RUNNING: "info"}
+
+
+def _fixed(width: str, **layout: str) -> w.Layout:
+    """A column's layout: its width, never squeezed by a narrow output area."""
+    return w.Layout(width=width, flex="0 0 auto", **layout)
+
+
+def _px(width: str) -> int:
+    return int(width.removesuffix("px"))
+
+
+def _cells(columns: list[tuple[str, str]]) -> str:
+    """Cells of text in one line, each of its column's width: a row needs a few ``HTML``
+    widgets rather than one per cell (a table of 50 works is then ~1,000 models, not 2,000)."""
+    return '<div style="display:flex;align-items:center">' + "".join(
+        f'<div style="flex:0 0 {width};width:{width};overflow:hidden;white-space:nowrap;'
+        f'text-overflow:ellipsis;padding:0 2px;box-sizing:border-box">{value}</div>'
+        for width, value in columns) + "</div>"
+
+
+def _cell(width: str, value: str = "") -> w.HTML:
+    return w.HTML(value, layout=_fixed(width, overflow="hidden"))
+
+
+def header_row() -> w.HBox:
+    """The column names, in widgets laid out as a row's (margins included), so they align."""
+    names = [f"<b style='color:#555'>{name}</b>" for name, _ in COLUMNS]
+    widths = [width for _, width in COLUMNS]
+
+    def part(first: int, last: int, **layout: str) -> w.HTML:
+        width = f"{sum(_px(x) for x in widths[first:last])}px"
+        return w.HTML(_cells(list(zip(widths[first:last], names[first:last], strict=True))),
+                      layout=_fixed(width, overflow="hidden", **layout))
+
+    return w.HBox([part(0, 1), part(1, 4), part(4, 5, margin="0 4px"), part(5, 9),
+                   part(9, 10)], layout=w.Layout(align_items="center"))
+
+
+class WorkView:
+    """The widgets that show one work (a table row or a card) and keep them up to date.
+
+    ``who`` shows the id, worker and state badge (only the badge with ``identity=False``,
+    for a card whose header names the work), ``bar`` the progress, ``facts`` the percent,
+    attempts, tags and age; ``cancel`` is the Cancel button, ``details`` the expanded part.
+    """
+
+    def __init__(self, wm: WorkManager, info: WorkInfo, expanded: bool = False,
+                 identity: bool = True) -> None:
+        self.wm = wm
+        self.id = info.id
+        self.info = info
+        self.identity = identity
+        self.widths = [width for _, width in COLUMNS]
+        widths = self.widths
+        self.expand = w.ToggleButton(value=expanded, description="▸", tooltip="details",
+                                     layout=_fixed(widths[0], padding="0"))
+        who = widths[1:4] if identity else widths[3:4]
+        self.who = _cell(f"{sum(_px(x) for x in who)}px")
+        self.bar = w.FloatProgress(min=0, max=100, value=0,
+                                   layout=_fixed(widths[4], margin="0 4px"))
+        self.facts = _cell(f"{sum(_px(x) for x in widths[5:9])}px")
+        self.cancel = w.Button(description="Cancel", button_style="danger", icon="stop",
+                               tooltip="cancel this work (and the work that depends on it)",
+                               layout=_fixed(widths[9]))
+        self.details = w.HTML(layout=w.Layout(display="" if expanded else "none"))
+        self.row = w.HBox([self.expand, self.who, self.bar, self.facts, self.cancel],
+                          layout=w.Layout(align_items="center"))
+        if not identity:
+            self.expand.layout.display = "none"
+        self.row.add_class("nbwork-row")
+        self.cancel.on_click(self._cancel)
+        self.expand.observe(self._toggled, names="value")
+        self.update(info)
+
+    @property
+    def widgets(self) -> list[w.Widget]:
+        return [self.row, self.details]
+
+    def _cancel(self, _button: w.Button) -> None:
+        self.cancel.disabled = True
+        self.wm.cancel_work_by_id(self.id)
+
+    def _toggled(self, change: dict) -> None:
+        self.expand.description = "▾" if change["new"] else "▸"
+        self._show_details()
+
+    def _show_details(self) -> None:
+        if self.expand.value:
+            self.details.value = _html.details(self.info, self.wm.read_log(self.id))
+            self.details.layout.display = ""
+        else:
+            self.details.layout.display = "none"
+
+    def show_facts(self) -> None:
+        """The percent, attempts, tags and age (the time since enqueued, as of now)."""
+        info, widths = self.info, self.widths
+        has_percent = info.state is WorkState.SUCCEEDED or "percent" in info.progress
+        when = info.enqueue_time
+        age = (f'<span title="enqueued {when:%Y-%m-%d %H:%M:%S}">{_html.age(when)}</span>'
+               if when else "")
+        self.facts.value = _cells([
+            (widths[5], f"{_html.percent_of(info):.0f}%" if has_percent else ""),
+            (widths[6], str(info.run_attempt_count)),
+            (widths[7], _html.tags_html(info.tags)),
+            (widths[8], age)])
+
+    def update(self, info: WorkInfo) -> None:
+        """Show ``info`` (traits set from whatever thread draws; never ``with output:``)."""
+        self.info = info
+        name, widths = info.worker_name, self.widths
+        identity = [
+            (widths[1], f'<code title="{info.id}">{info.short_id}</code>'),
+            (widths[2], f'<span title="{html.escape(name)}">'
+                        f"{html.escape(_html.short_name(name))}</span>"),
+        ] if self.identity else []
+        self.who.value = _cells([*identity, (widths[3], _html.badge(info.state))])
+        with self.bar.hold_sync():
+            self.bar.value = _html.percent_of(info)
+            self.bar.bar_style = _BAR_STYLE.get(info.state, "")
+        self.show_facts()
+        finished = info.state.is_finished
+        with self.cancel.hold_sync():
+            self.cancel.layout.visibility = "hidden" if finished else "visible"
+            self.cancel.disabled = finished
+        if self.expand.value:
+            self._show_details()
+
+
+class WorkTable(LiveWidget, w.VBox):
+    """A live table of the work ``target`` names (see ``Target``), or of a query given by
+    its fields (``tags=``, ``unique_work_names=``, ``states=``, ``ids=``); all work by default.
+
+    Shows at most ``max_rows`` works, the newest; ``table.rows`` maps id -> ``WorkView``.
+    ``table.close()`` stops its updates.
+    """
+
+    def __init__(self, target: Target = None, *, wm: WorkManager | None = None,
+                 ids: Iterable[str] | None = None, tags: Iterable[str] | str | None = None,
+                 unique_work_names: Iterable[str] | str | None = None,
+                 states: Iterable[WorkState | str] | None = None, max_rows: int = 50,
+                 title: str | None = None) -> None:
+        query = as_query(target, ids=ids, tags=tags, unique_work_names=unique_work_names,
+                         states=states)
+        self.max_rows = max_rows
+        self.rows: dict[str, WorkView] = {}
+        self.title = title
+        self.summary = w.HTML()
+        self.header = header_row()
+        self.body = w.VBox()
+        self.footer = w.HTML()
+        super().__init__([self.summary, self.header, self.body, self.footer],
+                         layout=w.Layout(border="1px solid #ddd", padding="4px",
+                                         overflow="auto"))
+        self.add_class("nbwork-table")
+        self._start_live(wm, query)
+
+    def _draw(self, infos: list[WorkInfo]) -> None:
+        ordered = in_chain_order(infos)
+        shown = ordered[-self.max_rows:] if self.max_rows else ordered
+        for info in shown:
+            view = self.rows.get(info.id)
+            if view is None:
+                self.rows[info.id] = WorkView(self.wm, info)
+            elif view.info != info:
+                view.update(info)
+            else:
+                view.show_facts()  # every row's age as of this redraw, not its last change
+        ids = [i.id for i in shown]
+        for gone in set(self.rows) - set(ids):
+            for widget in self.rows.pop(gone).widgets:
+                close_tree(widget)
+        children = tuple(x for i in ids for x in self.rows[i].widgets)
+        if children != self.body.children:
+            self.body.children = children
+        counts = {s: sum(1 for i in infos if i.state is s) for s in WorkState}
+        title = f"<b>{html.escape(self.title)}</b> · " if self.title else ""
+        self.summary.value = (
+            f"{title}{len(infos)} work{'s' if len(infos) != 1 else ''} "
+            + " ".join(f"{_html.badge(s)}&nbsp;{n}" for s, n in counts.items() if n))
+        hidden = len(ordered) - len(shown)
+        self.footer.value = (f"<i>{hidden} older work{'s' if hidden != 1 else ''} not shown</i>"
+                             if hidden else "" if infos else "<i>no work matches</i>")
+
+    def close(self) -> None:
+        self._stop_live()
+        for child in (self.summary, self.header, self.body, self.footer):
+            close_tree(child)
+        for view in self.rows.values():
+            for widget in view.widgets:
+                close_tree(widget)
+        super().close()
+
+
+class WorkCard(LiveWidget, w.VBox):
+    """One work, live: a header, its progress bar, a Cancel button and all its details."""
+
+    def __init__(self, target: Target, *, wm: WorkManager | None = None) -> None:
+        self.view: WorkView | None = None
+        self.message = w.HTML()
+        super().__init__([self.message],
+                         layout=w.Layout(border="1px solid #ddd", padding="6px",
+                                         max_width="760px"))
+        self.add_class("nbwork-card")
+        query = as_query(target)
+        if len(query.ids) != 1:
+            raise InvalidInputError("a WorkCard shows one work: pass its id or its request, "
+                                    "or use a WorkTable for several")
+        self._start_live(wm, query)
+
+    def _draw(self, infos: list[WorkInfo]) -> None:
+        if not infos:
+            self.message.value = (f"<i>no work with id {self.query.ids[0]} in the store "
+                                  f"{html.escape(self.wm.store_path)}</i>")
+            return
+        info = infos[0]
+        if self.view is None:
+            self.view = WorkView(self.wm, info, expanded=True, identity=False)
+            self.children = (self.message, self.view.row, self.view.details)
+        else:
+            self.view.update(info)
+        self.message.value = (f"<b style='font-size:14px'>"
+                              f"{html.escape(_html.short_name(info.worker_name))}</b> "
+                              f"<code>{info.id}</code>")
+
+    def close(self) -> None:
+        self._stop_live()
+        close_tree(self.message)
+        if self.view is not None:
+            for widget in self.view.widgets:
+                close_tree(widget)
+        super().close()

@@ -1,0 +1,255 @@
+"""The widgets in a real JupyterLab, driven by headless Chromium (playwright).
+
+One JupyterLab server for this module: a free port, a temporary root folder holding the
+notebooks, a temporary store (``NBWORK_HOME``) and temporary Lab settings; stopped by PID
+at the end, with the kernels it started and the store's scheduler. Screenshots go to
+``test-artifacts/`` (not in git).
+
+Without Chromium, playwright or JupyterLab these tests skip, saying how to install them;
+with ``NBWORK_REQUIRE_BROWSER=1`` (CI) they fail instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from nbwork import WorkManager, WorkState
+from tests.conftest import stop_scheduler, wait_until
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = os.environ.get("NBWORK_CHROMIUM", "/usr/bin/chromium")
+INSTALL = "apt-get install -y chromium && pip install playwright jupyterlab"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _missing() -> str | None:
+    import importlib.util
+
+    if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        return f"no Chromium at {CHROMIUM}"
+    for module in ("playwright", "jupyterlab"):
+        if importlib.util.find_spec(module) is None:
+            return f"the Python package {module} is not installed"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    missing = _missing()
+    if missing:
+        message = f"{missing}; install with: {INSTALL}"
+        if os.environ.get("NBWORK_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"NBWORK_REQUIRE_BROWSER=1 but {message}")
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+LONG_JOB = """\
+import time
+from nbwork import WorkManager, OneTimeWorkRequest, is_stopped
+from nbwork.widgets import WorkTable
+
+def long_job(seconds: float = 600) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not is_stopped():
+        time.sleep(0.05)
+    return {}
+
+wm = WorkManager.get_instance()
+request = OneTimeWorkRequest(long_job, tags=["browser-long"])
+wm.enqueue(request)
+WorkTable(request, title="a long job")
+"""
+
+
+def _write_notebooks(root: Path) -> None:
+    import nbformat
+
+    shutil.copy(ROOT / "notebooks" / "blur_o_matic.ipynb", root)
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(LONG_JOB)],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}})
+    nbformat.write(nb, root / "long_job.ipynb")
+
+
+@pytest.fixture(scope="module")
+def lab(browser, tmp_path_factory):
+    """(base url, store path) of a JupyterLab started for this module."""
+    base = tmp_path_factory.mktemp("lab")
+    root, store, settings = base / "root", base / "store", base / "settings"
+    root.mkdir()
+    _write_notebooks(root)
+    # The "get notified about Jupyter news" toast would cover the page.
+    notification = settings / "@jupyterlab" / "apputils-extension"
+    notification.mkdir(parents=True)
+    (notification / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    env = {**os.environ, "NBWORK_HOME": str(store), "JUPYTERLAB_SETTINGS_DIR": str(settings),
+           "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"),
+           "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
+           # The kernels import this tree's nbwork, whatever else is installed.
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [
+               os.environ.get("PYTHONPATH")])])}
+    port = _free_port()
+    log = open(base / "lab.log", "wb")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
+         "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.ip=127.0.0.1",
+         "--allow-root", f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert server.poll() is None, (base / "lab.log").read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"{url}/api/status", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(ready, timeout=60, what="JupyterLab to answer /api/status")
+        yield url, str(store)
+    finally:
+        try:
+            kernels = psutil.Process(server.pid).children(recursive=True)
+        except psutil.Error:
+            kernels = []
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)
+        for kernel in kernels:  # normally shut down by the server already
+            try:
+                kernel.kill()
+            except psutil.Error:
+                pass
+        log.close()
+        stop_scheduler(str(store))
+
+
+def _open(browser, url: str, name: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.set_default_timeout(60_000)
+    page.goto(f"{url}/lab/tree/{name}?reset")
+    page.wait_for_selector(".jp-NotebookPanel .jp-CodeCell .cm-editor")
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
+                           state="attached")
+    return page
+
+
+def _run_all(page) -> None:
+    # The kernel must be connected: before that, "Run All" is a disabled menu item, and a
+    # click on it does nothing.
+    page.locator(".jp-StatusBar-Widget:has-text('| Idle')").first.wait_for()
+    page.click("li.lm-MenuBar-item:has-text('Run')")
+    page.click(".lm-Menu-item[data-command='runmenu:run-all']:not(.lm-mod-disabled)")
+    page.locator(".jp-InputArea-prompt:has-text('[1]')").first.wait_for(state="attached")
+
+
+def _shot(page, name: str, element=None) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    (element or page).screenshot(path=str(ARTIFACTS / name))
+
+
+RECORD_WIDTHS = """() => {
+    window.nbworkWidths = [];
+    setInterval(() => {
+        for (const bar of document.querySelectorAll('.nbwork-chain-progress .progress-bar'))
+            window.nbworkWidths.push(bar.style.width);
+    }, 20);
+}"""
+
+
+def test_blur_o_matic_run_all(browser, lab):
+    url, store = lab
+    page = _open(browser, url, "blur_o_matic.ipynb")
+    try:
+        page.evaluate(RECORD_WIDTHS)
+        _run_all(page)
+        app = page.locator(".nbwork-blur-app")
+        app.locator("text=Done: saved").wait_for(timeout=180_000)
+        # The chain of the app (level 3): cleanup, three blurs, save, all SUCCEEDED.
+        table = app.locator(".nbwork-table")
+        badges = table.locator(".nbwork-row .nbwork-badge")
+        wait_until(lambda: badges.all_inner_texts() == ["SUCCEEDED"] * 5, timeout=30,
+                   what="five SUCCEEDED badges in the app's table")
+        # The preview shows an image that the browser decoded.
+        preview = app.locator(".nbwork-preview img")
+        preview.wait_for(state="visible")
+        assert preview.evaluate("img => img.complete && img.naturalWidth > 0")
+        # The progress bar moved: seen between 0 and 100 %, and at 100 % in the end.
+        widths = [float(w.rstrip("%")) for w in page.evaluate("window.nbworkWidths") if w]
+        assert any(0 < w < 100 for w in widths), sorted(set(widths))
+        wait_until(lambda: app.locator(".nbwork-chain-progress .progress-bar").evaluate(
+            "bar => bar.style.width") == "100%", timeout=30, what="the progress bar at 100%")
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
+                               state="attached", timeout=120_000)
+        app.locator("button:has-text('See File')").click()
+        app.locator("img.nbwork-saved").wait_for(state="visible")
+        app.scroll_into_view_if_needed()
+        _shot(page, "blur_o_matic_app.png", app)
+        _shot(page, "blur_o_matic_page.png")
+        errors = page.locator(".jp-OutputArea-output[data-mime-type="
+                              "'application/vnd.jupyter.stderr']:has-text('Traceback')")
+        assert errors.count() == 0, errors.first.inner_text()
+    except BaseException:
+        _shot(page, "blur_o_matic_failure.png")
+        raise
+    finally:
+        page.close()
+    chain = WorkManager(store).get_work_infos_for_unique_work("image_manipulation_work")
+    assert [i.state for i in chain] == [WorkState.SUCCEEDED] * 5
+
+
+def test_cancel_button_cancels_a_long_job(browser, lab):
+    url, store = lab
+    page = _open(browser, url, "long_job.ipynb")
+    try:
+        _run_all(page)
+        table = page.locator(".jp-OutputArea .nbwork-table")
+        table.locator(".nbwork-row .nbwork-badge.nbwork-running").wait_for()
+        _shot(page, "long_job_running.png", table)
+        table.locator("button:has-text('Cancel')").click()
+        table.locator(".nbwork-row .nbwork-badge.nbwork-cancelled").wait_for()
+        _shot(page, "long_job_cancelled.png", table)
+        assert table.locator("button:has-text('Cancel')").is_hidden()
+    except BaseException:
+        _shot(page, "long_job_failure.png")
+        raise
+    finally:
+        page.close()
+    infos = WorkManager(store).get_work_infos_by_tag("browser-long")
+    assert [i.state for i in infos] == [WorkState.CANCELLED]
