@@ -1,0 +1,278 @@
+"""The targets of issue 7, checked against a run's results, and the table of a run.
+
+``targets(results)`` lists every target with its figure and pass/fail (None: not
+measured in this run); ``table(results)`` is the Markdown of the run; ``update_markdown``
+puts it in ``BENCHMARKS.md`` between the suite's markers, leaving the rest of the file
+(the Dask section, say) as it is.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+from typing import Any
+
+BEGIN = "<!-- bench-suite:begin (written by python -m bench; edit bench/report.py) -->"
+END = "<!-- bench-suite:end -->"
+
+SCALE_FIGURES = ("enqueue", "enqueue_to_succeeded", "get_by_id", "by_tag", "by_unique_name")
+
+# (id, benchmark, what, path to the figure, comparison, limit, how the limit reads)
+TARGETS: list[tuple[str, str, str, tuple[str, ...], str, float, str]] = [
+    ("throughput_vs_huey", "throughput", "throughput, nbwork / Huey",
+     ("throughput", "ratios", "nbwork_over_huey"), ">=", 2.0, "≥ 2×"),
+    ("throughput_vs_pool", "throughput", "throughput, nbwork / raw pool",
+     ("throughput", "ratios", "nbwork_over_pool"), ">=", 0.30, "≥ 30 %"),
+    ("latency_p50_vs_huey", "latency", "idle latency p50, nbwork / Huey",
+     ("latency", "ratios", "p50_nbwork_over_huey"), "<=", 0.5, "≤ 0.5×"),
+    ("latency_p50_ms", "latency", "idle latency p50 of nbwork (ms)",
+     ("latency", "p50_ms", "nbwork"), "<", 25.0, "< 25 ms"),
+    ("blur_vs_pool", "blur", "blur batch wall time, nbwork / raw pool",
+     ("blur", "ratios", "nbwork_over_pool"), "<=", 1.10, "≤ 1.10×"),
+    ("blur_vs_sequential", "blur", "blur batch speed-up of nbwork over sequential",
+     ("blur", "ratios", "sequential_over_nbwork"), ">=", 1.8, "≥ 1.8×"),
+    *[(f"scale_{name}", "scale", f"store scale: {name.replace('_', ' ')}, large / small",
+       ("scale", "ratios", name), "<=", 2.0, "≤ 2×") for name in SCALE_FIGURES],
+    ("scheduler_idle_cpu", "idle", "scheduler CPU with 1,000 delayed works (% of a core)",
+     ("idle", "cpu_percent", "nbwork_processes"), "<", 1.0, "< 1 %"),
+    ("table_kernel_cpu", "idle", "kernel CPU with a live table of 1,000 works (%)",
+     ("idle", "kernel", "cpu_percent", "table"), "<", 5.0, "< 5 %"),
+]
+
+_OPS = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
+
+
+def _get(results: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = results
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for id, bench, what, path, op, limit, reads in TARGETS:
+        figure = _get(results, path)
+        out.append({"id": id, "benchmark": bench, "what": what, "figure": figure, "op": op,
+                    "limit": limit, "target": reads,
+                    "pass": None if figure is None else bool(_OPS[op](figure, limit))})
+    return out
+
+
+# --- formatting -------------------------------------------------------------------------
+
+
+def _n(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def _x(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def _verdict(results: dict[str, Any], id: str) -> str:
+    for t in results.get("targets", []):
+        if t["id"] == id:
+            return {True: "**pass**", False: "**FAIL**", None: "–"}[t["pass"]]
+    return "–"
+
+
+def _rows(results: dict[str, Any]) -> list[list[str]]:
+    rows: list[list[str]] = []
+    v = lambda id: _verdict(results, id)  # noqa: E731
+    t = results.get("throughput")
+    if t:
+        s = t["per_s"]
+        rows.append([f"1. throughput, {t['works']:,} no-op works (works/s)", _n(s["nbwork"]),
+                     _n(s["huey"]), f"pool {_n(s['process_pool'])}",
+                     f"{_x(t['ratios']['nbwork_over_huey'])} Huey", "≥ 2× Huey",
+                     v("throughput_vs_huey")])
+        rows.append(["", "", "", "", f"{100 * t['ratios']['nbwork_over_pool']:.0f} % of pool",
+                     "≥ 30 % of pool", v("throughput_vs_pool")])
+    lat = results.get("latency")
+    if lat:
+        p50, p99 = lat["p50_ms"], lat["p99_ms"]
+        rows.append([f"2. idle latency p50 ({lat['tries']} tries, ms)", _n(p50["nbwork"]),
+                     _n(p50["huey"]), "", f"{_x(lat['ratios']['p50_nbwork_over_huey'])} Huey",
+                     "≤ 0.5× Huey", v("latency_p50_vs_huey")])
+        rows.append(["", "", "", "", "", "< 25 ms", v("latency_p50_ms")])
+        rows.append(["   idle latency p99 (ms)", _n(p99["nbwork"]), _n(p99["huey"]), "",
+                     f"{_x(lat['ratios']['p99_nbwork_over_huey'])} Huey", "", ""])
+    ch = results.get("chain")
+    if ch:
+        hop = ch["per_hop_ms"]
+        rows.append([f"3. chain of {ch['length']}, per hop (ms)", _n(hop["nbwork"]),
+                     _n(hop["huey"]) + " (pipeline)",
+                     f"pool round trip {_n(hop['process_pool'], 2)}",
+                     f"{_x(ch['ratios']['nbwork_over_huey'])} Huey", "(none)", ""])
+    b = results.get("blur")
+    if b:
+        w = b["wall_s"]
+        what = f"4. blur batch, {b['images']} × {b['pixels']}², level {b['level']} (s)"
+        rows.append([what, _n(w["nbwork"]), "", f"pool {_n(w['process_pool'])}",
+                     f"{_x(b['ratios']['nbwork_over_pool'])} pool", "≤ 1.10× pool",
+                     v("blur_vs_pool")])
+        rows.append(["", "", "", f"sequential {_n(w['sequential'])}",
+                     f"{_x(b['ratios']['sequential_over_nbwork'])} faster than sequential",
+                     "≥ 1.8×", v("blur_vs_sequential")])
+    sc = results.get("scale")
+    if sc:
+        small, large = sc["sizes"]["small"], sc["sizes"]["large"]
+        for i, name in enumerate(SCALE_FIGURES):
+            p = sc["p50_ms"][name]
+            label = (f"5. store scale p50, {large:,} vs {small:,} works (ms): " if i == 0
+                     else "   ") + name.replace("_", " ")
+            rows.append([label, f"{_n(p['large'], 2)} vs {_n(p['small'], 2)}", "", "",
+                         _x(sc["ratios"][name]), "≤ 2×", v(f"scale_{name}")])
+    idle = results.get("idle")
+    if idle:
+        c = idle["cpu_percent"]
+        rows.append([f"6. idle CPU, {idle['pending']:,} delayed works (% of a core)",
+                     _n(c["nbwork_processes"], 2), _n(c["huey_consumer"], 2), "", "",
+                     "< 1 %", v("scheduler_idle_cpu")])
+        k = idle["kernel"]
+        kind = "WorkTable" if k["view"] == "WorkTable" else f"{k['view']}"
+        rows.append([f"   kernel CPU, live {kind} of {k['watching']:,} works (%)",
+                     _n(k["cpu_percent"]["table"], 2), "",
+                     f"kernel idle {_n(k['cpu_percent']['baseline'], 2)}", "", "< 5 %",
+                     v("table_kernel_cpu")])
+    return rows
+
+
+def table(results: dict[str, Any]) -> str:
+    head = ["benchmark", "nbwork", "Huey", "reference", "ratio", "target", "result"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(results)]
+    passed = [t for t in results.get("targets", []) if t["pass"] is True]
+    failed = [t for t in results.get("targets", []) if t["pass"] is False]
+    lines.append("")
+    lines.append(f"Targets met: {len(passed)} of {len(passed) + len(failed)}"
+                 + (f"; missed: {', '.join(t['id'] for t in failed)}." if failed else "."))
+    return "\n".join(lines)
+
+
+def _details(results: dict[str, Any]) -> list[str]:
+    out = []
+    t = results.get("throughput")
+    if t:
+        secs = ", ".join(f"{k} " + " / ".join(f"{x:.2f}" for x in v)
+                         for k, v in t["seconds"].items())
+        out.append(f"- Throughput, seconds per round: {secs}.")
+    b = results.get("blur")
+    if b:
+        secs = ", ".join(f"{k} " + " / ".join(f"{x:.1f}" for x in v)
+                         for k, v in b["seconds"].items())
+        out.append(f"- Blur, seconds per round: {secs}.")
+    sc = results.get("scale")
+    if sc:
+        fill = ", ".join(f"{sc['sizes'][k]:,} works in {v['seconds']} s" for k, v in
+                         sc["fill"].items())
+        out.append(f"- Store scale: filled {fill}.")
+    idle = results.get("idle")
+    if idle:
+        c = idle["cpu_percent"]
+        out.append(
+            f"- Idle: the scheduler process alone {c['nbwork_scheduler']:.2f} %, all "
+            f"{idle['processes']['nbwork_processes']} nbwork processes "
+            f"{c['nbwork_processes']:.2f} %"
+            f" (windows of {idle['window_s']:g} s × {idle['rounds']}); "
+            f"{idle['still_pending']:,} works still pending afterwards. Kernel windows of "
+            f"{idle['kernel']['window_s']:g} s; the view was `{idle['kernel']['view']}`.")
+    return out
+
+
+METHOD = """\
+One command runs the whole suite and writes `bench/results.json` and the table below:
+
+```bash
+pip install -e ".[test]"     # huey, jupyter_client and ipykernel come with the test extra
+python -m bench              # about 5 minutes on 2 cores
+python -m bench --quick      # smaller sizes, about 2 minutes (bench/results-quick.json only)
+python -m bench --only throughput,latency --md ''   # a subset, without touching this file
+```
+
+Each benchmark runs nbwork and its comparison in the same run, alternating (round by round,
+or try by try), and the figures to read are the ratios; absolute times are informational
+(2-core machines, shared and noisy). nbwork runs with its defaults: a scheduler per store
+and its pool of warm worker processes (one per CPU). The peers:
+[Huey](https://huey.readthedocs.io) 3 with `SqliteHuey` on a temp file and a real
+`huey_consumer` process (2 process workers for throughput and chains, its default settings
+for latency and idle cost), and a raw `ProcessPoolExecutor(2)` (no durability at all: the
+ceiling). Waits poll every millisecond on every side (nbwork's `wm.wait`; Huey results are
+polled, not fetched with `get(blocking=True)`, which sleeps 100 ms and more between polls).
+
+1. **Throughput**: N no-op works enqueued at once (`wm.enqueue(list)`, N Huey task calls,
+   N `pool.submit`), until all are done; request construction included.
+2. **Idle latency**: one no-op work, enqueue → SUCCEEDED (Huey: → result stored), p50 and
+   p99; tries alternate one by one, each after a random 5–50 ms pause.
+3. **Chain hop**: a chain of 20 no-op works, enqueue of the chain → last one done, / 20;
+   Huey: a pipeline `noop.s().then(noop)…`; pool: 20 sequential `submit().result()`.
+4. **Blur batch**: generated photo-like PNGs, blur level 3: per image `BlurWorker` × 3 and
+   `SaveImageToFileWorker`, one chain per image, all enqueued in one call (what `blur_batch`
+   does, without its contact sheet). The pool and the sequential baseline run the very same
+   worker code per image (`nbwork.testing.run_worker`), so only the orchestration differs.
+5. **Store scale**: two stores, one with 100,000 finished works, one with 1,000 (tag
+   `batch-K` on every 100 works, unique name `name-K` on every 10). They are filled without
+   running anything: `nbwork._ops.enqueue` in batches of 2,000, each batch then marked
+   SUCCEEDED in one store transaction (what the scheduler's last write of a work does).
+   Then, with both schedulers running, alternating between the stores: `wm.enqueue` of one
+   work (and its enqueue → SUCCEEDED), `get_work_info_by_id`, `get_work_infos_by_tag` (100
+   works) and `get_work_infos_for_unique_work` (10 works); p50 of each.
+6. **Idle cost**: CPU time (psutil, user + system) over fixed windows, as % of one core:
+   all of nbwork's processes (supervisor, scheduler, idle workers) with 1,000 works delayed
+   by an hour, alternating with Huey's default consumer holding 1,000 tasks scheduled an
+   hour ahead; then a real IPython kernel (`jupyter_client`) showing a live
+   `nbwork.widgets.WorkTable(tags=...)` of those 1,000 works, against the same kernel
+   with nothing live (two windows each, alternating).
+"""
+
+
+def section(results: dict[str, Any]) -> str:
+    m = results.get("meta", {})
+    dirty = m.get("git_dirty_files")
+    state = f"`{m.get('git_head', '?')}`" + (f" with {dirty} files modified" if dirty else "")
+    lines = [
+        "## The suite: nbwork against Huey and a raw process pool (`python -m bench`)",
+        "",
+        METHOD,
+        f"### Last run: {m.get('date', '?')}, {m.get('mode', '?')} sizes, {m.get('cpus')} "
+        f"CPUs, Python {m.get('python')}, Huey {m.get('huey')}, tree {state}, "
+        f"{m.get('seconds', '?')} s",
+        "",
+        table(results),
+        "",
+        *_details(results),
+    ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def update_markdown(path: str, results: dict[str, Any]) -> None:
+    """Replace the suite's section of ``path`` (between the markers) with this run's; if
+    the markers are missing, insert the section before the first ``## `` heading after
+    the title (or at the end). Everything else in the file stays."""
+    block = f"{BEGIN}\n{section(results)}{END}\n"
+    text = "# Benchmarks\n\n"
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        tail = tail.lstrip("\n")
+        text = head + block + ("\n" + tail if tail else "")
+    else:
+        at = text.find("\n## ")
+        if at == -1:
+            text = text.rstrip("\n") + "\n\n" + block
+        else:
+            text = text[:at + 1] + block + "\n" + text[at + 1:]
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

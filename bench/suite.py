@@ -1,0 +1,813 @@
+"""The benchmark suite of issue 7: nbwork against its peers, in the same run, alternating.
+
+    python -m bench                # the full suite, about 5 minutes on 2 cores
+    python -m bench --quick        # smaller sizes, about 2 minutes
+    python -m bench --only throughput,latency
+
+Writes ``bench/results.json`` (``bench/results-quick.json`` with ``--quick``) and, for a
+full run, the table of the last run in ``BENCHMARKS.md``. Machines here are noisy: read the
+ratios; absolute times are informational. The benchmarks:
+
+1. ``throughput``: N no-op one-time works enqueued at once, until all SUCCEEDED; against
+   Huey (``SqliteHuey``, ``huey_consumer -w 2 -k process``) and a raw
+   ``ProcessPoolExecutor(2)`` (no durability: the ceiling).
+2. ``latency``: enqueue → SUCCEEDED of one no-op work on an idle system, p50 and p99;
+   against Huey with its default consumer (enqueue → result available). The tries
+   alternate one by one, with a random pause of 5-50 ms before each.
+3. ``chain``: a chain of 20 no-op works, time per hop; against a Huey pipeline
+   (``noop.s().then(noop)...``) and 20 sequential round trips through the raw pool.
+4. ``blur``: 64 images of 1024×1024, blur level 3 (``BlurWorker`` × 3 then
+   ``SaveImageToFileWorker`` per image, one chain per image, all enqueued in one call as
+   ``blur_batch`` does, without its contact sheet); against the same worker code run by
+   ``nbwork.testing.run_worker`` per image in a raw ``ProcessPoolExecutor(2)``, and one
+   image after the other in this process.
+5. ``scale``: a store holding 100,000 finished works against one holding 1,000: latency of
+   an enqueue (and of that work's enqueue → SUCCEEDED), and of queries by id, by tag (100
+   works per tag) and by unique name (10 works per name). The stores are filled through
+   ``nbwork._ops.enqueue`` in batches, each batch then marked SUCCEEDED in one store
+   transaction (as the scheduler's last write of a work would), so no worker runs.
+6. ``idle``: CPU of the scheduler's processes (supervisor, scheduler, warm workers) with
+   1,000 delayed works pending, next to Huey's default consumer with 1,000 scheduled tasks;
+   and the CPU of a real Jupyter kernel showing a live ``nbwork.widgets.WorkTable`` of those
+   1,000 works (``wm.observe`` if the widgets are missing), next to the same kernel idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nbwork import OneTimeWorkRequest, WorkContinuation, WorkQuery, WorkState
+
+from . import report
+from .harness import (
+    REPO,
+    HueyConsumer,
+    Kernel,
+    NbworkStore,
+    median,
+    ms,
+    percentile,
+    poll,
+)
+from .harness import CpuMeter as _CpuMeter
+from .tasks import blur_pipeline, noop
+
+BENCHMARKS = ("throughput", "latency", "chain", "blur", "scale", "idle")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    throughput_works: int = 2000
+    throughput_rounds: int = 2
+    latency_tries: int = 100
+    chain_length: int = 20
+    chain_tries: int = 10
+    blur_images: int = 64
+    blur_pixels: int = 1024
+    blur_level: int = 3
+    blur_rounds: int = 2
+    blur_sequential_rounds: int = 1
+    scale_small: int = 1000
+    scale_large: int = 100_000
+    scale_tries: int = 100
+    idle_pending: int = 1000
+    idle_window: float = 8.0
+    idle_rounds: int = 2
+    table_window: float = 5.0
+
+
+SIZES = {
+    "full": Sizes(),
+    "quick": Sizes(throughput_works=1000, throughput_rounds=1, latency_tries=40,
+                   chain_tries=4, blur_images=16, blur_rounds=1, scale_large=20_000,
+                   scale_tries=40, idle_window=3.0, idle_rounds=1, table_window=3.0),
+    # For the smoke test: every code path, no meaningful figure.
+    "tiny": Sizes(throughput_works=20, throughput_rounds=1, latency_tries=3, chain_length=4,
+                  chain_tries=1, blur_images=2, blur_pixels=96, blur_level=2, blur_rounds=1,
+                  scale_small=30, scale_large=120, scale_tries=3, idle_pending=20,
+                  idle_window=0.3, idle_rounds=1, table_window=0.3),
+}
+
+
+class Run:
+    """One run of the suite: its temp dir, sizes, and every process to stop at the end."""
+
+    def __init__(self, root: str, sizes: Sizes,
+                 on_stop: Callable[[str], None] | None = None, log: Callable[[str], None] = print
+                 ) -> None:
+        self.root = root
+        self.sizes = sizes
+        self.on_stop = on_stop
+        self.log = log
+        self.store_paths: list[str] = []
+        self.stack = contextlib.ExitStack()
+
+    def folder(self, name: str) -> str:
+        path = os.path.join(self.root, name)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def nbwork(self, name: str, fill: Callable[[str], Any] | None = None) -> NbworkStore:
+        """A new store ``name`` (``fill(path)`` first, before any scheduler), scheduler on."""
+        path = os.path.join(self.root, f"store-{name}")
+        self.store_paths.append(path)
+        if fill is not None:
+            fill(path)
+        store = NbworkStore(path, self.on_stop)
+        self.stack.callback(store.stop)
+        return store.start()
+
+    def huey(self, name: str, args: list[str]) -> HueyConsumer:
+        consumer = HueyConsumer(os.path.join(self.root, f"huey-{name}.db"), args,
+                                os.path.join(self.root, f"huey-{name}.log"))
+        self.stack.callback(consumer.stop)
+        return consumer
+
+    def pool(self) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(2)
+        self.stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+        pool.submit(noop).result()
+        return pool
+
+
+def _close(run: Run, *things: Any) -> None:
+    """Stop what a benchmark started, now, all at once (each is also on the run's stack,
+    in case of an error: stopping twice is harmless)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def stop(thing: Any) -> None:
+        if isinstance(thing, ProcessPoolExecutor):
+            thing.shutdown(wait=True, cancel_futures=True)
+        else:
+            thing.stop()
+
+    with ThreadPoolExecutor(max(1, len(things))) as threads:
+        for future in [threads.submit(stop, thing) for thing in things]:
+            future.result()
+
+
+def _rotated(items: list, shift: int) -> list:
+    shift %= len(items)
+    return items[shift:] + items[:shift]
+
+
+# --- 1. throughput ----------------------------------------------------------------------
+
+
+def nbwork_batch(wm, works: int, timeout: float = 600.0) -> float:
+    start = time.perf_counter()
+    requests = [OneTimeWorkRequest(noop) for _ in range(works)]
+    wm.enqueue(requests)
+    infos = wm.wait([r.id for r in requests], timeout=timeout)
+    elapsed = time.perf_counter() - start
+    bad = [i for i in infos if i.state is not WorkState.SUCCEEDED]
+    if bad:
+        raise RuntimeError(f"{len(bad)} no-op works did not succeed: {bad[0]}")
+    return elapsed
+
+
+def huey_batch(consumer: HueyConsumer, works: int, timeout: float = 600.0) -> float:
+    storage = consumer.huey.storage
+    storage.flush_results()
+    start = time.perf_counter()
+    for _ in range(works):
+        consumer.noop()
+    # A read-only count of stored results (reading each result would delete it: a write
+    # that competes with the consumer's own).
+    poll(lambda: storage.result_store_size() >= works, timeout, "huey results", 0.002)
+    elapsed = time.perf_counter() - start
+    storage.flush_results()
+    return elapsed
+
+
+def pool_batch(pool: ProcessPoolExecutor, works: int) -> float:
+    start = time.perf_counter()
+    for future in [pool.submit(noop) for _ in range(works)]:
+        future.result()
+    return time.perf_counter() - start
+
+
+def bench_throughput(run: Run) -> dict[str, Any]:
+    n, rounds = run.sizes.throughput_works, run.sizes.throughput_rounds
+    store = run.nbwork("throughput")
+    consumer = run.huey("throughput", ["-w", "2", "-k", "process"])
+    pool = run.pool()
+    consumer.warm_up(8)
+    nbwork_batch(store.wm, 20)
+    store.wm.prune_work()
+    seconds: dict[str, list[float]] = {"nbwork": [], "huey": [], "process_pool": []}
+    contenders = [
+        ("nbwork", lambda: nbwork_batch(store.wm, n)),
+        ("huey", lambda: huey_batch(consumer, n)),
+        ("process_pool", lambda: pool_batch(pool, n)),
+    ]
+    for r in range(rounds):
+        for name, go in _rotated(contenders, r):
+            seconds[name].append(go())
+            run.log(f"  throughput round {r + 1}: {name} {n / seconds[name][-1]:.0f} /s")
+            if name == "nbwork":
+                store.wm.prune_work()
+    _close(run, store, consumer, pool)
+    per_s = {k: n / median(v) for k, v in seconds.items()}
+    return {
+        "works": n, "rounds": rounds, "seconds": seconds,
+        "per_s": {k: round(v, 1) for k, v in per_s.items()},
+        "ratios": {"nbwork_over_huey": per_s["nbwork"] / per_s["huey"],
+                   "nbwork_over_pool": per_s["nbwork"] / per_s["process_pool"]},
+    }
+
+
+# --- 2. idle latency --------------------------------------------------------------------
+
+
+def nbwork_once(wm) -> float:
+    start = time.perf_counter()
+    request = OneTimeWorkRequest(noop)
+    wm.enqueue(request)
+    info = wm.wait(request.id, timeout=60)
+    elapsed = time.perf_counter() - start
+    if info.state is not WorkState.SUCCEEDED:
+        raise RuntimeError(f"no-op work ended {info.state.value}")
+    return elapsed
+
+
+def huey_once(consumer: HueyConsumer) -> float:
+    start = time.perf_counter()
+    result = consumer.noop()
+    consumer.wait_result(result)
+    return time.perf_counter() - start
+
+
+def bench_latency(run: Run) -> dict[str, Any]:
+    tries = run.sizes.latency_tries
+    store = run.nbwork("latency")
+    consumer = run.huey("latency", [])  # Huey's default consumer settings
+    consumer.warm_up(3)
+    for _ in range(3):
+        nbwork_once(store.wm)
+    times: dict[str, list[float]] = {"nbwork": [], "huey": []}
+    contenders = [("nbwork", lambda: nbwork_once(store.wm)),
+                  ("huey", lambda: huey_once(consumer))]
+    rng = random.Random(7)
+    for i in range(tries):
+        for name, go in _rotated(contenders, i):
+            time.sleep(rng.uniform(0.005, 0.05))
+            times[name].append(go())
+    _close(run, store, consumer)
+    p50 = {k: median(v) for k, v in times.items()}
+    p99 = {k: percentile(v, 0.99) for k, v in times.items()}
+    return {
+        "tries": tries,
+        "p50_ms": {k: ms(v) for k, v in p50.items()},
+        "p99_ms": {k: ms(v) for k, v in p99.items()},
+        "ratios": {"p50_nbwork_over_huey": p50["nbwork"] / p50["huey"],
+                   "p99_nbwork_over_huey": p99["nbwork"] / p99["huey"]},
+        "samples_ms": {k: [ms(x) for x in v] for k, v in times.items()},
+    }
+
+
+# --- 3. chain hop -----------------------------------------------------------------------
+
+
+def nbwork_chain(wm, length: int) -> float:
+    start = time.perf_counter()
+    requests = [OneTimeWorkRequest(noop) for _ in range(length)]
+    chain = wm.begin_with(requests[0])
+    for request in requests[1:]:
+        chain = chain.then(request)
+    chain.enqueue()
+    info = wm.wait(requests[-1].id, timeout=120)
+    elapsed = time.perf_counter() - start
+    if info.state is not WorkState.SUCCEEDED:
+        raise RuntimeError(f"the chain's last work ended {info.state.value}")
+    return elapsed / length
+
+
+def huey_chain(consumer: HueyConsumer, length: int) -> float:
+    start = time.perf_counter()
+    pipeline = consumer.noop.s()
+    for _ in range(length - 1):
+        pipeline = pipeline.then(consumer.noop)
+    results = consumer.huey.enqueue(pipeline)
+    last = list(results)[-1] if length > 1 else results
+    consumer.wait_result(last, 120)
+    return (time.perf_counter() - start) / length
+
+
+def pool_chain(pool: ProcessPoolExecutor, length: int) -> float:
+    start = time.perf_counter()
+    for _ in range(length):
+        pool.submit(noop).result()
+    return (time.perf_counter() - start) / length
+
+
+def bench_chain(run: Run) -> dict[str, Any]:
+    length, tries = run.sizes.chain_length, run.sizes.chain_tries
+    store = run.nbwork("chain")
+    consumer = run.huey("chain", ["-w", "2", "-k", "process"])
+    pool = run.pool()
+    consumer.warm_up(4)
+    nbwork_chain(store.wm, 3)
+    per_hop: dict[str, list[float]] = {"nbwork": [], "huey": [], "process_pool": []}
+    contenders = [("nbwork", lambda: nbwork_chain(store.wm, length)),
+                  ("huey", lambda: huey_chain(consumer, length)),
+                  ("process_pool", lambda: pool_chain(pool, length))]
+    for i in range(tries):
+        for name, go in _rotated(contenders, i):
+            time.sleep(0.02)
+            per_hop[name].append(go())
+    _close(run, store, consumer, pool)
+    hop = {k: median(v) for k, v in per_hop.items()}
+    return {
+        "length": length, "tries": tries,
+        "per_hop_ms": {k: ms(v) for k, v in hop.items()},
+        "ratios": {"nbwork_over_huey": hop["nbwork"] / hop["huey"],
+                   "nbwork_over_pool": hop["nbwork"] / hop["process_pool"]},
+        "samples_ms": {k: [ms(x) for x in v] for k, v in per_hop.items()},
+    }
+
+
+# --- 4. blur batch ----------------------------------------------------------------------
+
+
+def make_image(path: str, pixels: int, seed: int) -> str:
+    """A photo-like RGB PNG: smooth colour fields, a disc and some sensor noise."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:pixels, 0:pixels].astype(np.float32) / pixels
+    f = rng.uniform(2, 9, size=6)
+    p = rng.uniform(0, 6.3, size=6)
+    planes = [
+        np.sin(f[0] * x + p[0]) * np.cos(f[1] * y + p[1]),
+        np.sin(f[2] * (x + y) + p[2]) * np.cos(f[3] * x + p[3]),
+        np.cos(f[4] * (x - y) + p[4]) * np.sin(f[5] * y + p[5]),
+    ]
+    rgb = np.stack([(plane + 1) * 110 for plane in planes], axis=-1)
+    cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.2)
+    rgb[(x - cx) ** 2 + (y - cy) ** 2 < r * r] = rng.uniform(0, 255, size=3)
+    rgb += rng.normal(0, 6, size=rgb.shape)
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB").save(path)
+    return path
+
+
+def make_images(folder: str, count: int, pixels: int, seed: int = 1,
+                pool: ProcessPoolExecutor | None = None) -> list[str]:
+    """``count`` images ``image-NNN.png`` in ``folder`` (made in ``pool`` when given)."""
+    jobs = [(os.path.join(folder, f"image-{i:03d}.png"), pixels, seed * 100_000 + i)
+            for i in range(count)]
+    if pool is None:
+        return [make_image(*job) for job in jobs]
+    return [f.result() for f in [pool.submit(make_image, *job) for job in jobs]]
+
+
+def _blur_args(level: int) -> dict[str, Any]:
+    from nbwork.imaging import DEFAULT_RADIUS, DEFAULT_STRIPS
+
+    return {"level": level, "radius": DEFAULT_RADIUS, "strips": DEFAULT_STRIPS}
+
+
+def nbwork_blur(wm, images: list[str], work_dir: str, level: int) -> float:
+    from nbwork.imaging import KEY_IMAGE_URI, BlurWorker, SaveImageToFileWorker
+
+    args = _blur_args(level)
+    blur_dir, out_dir = os.path.join(work_dir, "blur"), os.path.join(work_dir, "out")
+    start = time.perf_counter()
+    chains, ids = [], []
+    for image in images:
+        steps = [OneTimeWorkRequest(BlurWorker, input_data={
+            "source": image, "output_dir": blur_dir, "radius": args["radius"],
+            "strips": args["strips"], **({KEY_IMAGE_URI: image} if i == 0 else {})})
+            for i in range(level)]
+        name = f"blurred-{Path(image).stem}.png"
+        steps.append(OneTimeWorkRequest(SaveImageToFileWorker, input_data={
+            "source": image, "out_dir": out_dir, "file_name": name}))
+        chain = wm.begin_with(steps[0])
+        for step in steps[1:]:
+            chain = chain.then(step)
+        chains.append(chain)
+        ids += [s.id for s in steps]
+    WorkContinuation.combine(chains).enqueue()
+    infos = wm.wait(ids, timeout=1800)
+    elapsed = time.perf_counter() - start
+    bad = [i for i in infos if i.state is not WorkState.SUCCEEDED]
+    if bad:
+        raise RuntimeError(f"{len(bad)} blur works did not succeed: {bad[0].error}")
+    return elapsed
+
+
+def pool_blur(pool: ProcessPoolExecutor, images: list[str], work_dir: str, level: int) -> float:
+    args = _blur_args(level)
+    blur_dir, out_dir = os.path.join(work_dir, "blur"), os.path.join(work_dir, "out")
+    start = time.perf_counter()
+    futures = [pool.submit(blur_pipeline, image, blur_dir, out_dir, **args) for image in images]
+    for future in futures:
+        future.result()
+    return time.perf_counter() - start
+
+
+def sequential_blur(images: list[str], work_dir: str, level: int) -> float:
+    args = _blur_args(level)
+    blur_dir, out_dir = os.path.join(work_dir, "blur"), os.path.join(work_dir, "out")
+    start = time.perf_counter()
+    for image in images:
+        blur_pipeline(image, blur_dir, out_dir, **args)
+    return time.perf_counter() - start
+
+
+def bench_blur(run: Run) -> dict[str, Any]:
+    s = run.sizes
+    pool = run.pool()
+    images = make_images(run.folder("images"), s.blur_images, s.blur_pixels, pool=pool)
+    warm = make_images(run.folder("images-warm"), 2, 64, seed=2)
+    store = run.nbwork("blur")
+    scratch = run.folder("blur-scratch")
+
+    def fresh(name: str) -> str:
+        path = os.path.join(scratch, name)
+        shutil.rmtree(path, ignore_errors=True)
+        return path
+
+    # Warm up both sides: Pillow and the worker code loaded in every process.
+    nbwork_blur(store.wm, warm, fresh("warm"), 1)
+    pool_blur(pool, warm + warm, fresh("warm"), 1)
+    store.wm.prune_work()
+    seconds: dict[str, list[float]] = {"nbwork": [], "process_pool": [], "sequential": []}
+    for r in range(s.blur_rounds):
+        contenders = [("nbwork", lambda d: nbwork_blur(store.wm, images, d, s.blur_level)),
+                      ("process_pool", lambda d: pool_blur(pool, images, d, s.blur_level))]
+        if r < s.blur_sequential_rounds:
+            contenders.append(("sequential", lambda d: sequential_blur(images, d, s.blur_level)))
+        for name, go in _rotated(contenders, r):
+            seconds[name].append(go(fresh(name)))
+            run.log(f"  blur round {r + 1}: {name} {seconds[name][-1]:.1f} s")
+            shutil.rmtree(os.path.join(scratch, name), ignore_errors=True)
+            if name == "nbwork":
+                store.wm.prune_work()
+    _close(run, store, pool)
+    wall = {k: median(v) for k, v in seconds.items()}
+    return {
+        "images": s.blur_images, "pixels": s.blur_pixels, "level": s.blur_level,
+        "seconds": seconds, "wall_s": {k: round(v, 3) for k, v in wall.items()},
+        "ratios": {"nbwork_over_pool": wall["nbwork"] / wall["process_pool"],
+                   "sequential_over_nbwork": wall["sequential"] / wall["nbwork"]},
+    }
+
+
+# --- 5. store scale ---------------------------------------------------------------------
+
+FILL_BATCH = 2000
+WORKS_PER_TAG = 100
+WORKS_PER_NAME = 10
+
+
+def fill_finished(path: str, count: int) -> dict[str, float]:
+    """Put ``count`` finished (SUCCEEDED) no-op works in a new store, without a scheduler.
+
+    Through ``nbwork._ops.enqueue`` (the client's enqueue transaction, here in batches of
+    ``FILL_BATCH``), then each batch marked SUCCEEDED in one more transaction, as the
+    scheduler's last write of a work would. Work ``i`` has tag ``batch-{i // 100}`` and
+    unique name ``name-{i // 10}``.
+    """
+    from nbwork import _ops
+    from nbwork._code import serialize_worker
+    from nbwork._store import Store
+    from nbwork.manager import _spec_of
+
+    store = Store(path)
+    start = time.perf_counter()
+    code_key = payload = None
+    try:
+        for first in range(0, count, FILL_BATCH):
+            now = time.time()
+            works = []
+            for i in range(first, min(count, first + FILL_BATCH)):
+                request = OneTimeWorkRequest(noop, tags=[f"batch-{i // WORKS_PER_TAG}"])
+                if payload is None:
+                    code_key, payload = serialize_worker(request.worker, request.worker_name)
+                spec = _spec_of(request, code_key, (), f"name-{i // WORKS_PER_NAME}")
+                works.append(_ops.NewWork(spec, payload))
+            _ops.enqueue(store, works, [], now)
+            with store.transaction() as txn:
+                for work in works:
+                    spec = txn.get(work.spec.id)
+                    spec.state = WorkState.SUCCEEDED
+                    spec.run_attempt_count = 1
+                    spec.start_time = spec.finish_time = now
+                    txn.put(spec)
+    finally:
+        store.close()
+    seconds = time.perf_counter() - start
+    return {"works": count, "seconds": seconds, "per_s": count / seconds}
+
+
+def _scale_figures(store: NbworkStore, size: int, rng: random.Random,
+                   ids: list[str]) -> dict[str, Callable[[], float]]:
+    wm = store.wm
+    tags, names = max(1, size // WORKS_PER_TAG), max(1, size // WORKS_PER_NAME)
+    last_enqueued: list[tuple[str, float]] = []
+
+    def timed(f: Callable[[], Any]) -> float:
+        start = time.perf_counter()
+        f()
+        return time.perf_counter() - start
+
+    def enqueue() -> float:
+        request = OneTimeWorkRequest(noop, tags=["probe"])
+        start = time.perf_counter()
+        wm.enqueue(request)
+        elapsed = time.perf_counter() - start
+        wm.wait(request.id, timeout=60)
+        last_enqueued.append((request.id, time.perf_counter() - start))
+        return elapsed
+
+    def enqueue_to_succeeded() -> float:
+        return last_enqueued[-1][1]
+
+    return {
+        "enqueue": enqueue,
+        "enqueue_to_succeeded": enqueue_to_succeeded,
+        "get_by_id": lambda: timed(lambda: wm.get_work_info_by_id(rng.choice(ids))),
+        "by_tag": lambda: timed(lambda: wm.get_work_infos_by_tag(
+            f"batch-{rng.randrange(tags)}")),
+        "by_unique_name": lambda: timed(lambda: wm.get_work_infos_for_unique_work(
+            f"name-{rng.randrange(names)}")),
+    }
+
+
+def bench_scale(run: Run) -> dict[str, Any]:
+    s = run.sizes
+    sizes = {"small": s.scale_small, "large": s.scale_large}
+    fills: dict[str, dict[str, float]] = {}
+    stores: dict[str, NbworkStore] = {}
+    for label, size in sizes.items():
+        run.log(f"  scale: filling a store with {size:,} finished works")
+
+        def fill(path: str, label: str = label, size: int = size) -> None:
+            fills[label] = fill_finished(path, size)
+
+        stores[label] = run.nbwork(f"scale-{label}", fill)
+    rng = random.Random(11)
+    ids = {label: list(store.wm._store.state_index(WorkState.SUCCEEDED))
+           for label, store in stores.items()}
+    figures = {label: _scale_figures(store, sizes[label], rng, ids[label])
+               for label, store in stores.items()}
+    for label in stores:  # warm up (page cache, worker processes)
+        for f in figures[label].values():
+            f()
+            f()
+    samples: dict[str, dict[str, list[float]]] = {name: {"small": [], "large": []}
+                                                  for name in figures["small"]}
+    for name in samples:
+        tries = s.scale_tries if name.startswith(("get", "by")) else max(3, s.scale_tries // 2)
+        if name == "enqueue_to_succeeded":
+            continue  # measured with enqueue
+        for i in range(tries):
+            for label in _rotated(["small", "large"], i):
+                samples[name][label].append(figures[label][name]())
+                if name == "enqueue":
+                    samples["enqueue_to_succeeded"][label].append(
+                        figures[label]["enqueue_to_succeeded"]())
+    _close(run, *stores.values())
+    p50 = {name: {label: median(v) for label, v in by.items()} for name, by in samples.items()}
+    return {
+        "sizes": sizes,
+        "fill": {k: {"seconds": round(v["seconds"], 1), "per_s": round(v["per_s"])}
+                 for k, v in fills.items()},
+        "p50_ms": {name: {label: ms(v) for label, v in by.items()} for name, by in p50.items()},
+        "ratios": {name: by["large"] / by["small"] for name, by in p50.items()},
+    }
+
+
+# --- 6. idle cost -----------------------------------------------------------------------
+
+KERNEL_SETUP = """
+import time
+from nbwork import WorkManager, WorkQuery
+wm = WorkManager({store!r})
+try:
+    from nbwork.widgets import WorkTable
+    _view_kind = "WorkTable"
+except ImportError:
+    WorkTable = None
+    _view_kind = "observe"
+"""
+
+KERNEL_OPEN = """
+if WorkTable is not None:
+    _view = WorkTable(tags={tag!r}, wm=wm)
+    display(_view)
+else:
+    _view = wm.observe(WorkQuery(tags=[{tag!r}]), lambda infos: None)
+time.sleep({settle})  # the first redraws are over before the window opens
+"""
+
+KERNEL_CLOSE = """
+_view.close() if WorkTable is not None else _view.cancel()
+del _view
+time.sleep({settle})
+"""
+
+
+def _measure(meters: dict[str, _CpuMeter], window: float) -> dict[str, dict[str, float]]:
+    for meter in meters.values():
+        meter.start()
+    time.sleep(window)
+    return {name: meter.stop() for name, meter in meters.items()}
+
+
+def bench_idle(run: Run) -> dict[str, Any]:
+    s = run.sizes
+    store = run.nbwork("idle")
+    store.wm.enqueue([OneTimeWorkRequest(noop, tags=["idle"], initial_delay=3600)
+                      for _ in range(s.idle_pending)])
+    consumer = run.huey("idle", [])  # default settings
+    consumer.warm_up(2)
+    for _ in range(s.idle_pending):
+        consumer.noop.schedule(delay=3600)
+    time.sleep(min(2.0, 4 * s.idle_window))  # both settle into their idle state
+    meters = {
+        "nbwork_processes": _CpuMeter(store.processes),
+        "nbwork_scheduler": _CpuMeter(lambda: [p for p in [store.scheduler()] if p]),
+        "huey_consumer": _CpuMeter(consumer.processes),
+    }
+    cpu: dict[str, list[dict[str, float]]] = {k: [] for k in meters}
+    for r in range(s.idle_rounds):
+        for side in _rotated(["nbwork", "huey"], r):
+            chosen = {k: m for k, m in meters.items() if k.startswith(side)}
+            for name, figure in _measure(chosen, s.idle_window).items():
+                cpu[name].append(figure)
+    pending = len(store.wm.get_work_infos(WorkQuery(tags=["idle"], states=["ENQUEUED"])))
+    _close(run, consumer)
+
+    # A live table in a real kernel, against the same kernel with nothing live.
+    kernel_cpu: dict[str, list[float]] = {"table": [], "baseline": []}
+    view_kind = "unavailable"
+    try:
+        kernel = Kernel(run.folder("kernel"))
+    except Exception as exc:  # no jupyter_client / ipykernel here
+        run.log(f"  idle: no Jupyter kernel ({exc}); live table not measured")
+        kernel = None
+    if kernel is not None:
+        run.stack.callback(kernel.stop)
+        kernel.run(KERNEL_SETUP.format(store=store.path))
+        meter = _CpuMeter(kernel.processes)
+        settle = min(1.0, s.table_window)
+        for r in range(2):
+            meter.start()
+            time.sleep(s.table_window)
+            kernel_cpu["baseline"].append(meter.stop()["cpu_percent"])
+            kernel.run(KERNEL_OPEN.format(tag="idle", settle=settle))
+            meter.start()
+            time.sleep(s.table_window)
+            kernel_cpu["table"].append(meter.stop()["cpu_percent"])
+            kernel.run(KERNEL_CLOSE.format(settle=settle / 2))
+            run.log(f"  idle kernel round {r + 1}: table {kernel_cpu['table'][-1]:.2f} % "
+                    f"baseline {kernel_cpu['baseline'][-1]:.2f} %")
+        view_kind = _kernel_value(kernel, "_view_kind")
+        kernel.stop()
+    _close(run, store)
+
+    def pct(name: str) -> float:
+        return round(median(x["cpu_percent"] for x in cpu[name]), 3)
+
+    return {
+        "pending": s.idle_pending, "still_pending": pending, "window_s": s.idle_window,
+        "rounds": s.idle_rounds,
+        "cpu_percent": {"nbwork_processes": pct("nbwork_processes"),
+                        "nbwork_scheduler": pct("nbwork_scheduler"),
+                        "huey_consumer": pct("huey_consumer")},
+        "processes": {k: v[-1]["processes"] for k, v in cpu.items()},
+        "kernel": {
+            "view": view_kind, "watching": s.idle_pending, "window_s": s.table_window,
+            "cpu_percent": {k: round(median(v), 3) if v else None
+                            for k, v in kernel_cpu.items()},
+            "samples": kernel_cpu,
+        },
+    }
+
+
+def _kernel_value(kernel: Kernel, name: str) -> str:
+    values: list[str] = []
+
+    def on_output(msg: dict) -> None:
+        if msg["msg_type"] == "stream":
+            values.append(msg["content"]["text"])
+
+    kernel.kc.execute_interactive(f"print({name})", timeout=30, output_hook=on_output)
+    return "".join(values).strip()
+
+
+# --- the run ----------------------------------------------------------------------------
+
+RUNNERS: dict[str, Callable[[Run], dict[str, Any]]] = {
+    "throughput": bench_throughput, "latency": bench_latency, "chain": bench_chain,
+    "blur": bench_blur, "scale": bench_scale, "idle": bench_idle,
+}
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def meta(mode: str, sizes: Sizes) -> dict[str, Any]:
+    import huey
+
+    import nbwork
+
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "mode": mode, "sizes": dataclasses.asdict(sizes),
+        "cpus": os.cpu_count(), "python": platform.python_version(),
+        "platform": platform.platform(), "nbwork": getattr(nbwork, "__version__", "?"),
+        "huey": huey.__version__,
+        "git_head": _git("rev-parse", "--short", "HEAD"),
+        "git_dirty_files": len([x for x in _git("status", "--porcelain").splitlines() if x]),
+    }
+
+
+def run_suite(sizes: Sizes, only: tuple[str, ...] = BENCHMARKS, mode: str = "full",
+              workdir: str | None = None, on_stop: Callable[[str], None] | None = None,
+              log: Callable[[str], None] = print, store_paths: list[str] | None = None
+              ) -> dict[str, Any]:
+    """Run the benchmarks ``only`` and return the results (with ``targets``).
+
+    Every process started is stopped before this returns, even on an error. The store
+    paths used are appended to ``store_paths`` when given.
+    """
+    results: dict[str, Any] = {"meta": meta(mode, sizes)}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="nbwork-bench-", dir=workdir) as root:
+        run = Run(root, sizes, on_stop, log)
+        try:
+            for name in only:
+                t0 = time.perf_counter()
+                log(f"{name} ...")
+                with contextlib.ExitStack() as stack:  # stops what the benchmark started
+                    run.stack = stack
+                    results[name] = RUNNERS[name](run)
+                results[name]["bench_seconds"] = round(time.perf_counter() - t0, 1)
+                log(f"{name}: done in {results[name]['bench_seconds']} s")
+        finally:
+            if store_paths is not None:
+                store_paths.extend(run.store_paths)
+    results["meta"]["seconds"] = round(time.perf_counter() - started, 1)
+    results["targets"] = report.targets(results)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (about 2 min)")
+    parser.add_argument("--only", default=",".join(BENCHMARKS),
+                        help=f"comma-separated subset of {','.join(BENCHMARKS)}")
+    parser.add_argument("--out", help="results JSON (default bench/results.json, "
+                                      "bench/results-quick.json with --quick)")
+    parser.add_argument("--md", help="Markdown file whose suite section gets the table "
+                                     "(default BENCHMARKS.md for a full run of all "
+                                     "benchmarks; '' for none)")
+    args = parser.parse_args(argv)
+    only = tuple(x.strip() for x in args.only.split(",") if x.strip())
+    unknown = [x for x in only if x not in RUNNERS]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    mode = "quick" if args.quick else "full"
+    out = args.out or str(REPO / "bench" / f"results{'-quick' if args.quick else ''}.json")
+    md = args.md
+    if md is None:
+        md = str(REPO / "BENCHMARKS.md") if mode == "full" and only == BENCHMARKS else ""
+    results = run_suite(SIZES[mode], only, mode)
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(report.table(results))
+    print(f"\nresults: {out}")
+    if md:
+        report.update_markdown(md, results)
+        print(f"table: {md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
