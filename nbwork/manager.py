@@ -18,6 +18,7 @@ from typing import Any, Union
 from . import _ops
 from ._code import serialize_worker
 from ._daemon import Daemon
+from ._executors.dask import check_executor, require_distributed
 from ._spec import WorkSpec
 from ._store import Store
 from ._time import Clock
@@ -35,6 +36,11 @@ from .request import (
 Requests = Union[WorkRequest, Sequence[WorkRequest]]
 WATCH_INTERVAL = 0.01
 """How often (seconds) the watcher reads the store's change counter while anyone watches."""
+FAST_WATCH_INTERVAL = 0.001
+FAST_WATCH_SPELL = 0.2
+"""While a ``wait`` is blocked and the store changed (or the wait began) within this many
+seconds, the counter is read every millisecond: a short work's result is then seen about
+as soon as it is written, and a long wait still costs only the slow poll."""
 
 
 def default_store_path() -> str:
@@ -100,6 +106,7 @@ class _Watcher:
         self.counter = store.change_counter()
         self._thread: threading.Thread | None = None
         self._waiters = 0
+        self._active_at = 0.0
 
     def add(self, listener: Callable[[], None]) -> None:
         with self._lock:
@@ -122,6 +129,7 @@ class _Watcher:
         """Block until the counter differs from ``seen`` (or timeout); return the counter."""
         with self._lock:
             self._waiters += 1
+            self._active_at = time.monotonic()
         self._ensure_thread()
         try:
             with self.changed:
@@ -142,7 +150,9 @@ class _Watcher:
                 counter = self.store.change_counter()
             except Exception:
                 counter = self.counter
+            now = time.monotonic()
             if counter != self.counter:
+                self._active_at = now
                 with self.changed:
                     self.counter = counter
                     self.changed.notify_all()
@@ -153,7 +163,8 @@ class _Watcher:
                         import traceback
 
                         traceback.print_exc()
-            time.sleep(WATCH_INTERVAL)
+            busy = self._waiters and now - self._active_at < FAST_WATCH_SPELL
+            time.sleep(FAST_WATCH_INTERVAL if busy else WATCH_INTERVAL)
 
 
 _watchers: dict[str, _Watcher] = {}
@@ -169,18 +180,25 @@ class WorkManager:
 
     _instances: dict[str, "WorkManager"] = {}
 
-    def __init__(self, path: str | os.PathLike | None = None, executor: str = "local") -> None:
-        if executor != "local":
-            raise InvalidInputError(
-                f"executor {executor!r} is not available in this version; use 'local' (the "
-                "default). Dask support ('dask://HOST:PORT') is planned"
-            )
+    def __init__(self, path: str | os.PathLike | None = None,
+                 executor: str | None = None) -> None:
+        """``executor``: where the store's work runs, ``"local"`` (worker processes on this
+        machine) or ``"dask://HOST:PORT"`` (the Dask cluster whose scheduler is there). It is
+        kept in the store, for every client and the scheduler; None keeps the store's choice
+        (local if none was made). A change restarts a running scheduler: its running
+        attempts go back to the queue and run again on the new executor."""
+        address = None if executor is None else check_executor(executor)
+        if address is not None and address != "local":
+            require_distributed()
         self._store = Store(os.fspath(path) if path is not None else default_store_path())
-        self.executor = executor
         self.clock: Clock = Clock()
         self.daemon = Daemon(self._store.path)
         with _watchers_lock:
             self._watcher = _watchers.setdefault(self._store.path, _Watcher(self._store))
+        if address is not None and address != self._store.executor():
+            self._store.set_executor(address)
+            # The scheduler picked its executor when it started: start it again on this one.
+            self.daemon.stop()
         # Work left unfinished (a reboot, an idle exit) resumes on the first client use.
         store = self._store
         if store.state_index(WorkState.ENQUEUED) or store.state_index(WorkState.RUNNING):
@@ -197,6 +215,11 @@ class WorkManager:
     @property
     def store_path(self) -> str:
         return self._store.path
+
+    @property
+    def executor(self) -> str:
+        """Where this store's work runs: ``"local"`` or ``"dask://HOST:PORT"``."""
+        return self._store.executor()
 
     def __repr__(self) -> str:
         return f"WorkManager({self.store_path!r})"
@@ -331,21 +354,46 @@ class WorkManager:
         """
         query, single = _target_query(target)
         deadline = None if timeout is None else time.monotonic() + timeout
+        # For works named by id, only the unfinished ones are looked at again, through the
+        # state indexes: finished work never changes, and reloading a batch of thousands of
+        # records on every change would slow down the very scheduler being waited for.
+        pending: set[str] | None = None
         while True:
             seen = self._watcher.counter
-            infos = self.get_work_infos(query)
-            if not infos and query.ids:
-                raise InvalidInputError(f"no work with id {', '.join(query.ids)} in this store")
-            if all(i.state.is_finished for i in infos):
-                return infos[0] if single else infos
+            if pending is None or not query.ids:
+                infos = self.get_work_infos(query)
+                if not infos and query.ids:
+                    raise InvalidInputError(
+                        f"no work with id {', '.join(query.ids)} in this store")
+                unfinished = [i for i in infos if not i.state.is_finished]
+                if not unfinished:
+                    return infos[0] if single else infos
+                pending = {i.id for i in unfinished}
+            else:
+                live = self._unfinished_ids()
+                pending = {i for i in pending if i in live}
+                unfinished = None
+            if not pending:
+                infos = self.get_work_infos(query)
+                if all(i.state.is_finished for i in infos):
+                    return infos[0] if single else infos
+                pending = None  # a periodic or updated work moved on: look again in full
+                continue
             # Every round, not once: a scheduler that dies while we wait (killed, OOM) is
             # replaced, or this wait would last until its timeout (forever without one).
             self.daemon.ensure_running()
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                states = ", ".join(f"{i.short_id} {i.state.value}" for i in infos)
+                waiting = unfinished or self.get_work_infos(WorkQuery(ids=sorted(pending)))
+                states = ", ".join(f"{i.short_id} {i.state.value}" for i in waiting)
                 raise TimeoutError(f"work not finished after {timeout:g} s: {states}")
             self._watcher.wait_for_change(seen, 1.0 if remaining is None else min(1.0, remaining))
+
+    def _unfinished_ids(self) -> set[str]:
+        ids: set[str] = set()
+        for state in (WorkState.ENQUEUED, WorkState.RUNNING, WorkState.BLOCKED):
+            ids.update(self._store.state_index(state))
+        return ids
 
     def observe(self, target: Any, callback: Callable[[list[WorkInfo]], None]) -> ObserverHandle:
         """Call ``callback(list_of_WorkInfo)`` now and on every change of the target's work.
@@ -498,6 +546,17 @@ class WorkContinuation:
             "[" + ", ".join(r.worker_name.rsplit(".", 1)[-1] for r in c.requests) + "]"
             for c in self._graph() if c.requests)
         return f"WorkContinuation({steps})"
+
+    def _repr_html_(self) -> str:
+        """The steps; once enqueued, each work's state (for notebooks without widgets)."""
+        import html
+
+        from .info import work_infos_html
+
+        title = f"<code>{html.escape(repr(self))}</code>"
+        if not self.enqueued:
+            return f"{title} not enqueued yet"
+        return title + work_infos_html(self.get_work_infos())
 
 
 def _check_no_repeats(continuation: WorkContinuation) -> None:

@@ -13,10 +13,13 @@ LAYERS = {
     "_rules": 2,
     "_store": 3, "_lock": 3, "_wake": 3, "_ops": 3, "_conditions": 3,
     "_executors": 3, "_executors.base": 3, "_executors.child": 3, "_executors.local": 3,
-    "_executors.inline": 3,
-    "_scheduler": 4, "_daemon": 4,
+    "_executors.inline": 3, "_executors.slot": 3,
+    "_executors.launcher": 3, "_executors.dask_task": 3, "_executors.dask": 3,
+    "_scheduler": 4, "_daemon": 4, "_supervisor": 4,
     "manager": 5, "testing": 5, "examples": 5,
     "cli": 6, "imaging": 6, "__init__": 7,
+    "widgets": 6, "widgets._live": 6, "widgets._html": 6, "widgets._magic": 6,
+    "widgets.table": 6, "widgets.preview": 6, "widgets.graph": 6, "widgets.blur_app": 6,
 }
 
 
@@ -67,6 +70,21 @@ def test_imports_point_down():
 def test_only_the_store_imports_diskcache():
     users = [p.name for p in PACKAGE.rglob("*.py") if "import diskcache" in p.read_text()]
     assert users == ["_store.py"]
+
+
+def test_distributed_is_imported_only_lazily_by_the_dask_executor():
+    """``distributed`` is optional (``nbwork[dask]``): only the Dask executor's modules import
+    it, inside functions, so ``import nbwork`` works without it."""
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        imports = {id(n): n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                   and any(name.split(".")[0] == "distributed" for name in (
+                       [a.name for a in n.names] if isinstance(n, ast.Import)
+                       else [n.module or ""]))}
+        if not imports:
+            continue
+        assert path.parent.name == "_executors" and path.name.startswith("dask"), path
+        assert not [n for n in tree.body if id(n) in imports], f"{path}: at module level"
 
 
 def test_executors_never_import_the_store():
