@@ -212,7 +212,7 @@ def merged_input(spec: WorkSpec, works: WorkSet) -> Data:
 class Outcome:
     """How an attempt ended, as the executor saw it."""
 
-    kind: str  # "success", "failure", "retry", "crash", "stopped"
+    kind: str  # "success", "failure", "retry", "crash", "stopped", "not_started"
     output: dict = field(default_factory=dict)
     error: str | None = None
     stop_reason: str | None = None
@@ -223,6 +223,14 @@ def finish_attempt(works: WorkSet, spec: WorkSpec, outcome: Outcome, now: float)
     spec.attempt = None
     spec.progress = {}
     kind = outcome.kind
+    if kind == "not_started":
+        # Handed to a worker process but never begun (queued behind an attempt that died,
+        # or taken back for an idle process): as if it had never left the queue.
+        spec.state = WorkState.ENQUEUED
+        spec.run_attempt_count = max(0, spec.run_attempt_count - 1)
+        spec.next_run_at = now
+        works.put(spec)
+        return
     error = outcome.error
     if kind == "crash":
         spec.consecutive_crashes += 1

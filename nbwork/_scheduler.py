@@ -53,6 +53,12 @@ HEARTBEAT_INTERVAL = 1.0
 STORE_RETRY_INTERVAL = 1.0
 """Seconds between tries while the store cannot be written (a full disk)."""
 PRUNE_INTERVAL = 600.0
+RECORD_DELAY = 0.005
+RECORD_BATCH = 64
+"""While other attempts are still in flight, reports (started, progress, outcomes) wait up to
+RECORD_DELAY seconds, or until RECORD_BATCH outcomes are in, to be written in one
+transaction: a flood of short works would otherwise cost a transaction per work. A report
+with nothing else in flight is written at once (no delay in a work's latency)."""
 
 
 class Scheduler:
@@ -73,6 +79,7 @@ class Scheduler:
         self._progress: dict[str, dict] = {}
         self._outcomes: dict[str, Outcome] = {}
         self._started: dict[str, tuple[int | None, float | None]] = {}
+        self._reports_since: float | None = None  # monotonic time of the oldest unwritten
         self._stopping = False
         self._faulted = False
         self._pending_logged: set[str] = set()  # tokens of outcomes not yet recorded
@@ -85,18 +92,33 @@ class Scheduler:
         self._constraints_cache: dict[str, dict[str, Any]] = {}
         self._constraints_counter = -1
         self._waiting_for_constraints: set[str] = set()
+        self._first_due_cache: tuple[dict[str, float], frozenset[str], float | None] | None = None
         self._running_constraints: dict[str, dict[str, Any]] = {}  # token -> constraints
 
     # --- sink for the executor --------------------------------------------------------
 
     def started(self, token: str, pid: int | None, pid_create_time: float | None) -> None:
         self._started[token] = (pid, pid_create_time)
+        self._note_report()
 
     def progress(self, token: str, progress: dict[str, Any]) -> None:
         self._progress[token] = progress
+        self._note_report()
 
     def finished(self, token: str, outcome: Outcome) -> None:
         self._outcomes[token] = outcome
+        self._note_report()
+
+    def _note_report(self) -> None:
+        if self._reports_since is None:
+            self._reports_since = time.monotonic()
+
+    def _reports_ripe(self) -> bool:
+        """Write the reports now, or let a few more join them (see RECORD_DELAY)?"""
+        if self._reports_since is None:
+            return False
+        return (len(self._outcomes) >= min(RECORD_BATCH, len(self._attempts))
+                or time.monotonic() - self._reports_since >= RECORD_DELAY)
 
     # --- life cycle --------------------------------------------------------------------
 
@@ -151,6 +173,10 @@ class Scheduler:
             self._wake.poke()
 
     def _shutdown(self) -> None:
+        try:  # results held back for a batch (RECORD_DELAY) are not run again
+            self._record_reports(force=True)
+        except StoreError:
+            pass
         self.executor.shutdown(grace=getattr(self.executor, "stop_grace", DEFAULT_STOP_GRACE))
         # Attempts cut short by a stop go back to the queue, as after a crash. They are no
         # longer ours: forget them, or recover() would take them for live attempts and leave
@@ -224,12 +250,16 @@ class Scheduler:
             self._last_prune = time.monotonic()
             self._prune_expired()
 
-    def _record_reports(self) -> None:
+    def _record_reports(self, force: bool = False) -> None:
         if not (self._progress or self._outcomes or self._started):
+            self._reports_since = None
+            return
+        if not (force or self._reports_ripe()):
             return
         now = self.clock.now()
         progress, outcomes, started = self._progress, self._outcomes, self._started
         self._progress, self._outcomes, self._started = {}, {}, {}
+        reports_since, self._reports_since = self._reports_since, None
         try:
             with self.store.transaction() as txn:
                 for token in set(progress) | set(started):
@@ -257,6 +287,7 @@ class Scheduler:
             self._progress = {**progress, **self._progress}
             self._started = {**started, **self._started}
             self._outcomes = {**outcomes, **self._outcomes}
+            self._reports_since = reports_since
             if outcomes.keys() - self._pending_logged:  # say so once per attempt
                 log.warning("%d finished attempt(s) wait until the store can be written",
                             len(outcomes))
@@ -313,22 +344,15 @@ class Scheduler:
         simulated = self.store.device_state()
         return DeviceState.from_dict(simulated) if simulated else self._host.read()
 
-    def _constraints(self, work_id: str) -> dict[str, Any] | None:
-        """The constraints that gate a work ({} when none or overridden; None if it is gone).
-
-        Cached until the store changes: with many works waiting for the charger, each
-        wake-up must not reload every one of them.
-        """
+    def _known_constraints(self) -> dict[str, dict[str, Any]]:
+        """work id -> the constraints that gate it ({} when none or overridden), for works
+        read before; kept until someone else changes the store: with many works waiting for
+        the charger, each wake-up must not reload every one of them."""
         counter = self.store.change_counter()
         if counter != self._constraints_counter:
             self._constraints_cache.clear()
             self._constraints_counter = counter
-        if work_id not in self._constraints_cache:
-            spec = self.store.get(work_id)
-            if spec is None:
-                return None
-            self._constraints_cache[work_id] = _gating(spec)
-        return self._constraints_cache[work_id]
+        return self._constraints_cache
 
     def _note_own_commit(self, txn: Any) -> None:
         """Take a commit of our own as seen, where nobody else wrote in between.
@@ -376,21 +400,28 @@ class Scheduler:
         candidates = heapq.nsmallest(
             free + len(self._waiting_for_constraints),
             ((t, wid) for wid, t in enqueued.items() if t <= now))
+        known = self._known_constraints()
         due: list[str] = []
         waiting: set[str] = set()
-        device: DeviceState | None = None
+        device: list[DeviceState] = []  # read once, when first needed
+
+        def blocked_by_constraints(work_id: str, constraints: dict[str, Any]) -> bool:
+            if not constraints:
+                return False
+            if not device:
+                device.append(self._device_state())
+            if unmet(constraints, device[0]):
+                waiting.add(work_id)
+                return True
+            return False
+
         for _, work_id in candidates:
             if len(due) >= free:
                 break
-            constraints = self._constraints(work_id)
-            if constraints is None:
-                continue
-            if constraints:
-                device = device or self._device_state()
-                if unmet(constraints, device):
-                    waiting.add(work_id)
-                    continue
-            due.append(work_id)
+            constraints = known.get(work_id)
+            # Works not read before are looked at in the transaction below (one read each).
+            if constraints is None or not blocked_by_constraints(work_id, constraints):
+                due.append(work_id)
         self._waiting_for_constraints = waiting
         if not due:
             return
@@ -399,7 +430,13 @@ class Scheduler:
         with self.store.transaction() as txn:
             for work_id in due:
                 spec = txn.get(work_id)
-                if spec is None or not _rules.is_due(spec, now):
+                if spec is None:
+                    continue
+                if work_id not in known:
+                    known[work_id] = _gating(spec)
+                    if blocked_by_constraints(work_id, known[work_id]):
+                        continue
+                if not _rules.is_due(spec, now):
                     continue
                 token = uuid.uuid4().hex
                 try:
@@ -444,9 +481,9 @@ class Scheduler:
     # --- sleeping and idling -------------------------------------------------------------
 
     def _unfinished(self) -> bool:
-        return bool(self.store.state_index(WorkState.ENQUEUED)
-                    or self.store.state_index(WorkState.RUNNING)
-                    or self._attempts)
+        return bool(self._attempts  # known without a read of the store
+                    or self.store.state_index(WorkState.ENQUEUED)
+                    or self.store.state_index(WorkState.RUNNING))
 
     def _idle_long_enough(self) -> bool:
         if self._unfinished():
@@ -467,22 +504,38 @@ class Scheduler:
             return False
         return True
 
+    def _first_due(self, enqueued: dict[str, float]) -> float | None:
+        """The earliest run time of the enqueued works not waiting for constraints; kept
+        while the index and that set stay the same (the loop may turn thousands of times
+        a second in a flood of short works, and the index may hold thousands)."""
+        waiting = frozenset(self._waiting_for_constraints)
+        cached = self._first_due_cache
+        # The index itself is kept in the cache: an index is a new object after any change,
+        # and holding it keeps its id from being reused by another.
+        if cached is not None and cached[0] is enqueued and cached[1] == waiting:
+            return cached[2]
+        first = min((t for wid, t in enqueued.items() if wid not in waiting), default=None)
+        self._first_due_cache = (enqueued, waiting, first)
+        return first
+
     def _sleep(self) -> None:
         timeout = HEARTBEAT_INTERVAL
         enqueued = self.store.state_index(WorkState.ENQUEUED)
         room = self._room() > 0
         # Work waiting only for its constraints is not "due now" (that would spin): the host
         # is read again within HOST_READ_INTERVAL, and a simulated change wakes us directly.
-        times = [t for wid, t in enqueued.items() if wid not in self._waiting_for_constraints]
-        if times and room:
-            timeout = min(timeout, max(0.0, min(times) - self.clock.now()))
+        if room:
+            first = self._first_due(enqueued)
+            if first is not None:
+                timeout = min(timeout, max(0.0, first - self.clock.now()))
         if self._waiting_for_constraints or self._running_constraints:
             timeout = min(timeout, HOST_READ_INTERVAL)
         deadline = self.executor.next_deadline()
         if deadline is not None:
             timeout = min(timeout, max(0.0, deadline - time.monotonic()))
-        if self._outcomes:
-            timeout = 0.0
+        if self._reports_since is not None:
+            timeout = min(timeout, max(0.0, self._reports_since + RECORD_DELAY
+                                       - time.monotonic()))
         if self._idle_since is not None:
             timeout = min(timeout, max(0.0, self._idle_since + self.idle_exit - time.monotonic()))
         objects = [self._wake, *self.executor.wait_objects()]

@@ -74,7 +74,7 @@ class WorkSpec:
         return self.state.is_finished
 
     def to_dict(self) -> dict[str, Any]:
-        values = {name: getattr(self, name) for name in _FIELDS}
+        values = dict(self.__dict__)  # exactly the fields (no slots, no extra attributes)
         values["state"] = self.state.value
         attempt = self.attempt
         values["attempt"] = {name: getattr(attempt, name) for name in _ATTEMPT_FIELDS} if (
@@ -103,8 +103,9 @@ class WorkSpec:
         return WorkInfo(
             id=self.id,
             state=self.state,
-            output_data=Data(self.output),
-            progress=Data(self.progress) if self.state is WorkState.RUNNING else Data.EMPTY,
+            output_data=Data._from_store(self.output),
+            progress=(Data._from_store(self.progress) if self.state is WorkState.RUNNING
+                      else Data.EMPTY),
             tags=frozenset(self.tags),
             run_attempt_count=self.run_attempt_count,
             generation=self.generation,
@@ -113,7 +114,7 @@ class WorkSpec:
             error=self.error,
             unique_work_name=self.unique_name,
             worker_name=self.worker_name,
-            input_data=Data(self.input),
+            input_data=Data._from_store(self.input),
             prerequisites=self.prerequisites,
             dependents=self.dependents,
             enqueue_time=when(self.enqueue_time),

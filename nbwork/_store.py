@@ -12,6 +12,9 @@ Layout of one diskcache directory (keys are strings so SQLite indexes them nativ
     i:u:<name>        [id, ...] of the works under a unique name, in enqueue order
     i:c:<sha256>      how many works use a code blob (it is deleted at zero)
     counter           bumped by every committed transaction: readers notice changes cheaply
+    counter:s         bumped by every transaction that moves a work between state indexes
+                      (not by progress reports): readers of the state indexes re-read them
+                      only when it moves
     lease             the running scheduler: pid, token, heartbeat (for status; the lock
                       file is what makes it exclusive)
     device            the simulated device state of the TestDriver, when set
@@ -122,6 +125,10 @@ class Transaction:
         self._code_refs: dict[str, int] = {}
         self.counter_after: int | None = None  # the change counter this commit set, if any
         self.counter_before: int | None = None
+        self.states_counter_after: int | None = None  # "counter:s" this commit set, if any
+        # (state before, state after, id, sort key after) of every work whose state-index
+        # entry this commit changed: lets the store update its memo of the indexes in place.
+        self.index_moves: list[tuple[WorkState | None, WorkState | None, str, float]] = []
         self.journal = False  # see Store.enable_journal
 
     # records ----------------------------------------------------------------------------
@@ -215,10 +222,14 @@ class Transaction:
         after = (spec.state, _sort_key(spec), spec.tags, spec.unique_name) if spec else None
         if before == after:
             return
-        if before is not None and (after is None or before[:2] != after[:2]):
-            self._mutable_index(_state_key(before[0], id), {}).pop(id, None)
-        if after is not None and (before is None or before[:2] != after[:2]):
-            self._mutable_index(_state_key(after[0], id), {})[id] = after[1]
+        if before is None or after is None or before[:2] != after[:2]:
+            if before is not None:
+                self._mutable_index(_state_key(before[0], id), {}).pop(id, None)
+            if after is not None:
+                self._mutable_index(_state_key(after[0], id), {})[id] = after[1]
+            self.index_moves.append((before[0] if before else None,
+                                     after[0] if after else None, id,
+                                     after[1] if after else 0.0))
         old_tags = set(before[2]) if before else set()
         new_tags = set(after[2]) if after else set()
         for tag in old_tags - new_tags:
@@ -282,6 +293,8 @@ class Transaction:
         if changed:
             self.counter_after = cache.incr("counter", default=0)
             self.counter_before = self.counter_after - 1
+        if self.index_moves:
+            self.states_counter_after = cache.incr("counter:s", default=0)
         return changed
 
 
@@ -292,6 +305,7 @@ class Store:
         self.path = os.path.abspath(os.path.expanduser(path))
         check_store_dir(self.path)
         self.log_dir = os.path.join(self.path, "logs")
+        # state -> ("counter:s" when read, the index): see state_index
         self._index_memo: dict[WorkState, tuple[int, dict[str, float]]] = {}
         try:
             os.makedirs(self.log_dir, mode=0o700, exist_ok=True)
@@ -333,6 +347,7 @@ class Store:
                 txn.journal = self.journal
                 yield txn
                 txn.commit()
+            self._update_index_memo(txn)
         except (OSError, diskcache.Timeout) as exc:
             raise _translate(exc, self.path) from exc
         except Exception as exc:  # sqlite3 errors (full disk, I/O) come as their own types
@@ -356,15 +371,38 @@ class Store:
         index several times per wake-up, and reading the counter costs far less than
         unpickling an index of thousands of works.
         """
-        counter = self.change_counter()
+        counter = self._cache.get("counter:s", 0)
         cached = self._index_memo.get(state)
         if cached is not None and cached[0] == counter:
             return cached[1]
+        # The counter is read before the shards: a commit in between makes the memo look
+        # older than it is (read again next time), never newer.
         index: dict[str, float] = {}
         for key in _shard_keys(state):
             index.update(self._cache.get(key, {}))
         self._index_memo[state] = (counter, index)
         return index
+
+    def _update_index_memo(self, txn: Transaction) -> None:
+        """Apply a commit of this process to the memo of the state indexes, if nobody else
+        moved a work in between (then the memo plus this commit is exactly the store): the
+        scheduler's own commits would otherwise make it re-read every index after each."""
+        after = txn.states_counter_after
+        if after is None:
+            return
+        for state, (counter, index) in list(self._index_memo.items()):
+            if counter != after - 1:
+                del self._index_memo[state]
+                continue
+            moves = [m for m in txn.index_moves if state in (m[0], m[1])]
+            if moves:
+                index = dict(index)  # callers may still hold the old one: never mutate it
+                for before, now, id, sort_key in moves:
+                    if before is state:
+                        index.pop(id, None)
+                    if now is state:
+                        index[id] = sort_key
+            self._index_memo[state] = (after, index)
 
     def tag_ids(self, tag: str) -> list[str]:
         return list(self._cache.get(f"i:t:{tag}", {}))

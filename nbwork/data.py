@@ -112,9 +112,22 @@ class Data(Mapping[str, Any]):
     def from_mapping(cls, values: Mapping[str, Any] | None) -> "Data":
         return values if isinstance(values, Data) else cls(values or {})
 
+    @classmethod
+    def _from_store(cls, values: Mapping[str, Any] | None) -> "Data":
+        """Data read back from the store, checked when it was written: skips the checks
+        (reading a few thousand WorkInfos spent most of its time in them)."""
+        if not values:
+            return cls.EMPTY
+        data = cls.__new__(cls)
+        data._values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        data._size = None
+        return data
+
     @property
     def size_bytes(self) -> int:
         """The serialized size in bytes, as counted against ``MAX_DATA_BYTES``."""
+        if self._size is None:
+            self._size = len(pickle.dumps(self._values, protocol=_PICKLE_PROTOCOL))
         return self._size
 
     def __getitem__(self, key: str) -> Any:

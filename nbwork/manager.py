@@ -11,6 +11,7 @@ import asyncio
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -35,12 +36,16 @@ from .request import (
 
 Requests = Union[WorkRequest, Sequence[WorkRequest]]
 WATCH_INTERVAL = 0.01
-"""How often (seconds) the watcher reads the store's change counter while anyone watches."""
-FAST_WATCH_INTERVAL = 0.001
-FAST_WATCH_SPELL = 0.2
-"""While a ``wait`` is blocked and the store changed (or the wait began) within this many
-seconds, the counter is read every millisecond: a short work's result is then seen about
-as soon as it is written, and a long wait still costs only the slow poll."""
+"""How often (seconds) the watcher reads the store's change counter while anyone observes."""
+WAIT_POLL_SHARE = 0.01
+MIN_WAIT_POLL = 0.001
+MAX_WAIT_POLL = 0.05
+"""``wait`` reads the store's change counter every this share of the time it has waited so
+far (between MIN_ and MAX_WAIT_POLL seconds), and looks at its works only when the counter
+moved: a short work's result is seen within a millisecond, while a wait for a flood of works
+does not spend a core re-reading the state indexes after every commit of the scheduler (it
+ends at most 1 % late)."""
+ENSURE_RUNNING_INTERVAL = 0.5
 
 
 def default_store_path() -> str:
@@ -102,11 +107,8 @@ class _Watcher:
         self.store = store
         self._listeners: list[Callable[[], None]] = []
         self._lock = threading.Lock()
-        self.changed = threading.Condition()
         self.counter = store.change_counter()
         self._thread: threading.Thread | None = None
-        self._waiters = 0
-        self._active_at = 0.0
 
     def add(self, listener: Callable[[], None]) -> None:
         with self._lock:
@@ -125,37 +127,19 @@ class _Watcher:
                                                 daemon=True)
                 self._thread.start()
 
-    def wait_for_change(self, seen: int, timeout: float) -> int:
-        """Block until the counter differs from ``seen`` (or timeout); return the counter."""
-        with self._lock:
-            self._waiters += 1
-            self._active_at = time.monotonic()
-        self._ensure_thread()
-        try:
-            with self.changed:
-                self.changed.wait_for(lambda: self.counter != seen, timeout)
-                return self.counter
-        finally:
-            with self._lock:
-                self._waiters -= 1
-
     def _run(self) -> None:
         while True:
             with self._lock:
                 listeners = list(self._listeners)
-                if not listeners and not self._waiters:
+                if not listeners:
                     self._thread = None
                     return
             try:
                 counter = self.store.change_counter()
             except Exception:
                 counter = self.counter
-            now = time.monotonic()
             if counter != self.counter:
-                self._active_at = now
-                with self.changed:
-                    self.counter = counter
-                    self.changed.notify_all()
+                self.counter = counter
                 for listener in listeners:
                     try:
                         listener()
@@ -163,8 +147,7 @@ class _Watcher:
                         import traceback
 
                         traceback.print_exc()
-            busy = self._waiters and now - self._active_at < FAST_WATCH_SPELL
-            time.sleep(FAST_WATCH_INTERVAL if busy else WATCH_INTERVAL)
+            time.sleep(WATCH_INTERVAL)
 
 
 _watchers: dict[str, _Watcher] = {}
@@ -195,6 +178,7 @@ class WorkManager:
         self.daemon = Daemon(self._store.path)
         with _watchers_lock:
             self._watcher = _watchers.setdefault(self._store.path, _Watcher(self._store))
+        self._waits_in_progress = 0  # for tests that act while a wait() blocks
         if address is not None and address != self._store.executor():
             self._store.set_executor(address)
             # The scheduler picked its executor when it started: start it again on this one.
@@ -353,47 +337,66 @@ class WorkManager:
         Raises ``TimeoutError`` after ``timeout`` seconds, naming the state it is in.
         """
         query, single = _target_query(target)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        # For works named by id, only the unfinished ones are looked at again, through the
-        # state indexes: finished work never changes, and reloading a batch of thousands of
-        # records on every change would slow down the very scheduler being waited for.
-        pending: set[str] | None = None
-        while True:
-            seen = self._watcher.counter
-            if pending is None or not query.ids:
-                infos = self.get_work_infos(query)
-                if not infos and query.ids:
-                    raise InvalidInputError(
-                        f"no work with id {', '.join(query.ids)} in this store")
-                unfinished = [i for i in infos if not i.state.is_finished]
-                if not unfinished:
-                    return infos[0] if single else infos
-                pending = {i.id for i in unfinished}
-            else:
-                live = self._unfinished_ids()
-                pending = {i for i in pending if i in live}
-                unfinished = None
-            if not pending:
-                infos = self.get_work_infos(query)
-                if all(i.state.is_finished for i in infos):
-                    return infos[0] if single else infos
-                pending = None  # a periodic or updated work moved on: look again in full
-                continue
-            # Every round, not once: a scheduler that dies while we wait (killed, OOM) is
-            # replaced, or this wait would last until its timeout (forever without one).
-            self.daemon.ensure_running()
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                waiting = unfinished or self.get_work_infos(WorkQuery(ids=sorted(pending)))
-                states = ", ".join(f"{i.short_id} {i.state.value}" for i in waiting)
-                raise TimeoutError(f"work not finished after {timeout:g} s: {states}")
-            self._watcher.wait_for_change(seen, 1.0 if remaining is None else min(1.0, remaining))
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
+        self._waits_in_progress += 1
+        try:
+            return self._wait(query, single, started, deadline, timeout)
+        finally:
+            self._waits_in_progress -= 1
 
-    def _unfinished_ids(self) -> set[str]:
-        ids: set[str] = set()
-        for state in (WorkState.ENQUEUED, WorkState.RUNNING, WorkState.BLOCKED):
-            ids.update(self._store.state_index(state))
-        return ids
+    def _wait(self, query: WorkQuery, single: bool, started: float, deadline: float | None,
+              timeout: float | None) -> Any:
+        by_id = bool(query.ids) and not (query.states or query.tags or query.unique_work_names)
+        # Works named by id are read one at a time, from the front: the first one that is
+        # not finished ends a look (works tend to finish in order), and a finished record
+        # never changes, so it is not read again. Reloading thousands of records (or the
+        # state indexes) after every commit would slow down the very scheduler waited for.
+        order = deque(dict.fromkeys(query.ids)) if by_id else deque()
+        finished: dict[str, WorkSpec] = {}
+        ensured_at = 0.0
+        while True:
+            seen = self._store.change_counter()
+            if by_id:
+                while order:
+                    spec = self._store.get(order[0])
+                    if spec is not None and not spec.state.is_finished:
+                        break
+                    if spec is not None:
+                        finished[spec.id] = spec
+                    order.popleft()
+                if not order:
+                    if not finished:
+                        raise InvalidInputError(
+                            f"no work with id {', '.join(query.ids)} in this store")
+                    specs = sorted(finished.values(), key=lambda s: (s.enqueue_time, s.id))
+                    infos = [self._info(s) for s in specs]
+                    return infos[0] if single else infos
+                waiting_ids = list(order)
+            else:
+                infos = self.get_work_infos(query)
+                unfinished = [i.id for i in infos if not i.state.is_finished]
+                if not unfinished:
+                    return infos
+                waiting_ids = unfinished
+            while True:
+                now = time.monotonic()
+                if now - ensured_at >= ENSURE_RUNNING_INTERVAL:
+                    # Again and again, not once: a scheduler that dies while we wait (killed,
+                    # OOM) is replaced, or this wait would last until its timeout.
+                    self.daemon.ensure_running()
+                    ensured_at = now
+                if deadline is not None and now >= deadline:
+                    waiting = self.get_work_infos(WorkQuery(ids=waiting_ids))
+                    states = ", ".join(f"{i.short_id} {i.state.value}" for i in waiting
+                                       if not i.state.is_finished)
+                    raise TimeoutError(f"work not finished after {timeout:g} s: {states}")
+                pause = min(MAX_WAIT_POLL, max(MIN_WAIT_POLL, WAIT_POLL_SHARE * (now - started)))
+                if deadline is not None:
+                    pause = min(pause, deadline - now)
+                time.sleep(pause)
+                if self._store.change_counter() != seen:
+                    break
 
     def observe(self, target: Any, callback: Callable[[list[WorkInfo]], None]) -> ObserverHandle:
         """Call ``callback(list_of_WorkInfo)`` now and on every change of the target's work.

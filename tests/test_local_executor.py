@@ -7,13 +7,14 @@ import multiprocessing.forkserver
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
 
 from nbwork._code import serialize_worker
 from nbwork._executors.base import AttemptSpec
-from nbwork._executors.local import BATCH_DEPTH, LocalExecutor
+from nbwork._executors.local import LocalExecutor
 from tests import helpers
 from tests.conftest import wait_until
 
@@ -33,11 +34,11 @@ class Sink:
         self.outcomes[token] = outcome
 
 
-def attempt(worker, tmp_path, **input_data) -> AttemptSpec:
+def attempt(worker, tmp_path, log: str = "log", **input_data) -> AttemptSpec:
     key, payload = serialize_worker(worker, getattr(worker, "__qualname__", "w"))
     return AttemptSpec(work_id=str(uuid.uuid4()), token=uuid.uuid4().hex, worker_name="w",
                        code_key=key, payload=payload, input_data=input_data,
-                       log_path=str(tmp_path / "log"))
+                       log_path=str(tmp_path / log))
 
 
 @pytest.fixture
@@ -53,6 +54,37 @@ def run_until_done(ex, sink, tokens, timeout=60):
         ex.poll(sink)
         return all(t in sink.outcomes for t in tokens)
     wait_until(done, timeout=timeout, what="the attempts to finish")
+
+
+def print_then(text: str, then: str = "return", gate: str = "") -> dict:
+    print(text, flush=True)
+    if then == "die":
+        os._exit(3)
+    while then == "wait" and not os.path.exists(gate):
+        time.sleep(0.01)
+    return {}
+
+
+def read(path) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def teach_both_slots_short(executor, sink, tmp_path) -> None:
+    """Run short works until both slots take queues (a slot's first attempt, which waits
+    for the process to boot, may not count as short)."""
+    def both_slots_take_queues():
+        executor.poll(sink)
+        if len([s for s in executor._slots if s.alive and s.depth > 1]) == 2:
+            return True
+        if not executor.running():
+            for _ in range(2):
+                executor.submit(attempt(helpers.add, tmp_path, a=1, b=1))
+        return False
+    wait_until(both_slots_take_queues, what="both slots to have run short works")
 
 
 def spawn_sleeper(pid_file: str) -> dict:
@@ -88,17 +120,7 @@ def test_long_works_are_handed_out_one_per_slot(executor, tmp_path):
 
 def test_a_stopped_attempt_still_queued_is_never_run(executor, tmp_path):
     sink = Sink()
-    # Teach both slots that works are short (a slot's first attempt, which waits for the
-    # process to boot, may not count as short), so they take queues.
-    def both_slots_take_queues():
-        executor.poll(sink)
-        if executor.room() == 2 * BATCH_DEPTH:
-            return True
-        if not executor.running():
-            for _ in range(2):
-                executor.submit(attempt(helpers.add, tmp_path, a=1, b=1))
-        return False
-    wait_until(both_slots_take_queues, what="both slots to have run short works")
+    teach_both_slots_short(executor, sink, tmp_path)
     gate = tmp_path / "gate"
     marker = tmp_path / "ran"
     blockers = [attempt(helpers.wait_for_gate, tmp_path, gate=str(gate)) for _ in range(2)]
@@ -157,3 +179,58 @@ def test_a_slot_is_retired_after_its_quota_of_attempts(tmp_path):
     finally:
         ex.shutdown(grace=1.0)
         multiprocessing.forkserver._forkserver._stop()
+
+
+def test_short_works_queued_behind_a_long_one_are_taken_back_for_an_idle_process(
+        executor, tmp_path):
+    sink = Sink()
+    teach_both_slots_short(executor, sink, tmp_path)
+    gates = [tmp_path / "gate-a", tmp_path / "gate-b"]
+    blockers = [attempt(helpers.wait_for_gate, tmp_path, gate=str(g)) for g in gates]
+    for a in blockers:
+        executor.submit(a)
+    shorts = [attempt(helpers.add, tmp_path, a=i, b=1) for i in range(6)]
+    for a in shorts:
+        executor.submit(a)  # into the queues behind both blockers
+    helpers.touch(gates[1])  # one process frees up; the other stays blocked
+    run_until_done(executor, sink, [blockers[1].token, *(a.token for a in shorts)])
+    kinds = {sink.outcomes[a.token].kind for a in shorts}
+    assert "not_started" in kinds and kinds <= {"success", "not_started"}
+    assert blockers[0].token not in sink.outcomes  # still running, never disturbed
+    helpers.touch(gates[0])
+    run_until_done(executor, sink, [blockers[0].token])
+    assert sink.outcomes[blockers[0].token].kind == "success"
+
+
+def test_a_short_attempts_output_reaches_its_log_when_it_ends(executor, tmp_path):
+    sink = Sink()
+    quiet = attempt(helpers.add, tmp_path, a=1, b=2)
+    loud = attempt(print_then, tmp_path, log="loud.log", text="hello from a short attempt")
+    for a in (quiet, loud):
+        executor.submit(a)
+    run_until_done(executor, sink, [quiet.token, loud.token])
+    assert read(loud.log_path) == "hello from a short attempt\n"
+    assert not os.path.exists(quiet.log_path)  # no output, no file
+
+
+def test_a_long_attempts_output_is_in_its_log_while_it_runs(executor, tmp_path):
+    sink = Sink()
+    gate = tmp_path / "gate"
+    long = attempt(print_then, tmp_path, log="long.log", text="still working", then="wait",
+                   gate=str(gate))
+    executor.submit(long)
+    wait_until(lambda: read(long.log_path) == "still working\n", what="the log, live")
+    assert long.token not in sink.outcomes
+    helpers.touch(gate)
+    run_until_done(executor, sink, [long.token])
+    assert read(long.log_path) == "still working\n"  # once, not copied again at the end
+
+
+def test_what_an_attempt_printed_before_its_process_died_is_kept(executor, tmp_path):
+    sink = Sink()
+    dying = attempt(print_then, tmp_path, log="dying.log", text="last words", then="die")
+    executor.submit(dying)
+    run_until_done(executor, sink, [dying.token])
+    assert sink.outcomes[dying.token].kind == "crash"
+    assert read(dying.log_path) == "last words\n"
+    assert not (tmp_path / f".slot-{sink.pids[dying.token]}.out").exists()

@@ -410,6 +410,19 @@ def test_a_stopped_attempt_goes_back_to_the_queue_keeping_its_stop_reason():
     assert spec.to_info().stop_reason is StopReason.CONSTRAINT_CHARGING
 
 
+def test_an_attempt_that_never_began_leaves_no_trace():
+    works = MemoryWorkSet()
+    add(works, "a")
+    spec = works.get("a")
+    spec.consecutive_crashes = 1
+    start_attempt(spec, "t", NOW + 1)
+    finish_attempt(works, spec, Outcome("not_started"), NOW + 2)
+    assert spec.state is ENQUEUED and spec.next_run_at == NOW + 2
+    assert spec.run_attempt_count == 0  # it never ran: not an attempt
+    assert spec.consecutive_crashes == 1  # nor a success that clears the crash count
+    assert spec.stop_reason is None and spec.attempt is None and spec.finish_time is None
+
+
 # --- finish_attempt: periodic -----------------------------------------------------------
 
 

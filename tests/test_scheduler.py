@@ -360,7 +360,7 @@ def test_a_wait_in_progress_replaces_a_scheduler_that_died(wm, tmp_path, monkeyp
     waiter = threading.Thread(target=lambda: outcome.append(wm.wait(request, timeout=60)))
     waiter.start()
     try:
-        wait_until(lambda: wm._watcher._waiters, what="wait() to be waiting")  # internal
+        wait_until(lambda: wm._waits_in_progress, what="wait() to be waiting")  # internal
         old = wm.daemon.pid
         os.kill(old, signal.SIGKILL)
         _reap(old)

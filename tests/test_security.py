@@ -41,7 +41,14 @@ def test_a_store_and_everything_in_it_are_private(wm, tmp_path):
     assert _mode(os.path.join(store, "scheduler.lock")) == 0o600
     fifo = os.path.join(store, "wake.fifo")
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and _mode(fifo) == 0o600
-    assert _mode(wm._store.log_path(request.id)) == 0o600
+    # A running attempt's log file appears once it has run LOG_PROMOTE_AFTER (before, its
+    # output goes to a scratch file of the worker process, private too).
+    log = wm._store.log_path(request.id)
+    wait_until(lambda: os.path.exists(log), what="the running attempt's log file")
+    assert _mode(log) == 0o600
+    scratch = [f for f in os.listdir(os.path.dirname(log)) if f.startswith(".slot-")]
+    assert scratch and all(_mode(os.path.join(os.path.dirname(log), f)) == 0o600
+                           for f in scratch)
     # Whatever else is inside is out of other users' reach through the 0700 directory.
 
 

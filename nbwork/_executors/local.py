@@ -25,7 +25,7 @@ import psutil
 from .._rules import Outcome
 from ..info import StopReason
 from .base import AttemptSpec, Sink
-from .slot import slot_main
+from .slot import salvage_scratch, slot_main
 
 log = logging.getLogger("nbwork.executor")
 
@@ -34,11 +34,16 @@ DEFAULT_STOP_GRACE = 5.0
 _KILL_AFTER_TERM = 2.0
 MAX_RUNS_PER_PROCESS = 500
 SHORT_WORK = 0.02
-"""Seconds: a slot whose recent attempts were all shorter than this is handed up to
-``BATCH_DEPTH`` attempts at once, so a flood of small works costs one store transaction per
-batch rather than per work. Longer works are handed out one per slot, so a slot never
-holds a long work back while another slot idles."""
-BATCH_DEPTH = 16
+"""Seconds: a slot whose last attempt was shorter than this is handed a queue of attempts,
+about ``QUEUE_SECONDS`` of them at that pace (at most ``BATCH_DEPTH``), so a flood of small
+works costs one store transaction per batch rather than per work, and the slot never waits
+for the scheduler between two of them. Longer works are handed out one per slot."""
+QUEUE_SECONDS = 0.05
+BATCH_DEPTH = 64
+RECLAIM_AFTER = 0.1
+"""Seconds: when an attempt runs this much longer than its slot expected while another slot
+could take work, the attempts queued behind it are taken back (``not_started``) and run
+elsewhere: a long work never holds short ones back while a process idles."""
 
 
 def _kill_group(pid: int, sig: int, group_only: bool = False) -> None:
@@ -80,15 +85,23 @@ class _Slot:
     term_at: float | None = None
     kill_at: float | None = None
     runs: int = 0
-    short: bool = False  # every attempt it finished lately took under SHORT_WORK
+    last_duration: float | None = None  # of its last attempt, None before any
+    unqueuing: set[str] = field(default_factory=set)  # taken back, not yet confirmed
+    dead: bool = False  # its process ended (set by poll)
+    log_dir: str | None = None  # where its scratch output file is (see slot.py)
+    log_paths: dict[str, str | None] = field(default_factory=dict)  # token -> its log
 
     @property
     def alive(self) -> bool:
-        return self.process.exitcode is None and not self.conn.closed
+        """As of the last poll (which notices a death): no wait() call per question."""
+        return not self.dead and not self.conn.closed
 
     @property
     def depth(self) -> int:
-        return BATCH_DEPTH if self.short else 1
+        last = self.last_duration
+        if last is None or last >= SHORT_WORK:
+            return 1
+        return max(2, min(BATCH_DEPTH, int(QUEUE_SECONDS / max(last, 1e-4))))
 
 
 class LocalExecutor:
@@ -107,9 +120,13 @@ class LocalExecutor:
         return set(self._by_token)
 
     def room(self) -> int:
-        """How many more attempts ``submit`` takes now."""
+        """How many more attempts ``submit`` takes now.
+
+        A slot with a queue counts only once its queue is down to half: it has work for a
+        while, and topping it up one attempt at a time would cost a store transaction each.
+        """
         live = [s for s in self._slots if s.alive]
-        spare = sum(max(0, s.depth - len(s.tokens)) for s in live)
+        spare = sum(s.depth - len(s.tokens) for s in live if len(s.tokens) * 2 <= s.depth)
         return spare + max(0, self.capacity - len(live))
 
     def _new_slot(self) -> _Slot:
@@ -136,10 +153,18 @@ class LocalExecutor:
             slot = min(open_slots, key=lambda s: len(s.tokens))
         if not slot.tokens:
             slot.started_at = time.monotonic()
+        try:
+            slot.conn.send(("run", attempt))
+        except OSError:  # it died since the last poll: poll() retires it; try another
+            slot.dead = True
+            self.submit(attempt)
+            return
         slot.tokens.append(attempt.token)
+        slot.log_paths[attempt.token] = attempt.log_path
+        if attempt.log_path:
+            slot.log_dir = os.path.dirname(attempt.log_path)
         slot.runs += 1
         self._by_token[attempt.token] = slot
-        slot.conn.send(("run", attempt))
 
     def stop(self, token: str, reason: str) -> None:
         slot = self._by_token.get(token)
@@ -163,6 +188,9 @@ class LocalExecutor:
 
     def next_deadline(self) -> float | None:
         times = [t for s in self._slots for t in (s.term_at, s.kill_at) if t]
+        if self._free_process():  # else nothing could be reclaimed: no reason to wake
+            times += [s.started_at + RECLAIM_AFTER for s in self._slots
+                      if s.started_at is not None and len(s.tokens) > 1 + len(s.unqueuing)]
         return min(times) if times else None
 
     def poll(self, sink: Sink) -> None:
@@ -181,7 +209,10 @@ class LocalExecutor:
                 elif not slot.tokens and slot.runs >= self.max_runs_per_process:
                     self._retire(slot)
                 continue
+            slot.dead = True
             self._read_messages(slot, sink)
+            if slot.tokens and slot.log_dir:  # what the attempt printed before it died
+                salvage_scratch(slot.log_dir, slot.process.pid, slot.log_paths.get(slot.tokens[0]))
             self._retire(slot)
             for position, token in enumerate(slot.tokens):
                 del self._by_token[token]
@@ -191,9 +222,31 @@ class LocalExecutor:
                 elif position == 0:
                     outcome = Outcome("crash", error=exit_description(slot.process.exitcode))
                 else:  # queued behind the one that died: it never ran, back to the queue
-                    outcome = Outcome("stopped")
+                    outcome = Outcome("not_started")
                 sink.finished(token, outcome)
             slot.tokens.clear()
+        self._reclaim_queues(now)
+
+    def _free_process(self) -> bool:
+        live = [s for s in self._slots if s.alive]
+        return len(live) < self.capacity or any(not s.tokens for s in live)
+
+    def _reclaim_queues(self, now: float) -> None:
+        """Take back what waits behind an attempt that turned out long, if a process is
+        free to run it (see RECLAIM_AFTER)."""
+        if not self._free_process():
+            return
+        for slot in (s for s in self._slots if s.alive):
+            if (len(slot.tokens) > 1 and slot.started_at is not None
+                    and now - slot.started_at > RECLAIM_AFTER):
+                for token in slot.tokens[1:]:
+                    if token in slot.unqueuing or token in slot.stop_reasons:
+                        continue
+                    slot.unqueuing.add(token)
+                    try:
+                        slot.conn.send(("unqueue", token))
+                    except OSError:
+                        break
 
     def _retire(self, slot: _Slot) -> None:
         """End a slot and everything in its process group."""
@@ -207,6 +260,8 @@ class LocalExecutor:
         # Grandchildren left behind die with it (only the group once the pid is reaped).
         _kill_group(slot.process.pid, signal.SIGKILL, group_only=reaped)
         slot.process.join()
+        if slot.log_dir:
+            salvage_scratch(slot.log_dir, slot.process.pid, None)
         if not slot.conn.closed:
             slot.conn.close()
 
@@ -234,9 +289,11 @@ class LocalExecutor:
             elif kind == "result":
                 del self._by_token[token]
                 slot.tokens.remove(token)
+                slot.log_paths.pop(token, None)
                 now = time.monotonic()
-                if slot.started_at is not None:
-                    slot.short = now - slot.started_at < SHORT_WORK
+                slot.unqueuing.discard(token)
+                if len(message) > 5:  # measured in the slot: no pipe or scheduler delay in it
+                    slot.last_duration = message[5]
                 slot.started_at = now if slot.tokens else None
                 slot.term_at = slot.kill_at = None
                 reason = slot.stop_reasons.pop(token, None)

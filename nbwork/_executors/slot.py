@@ -17,9 +17,10 @@ as in one Android app process; threads it leaves running keep running.
 
 Messages from the parent: ``("run", AttemptSpec)`` (queued here in order: the executor may
 hand a slot a few short works at once), ``("stop", token, reason)`` (a queued attempt that
-is stopped is skipped).
+is stopped is skipped), ``("unqueue", token)`` (if it has not begun, it is skipped and
+reported ``not_started``; if it has, nothing happens).
 To the parent: ``("started", token, pid)``, ``("progress", token, dict)``,
-``("result", token, kind, output, error)``.
+``("result", token, kind, output, error[, seconds it ran])``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 import traceback
 from typing import Any
 
@@ -107,25 +109,130 @@ def _kill_leftovers() -> None:
             return
 
 
+LOG_PROMOTE_AFTER = 0.5
+"""Seconds: an attempt's output goes to a scratch file of the process first, and to the
+work's own log file only once the attempt has run this long (so ``nbwork logs`` follows a
+long one live) or when it ends having written something. Creating a file per attempt cost
+almost a millisecond on these disks: more than a no-op work itself."""
+
+
+def scratch_path(log_dir: str, pid: int) -> str:
+    return os.path.join(log_dir, f".slot-{pid}.out")
+
+
+def salvage_scratch(log_dir: str, pid: int, log_path: str | None) -> None:
+    """After slot ``pid`` died: append what its last attempt wrote to that attempt's log
+    (``log_path``), and remove the scratch file."""
+    path = scratch_path(log_dir, pid)
+    try:
+        if log_path:
+            with open(path, "rb") as scratch:
+                data = scratch.read()
+            if data:
+                fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                try:
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 class _Output:
-    """Points fds 1 and 2 at an attempt's log, and back at the process's own afterwards."""
+    """Points fds 1 and 2 at an attempt's output, and back at the process's own afterwards."""
 
     def __init__(self) -> None:
         self._saved = (os.dup(1), os.dup(2))
+        self._scratch_fd: int | None = None
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._path: str | None = None
+        self._generation = 0
+        self._due: float | None = None
+        self._promoted = False
+        threading.Thread(target=self._promoter, name="nbwork-log", daemon=True).start()
 
     def to_log(self, path: str | None) -> None:
         if not path:
             return
         sys.stdout.flush()
         sys.stderr.flush()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if self._scratch_fd is None:
+            # Beside the logs, named by pid: if this process dies mid-attempt, the executor
+            # moves what the attempt wrote into its log (see scratch_path).
+            self._scratch_fd = os.open(scratch_path(os.path.dirname(path), os.getpid()),
+                                       os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = self._scratch_fd
+        os.lseek(fd, 0, os.SEEK_SET)
+        if os.fstat(fd).st_size:
+            os.ftruncate(fd, 0)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
-        os.close(fd)
+        with self._lock:
+            self._path, self._promoted = path, False
+            self._generation += 1
+            self._due = time.monotonic() + LOG_PROMOTE_AFTER
+            self._wakeup.notify()
+
+    def _copy_scratch(self, log_fd: int, start: int) -> int:
+        """Append the scratch file from ``start`` to ``log_fd``; returns where it ended."""
+        end = os.fstat(self._scratch_fd).st_size
+        while start < end:
+            chunk = os.pread(self._scratch_fd, min(1 << 20, end - start), start)
+            if not chunk:
+                break
+            os.write(log_fd, chunk)
+            start += len(chunk)
+        return start
+
+    def _move_to_log_file(self) -> None:
+        """Called with the lock held: the attempt writes to its own log from now on."""
+        log_fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            copied = self._copy_scratch(log_fd, 0)
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)
+            # What was written between the copy and the switch (rarely anything) follows.
+            self._copy_scratch(log_fd, copied)
+        finally:
+            os.close(log_fd)
+        os.ftruncate(self._scratch_fd, 0)  # all in the log now: nothing for a salvage
+        self._promoted = True
+
+    def _promoter(self) -> None:
+        with self._lock:
+            while True:
+                if self._due is None:
+                    self._wakeup.wait()
+                    continue
+                remaining = self._due - time.monotonic()
+                if remaining > 0:
+                    self._wakeup.wait(remaining)
+                    continue
+                self._due = None
+                if self._path and not self._promoted:
+                    try:
+                        self._move_to_log_file()
+                    except OSError:
+                        pass  # the log stays in the scratch file; restore() tries again
 
     def restore(self) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
+        with self._lock:
+            self._due = None
+            if (self._path and not self._promoted and self._scratch_fd is not None
+                    and os.fstat(self._scratch_fd).st_size):
+                try:
+                    log_fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                    try:
+                        self._copy_scratch(log_fd, 0)
+                    finally:
+                        os.close(log_fd)
+                except OSError:
+                    pass
+            self._path = None
         os.dup2(self._saved[0], 1)
         os.dup2(self._saved[1], 2)
 
@@ -140,6 +247,9 @@ def slot_main(conn: Any) -> None:
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     current: dict[str, WorkerParameters] = {}
     stopped_early: set[str] = set()  # stopped while still queued here: never run them
+    unqueued: set[str] = set()  # taken back by the executor while still queued here
+    claimed: set[str] = set()  # begun (or about to): too late to take back
+    claim_lock = threading.Lock()  # makes "take back" and "begin" exclusive
 
     def send(message: tuple) -> None:
         with send_lock:
@@ -154,6 +264,15 @@ def slot_main(conn: Any) -> None:
                 return
             if message[0] == "run":
                 inbox.put(message[1])
+            elif message[0] == "unqueue":
+                # Answered at once (the main loop may be busy with a long attempt for a
+                # while), and only if the attempt has not begun: it never runs twice.
+                with claim_lock:
+                    taken = message[1] not in claimed
+                    if taken:
+                        unqueued.add(message[1])
+                if taken:
+                    send(("result", message[1], "not_started", {}, None))
             elif message[0] == "stop":
                 params = current.get(message[1])
                 if params is None:
@@ -176,6 +295,11 @@ def slot_main(conn: Any) -> None:
             stopped_early.discard(token)
             send(("result", token, Result.FAILURE, {}, None))
             continue
+        with claim_lock:
+            if token in unqueued:
+                unqueued.discard(token)
+                continue  # already answered
+            claimed.add(token)
         params = WorkerParameters(
             id=attempt.work_id, input_data=Data(attempt.input_data), tags=attempt.tags,
             run_attempt_count=attempt.run_attempt_count, generation=attempt.generation,
@@ -184,7 +308,8 @@ def slot_main(conn: Any) -> None:
         current[token] = params
         output.to_log(attempt.log_path)
         send(("started", token, os.getpid()))
-        message = _run(attempt, params, codes)
+        began = time.monotonic()
+        message = (*_run(attempt, params, codes), time.monotonic() - began)
         output.restore()
         try:
             os.chdir(home)
@@ -196,6 +321,7 @@ def slot_main(conn: Any) -> None:
             send(message)
         except Exception:  # an output that cannot be sent is the worker's failure, not ours
             send(("result", token, Result.FAILURE, {}, traceback.format_exc()))
+        claimed.discard(token)  # only now: a late "unqueue" must not answer before the result
 
 
 def _run(attempt: Any, params: WorkerParameters, codes: collections.OrderedDict) -> tuple:
