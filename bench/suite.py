@@ -75,7 +75,7 @@ BENCHMARKS = ("throughput", "latency", "chain", "blur", "scale", "idle")
 @dataclass(frozen=True)
 class Sizes:
     throughput_works: int = 2000
-    throughput_rounds: int = 2
+    throughput_rounds: int = 5
     latency_tries: int = 100
     chain_length: int = 20
     chain_tries: int = 10

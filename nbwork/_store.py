@@ -123,6 +123,7 @@ class Transaction:
         self._writes: dict[str, Any] = {}
         self._deletes: set[str] = set()
         self._code_refs: dict[str, int] = {}
+        self._codes_present: set[str] = set()  # code keys known to exist in this transaction
         self.counter_after: int | None = None  # the change counter this commit set, if any
         self.counter_before: int | None = None
         self.states_counter_after: int | None = None  # "counter:s" this commit set, if any
@@ -191,7 +192,12 @@ class Transaction:
         return list(self._index(f"i:t:{tag}", {}))
 
     def has_code(self, key: str) -> bool:
-        return key in self._writes or f"code:{key}" in self._cache
+        if key in self._codes_present:  # a batch of works shares one or two blobs
+            return True
+        present = f"code:{key}" in self._writes or f"code:{key}" in self._cache
+        if present:
+            self._codes_present.add(key)
+        return present
 
     def put_code(self, key: str, payload: bytes) -> None:
         if not self.has_code(key):

@@ -80,15 +80,13 @@ def _end_own_group() -> None:
 
 
 def _has_children() -> bool:
-    """Cheap check for descendants (as subreaper, orphans become our children)."""
+    """Cheap check for descendants, one system call (as subreaper, orphans become our
+    children; a grandchild whose parent lives has a live child of ours above it)."""
     try:
-        for task in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{task}/children") as f:
-                if f.read().strip():
-                    return True
+        os.waitpid(-1, os.WNOHANG)  # reaps one that ended, if any: there may be more
+    except ChildProcessError:
         return False
-    except OSError:
-        return bool(psutil.Process().children())
+    return True
 
 
 def _kill_leftovers() -> None:
@@ -148,7 +146,6 @@ class _Output:
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._path: str | None = None
-        self._generation = 0
         self._due: float | None = None
         self._promoted = False
         threading.Thread(target=self._promoter, name="nbwork-log", daemon=True).start()
@@ -169,11 +166,9 @@ class _Output:
             os.ftruncate(fd, 0)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
-        with self._lock:
+        with self._lock:  # no notify: waking the promoter cost more than a no-op work
             self._path, self._promoted = path, False
-            self._generation += 1
             self._due = time.monotonic() + LOG_PROMOTE_AFTER
-            self._wakeup.notify()
 
     def _copy_scratch(self, log_fd: int, start: int) -> int:
         """Append the scratch file from ``start`` to ``log_fd``; returns where it ended."""
@@ -203,12 +198,9 @@ class _Output:
     def _promoter(self) -> None:
         with self._lock:
             while True:
-                if self._due is None:
-                    self._wakeup.wait()
-                    continue
-                remaining = self._due - time.monotonic()
-                if remaining > 0:
-                    self._wakeup.wait(remaining)
+                # Polled: late by at most a fifth of LOG_PROMOTE_AFTER.
+                if self._due is None or time.monotonic() < self._due:
+                    self._wakeup.wait(LOG_PROMOTE_AFTER / 5)
                     continue
                 self._due = None
                 if self._path and not self._promoted:
