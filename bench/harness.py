@@ -210,7 +210,7 @@ class HueyConsumer:
         return found
 
     def wait_result(self, result, timeout: float = 60.0) -> None:
-        """Poll the result store every millisecond (as ``nbwork``'s wait does) rather than
+        """Poll the result store every millisecond (as ``nbwork``'s wait does at first) rather than
         Huey's ``get(blocking=True)``, which starts at 100 ms between polls."""
         poll(result.is_ready, timeout, f"huey task {result.id}")
 

@@ -204,8 +204,11 @@ and its pool of warm worker processes (one per CPU). The peers:
 [Huey](https://huey.readthedocs.io) 3 with `SqliteHuey` on a temp file and a real
 `huey_consumer` process (2 process workers for throughput and chains, its default settings
 for latency and idle cost), and a raw `ProcessPoolExecutor(2)` (no durability at all: the
-ceiling). Waits poll every millisecond on every side (nbwork's `wm.wait`; Huey results are
-polled, not fetched with `get(blocking=True)`, which sleeps 100 ms and more between polls).
+ceiling). Waits poll from every millisecond on every side (nbwork's `wm.wait` reads the
+store's change counter every millisecond at first, then every 1 % of the time it has waited,
+at most 50 ms; Huey results are polled every millisecond (every 2 ms for the count of a
+batch's results), not fetched with `get(blocking=True)`, which sleeps 100 ms and more
+between polls).
 
 1. **Throughput**: N no-op works enqueued at once (`wm.enqueue(list)`, N Huey task calls,
    N `pool.submit`), until all are done; request construction included.

@@ -47,15 +47,17 @@ def touch(path) -> None:
         pass
 
 
-def scheduler_processes(store_path: str) -> list[psutil.Process]:
-    """Live (not zombie) scheduler processes of one store, found by their command line."""
+def scheduler_processes(store_path: str,
+                        modules: tuple[str, ...] = ("nbwork._daemon",)) -> list[psutil.Process]:
+    """Live (not zombie) scheduler processes of one store, found by their command line
+    (with ``modules=("nbwork._daemon", "nbwork._supervisor")``, their supervisors too)."""
     found = []
     for process in psutil.process_iter(["cmdline", "status"]):
         cmdline = process.info["cmdline"] or []
         if process.info["status"] == psutil.STATUS_ZOMBIE:
             continue
         if "--store" in cmdline and store_path in cmdline and any(
-            "nbwork._daemon" in part for part in cmdline
+            module in part for part in cmdline for module in modules
         ):
             found.append(process)
     return found

@@ -29,7 +29,7 @@ from nbwork._spec import WorkSpec
 from nbwork._store import Store
 from nbwork.info import WorkState
 from tests.conftest import wait_until
-from tests.helpers import append_line
+from tests.helpers import append_line, scheduler_processes
 
 POLL = 0.01
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,15 +47,7 @@ def _cmdline(process: psutil.Process) -> list[str]:
 
 def store_processes(store_path: str) -> list[psutil.Process]:
     """Live supervisors and schedulers of a store (their command line names the store)."""
-    found = []
-    for process in psutil.process_iter(["cmdline", "status"]):
-        cmdline = process.info["cmdline"] or []
-        if process.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        if "--store" in cmdline and store_path in cmdline and any(
-                "nbwork._daemon" in part or "nbwork._supervisor" in part for part in cmdline):
-            found.append(process)
-    return found
+    return scheduler_processes(store_path, ("nbwork._daemon", "nbwork._supervisor"))
 
 
 def is_supervisor(process: psutil.Process) -> bool:
