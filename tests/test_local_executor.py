@@ -234,3 +234,17 @@ def test_what_an_attempt_printed_before_its_process_died_is_kept(executor, tmp_p
     assert sink.outcomes[dying.token].kind == "crash"
     assert read(dying.log_path) == "last words\n"
     assert not (tmp_path / f".slot-{sink.pids[dying.token]}.out").exists()
+
+
+def test_scratch_files_of_dead_worker_processes_are_removed(executor, tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".slot-{dead.pid}.out"
+    stale.write_text("left by a worker process whose scheduler was killed")
+    alive = tmp_path / f".slot-{os.getpid()}.out"
+    alive.write_text("a live process's")
+    sink = Sink()
+    a = attempt(helpers.add, tmp_path, a=1, b=1)
+    executor.submit(a)
+    run_until_done(executor, sink, [a.token])
+    assert not stale.exists() and alive.exists()

@@ -285,7 +285,7 @@ def test_the_scheduler_sleeps_with_a_thousand_delayed_works_pending(wm):
     # Measuring CPU use needs an interval of real time; nothing else is waited for here.
     time.sleep(3)
     share = (sum(scheduler.cpu_times()[:2]) - before) / (time.monotonic() - started)
-    # The target is under 1 % (bench/core.py reports it); 5 % still catches any busy poll.
+    # The target is under 1 % (`python -m bench` reports it); 5 % still catches any busy poll.
     assert share < 0.05, f"scheduler used {share:.1%} CPU while idle"
 
 

@@ -8,6 +8,7 @@ From the parent: ``("stop", reason)``.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import sys
@@ -35,19 +36,12 @@ def _redirect_output(log_path: str | None) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False, errors="replace")  # noqa: SIM115
 
 
-def _end_own_group() -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        if os.getpgid(0) == os.getpid():  # only a group of our own (see setpgid below)
-            os.killpg(0, signal.SIGKILL)
-    except OSError:
-        pass
-    os.kill(os.getpid(), signal.SIGKILL)
+_PR_SET_CHILD_SUBREAPER = 36
 
 
-def run_attempt(conn: Any, attempt: Any) -> None:
-    """Entry point of the worker process (``attempt`` is an ``AttemptSpec``)."""
+def become_group_leader(subreaper: bool = False) -> None:
+    """Lead a process group of our own (a stop kills it whole), niced; as a *child
+    subreaper*, processes orphaned below us become our children, so none escapes."""
     try:
         os.setpgid(0, 0)
     except OSError:
@@ -56,6 +50,32 @@ def run_attempt(conn: Any, attempt: Any) -> None:
         os.nice(NICE_INCREMENT)
     except OSError:
         pass
+    if subreaper:
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        except (OSError, AttributeError):  # not Linux: descendants are found while parents live
+            pass
+
+
+def end_own_group() -> None:
+    """Our parent is gone: end this process and everything its attempt started, so a
+    recovered work never runs twice at once."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    try:
+        if os.getpgid(0) == os.getpid():  # only a group of our own (see become_group_leader)
+            os.killpg(0, signal.SIGKILL)
+    except OSError:
+        pass
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_attempt(conn: Any, attempt: Any) -> None:
+    """Entry point of the worker process (``attempt`` is an ``AttemptSpec``)."""
+    become_group_leader()
     _redirect_output(attempt.log_path)
     send_lock = threading.Lock()
 
@@ -81,7 +101,7 @@ def run_attempt(conn: Any, attempt: Any) -> None:
                 # the next scheduler runs the work again. End this attempt and everything it
                 # started now, so the work never runs twice at once. (The new scheduler also
                 # kills orphans, but only those whose pid reached the store before the crash.)
-                _end_own_group()
+                end_own_group()
                 return
             if message[0] == "stop":
                 print(f"nbwork: stop requested ({message[1]})", file=sys.stderr, flush=True)

@@ -25,7 +25,7 @@ import psutil
 from .._rules import Outcome
 from ..info import StopReason
 from .base import AttemptSpec, Sink
-from .slot import salvage_scratch, slot_main
+from .slot import remove_stale_scratch, salvage_scratch, slot_main
 
 log = logging.getLogger("nbwork.executor")
 
@@ -114,6 +114,7 @@ class LocalExecutor:
         self._ctx.set_forkserver_preload(["nbwork._executors.slot"])
         self._slots: list[_Slot] = []
         self._by_token: dict[str, _Slot] = {}
+        self._tidied: set[str] = set()  # log folders cleared of dead processes' scratch files
 
     def running(self) -> set[str]:
         """Attempts handed to a slot (running, or queued right behind a short one)."""
@@ -163,6 +164,9 @@ class LocalExecutor:
         slot.log_paths[attempt.token] = attempt.log_path
         if attempt.log_path:
             slot.log_dir = os.path.dirname(attempt.log_path)
+            if slot.log_dir not in self._tidied:
+                self._tidied.add(slot.log_dir)
+                remove_stale_scratch(slot.log_dir)
         slot.runs += 1
         self._by_token[attempt.token] = slot
 

@@ -26,10 +26,8 @@ To the parent: ``("started", token, pid)``, ``("progress", token, dict)``,
 from __future__ import annotations
 
 import collections
-import ctypes
 import os
 import queue
-import signal
 import sys
 import threading
 import time
@@ -41,42 +39,9 @@ import psutil
 from .._code import load_worker
 from ..data import Data
 from ..worker import Result, WorkerParameters, instantiate
+from .child import become_group_leader, end_own_group
 
-NICE_INCREMENT = 10
-"""Worker processes run niced so the notebook stays responsive."""
 CODE_CACHE_SIZE = 64
-_PR_SET_CHILD_SUBREAPER = 36
-
-
-def _become_group_leader_and_subreaper() -> None:
-    try:
-        os.setpgid(0, 0)
-    except OSError:
-        pass
-    try:
-        os.nice(NICE_INCREMENT)
-    except OSError:
-        pass
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: descendants are found while parents live
-        pass
-
-
-def _end_own_group() -> None:
-    """The scheduler is gone: end this process and everything its attempt started, so a
-    recovered work never runs twice at once."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    try:
-        if os.getpgid(0) == os.getpid():
-            os.killpg(0, signal.SIGKILL)
-    except OSError:
-        pass
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _has_children() -> bool:
@@ -135,6 +100,23 @@ def salvage_scratch(log_dir: str, pid: int, log_path: str | None) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def remove_stale_scratch(log_dir: str) -> None:
+    """Remove the scratch files of worker processes that are gone (their scheduler was
+    killed, and they ended themselves with nobody left to tidy up)."""
+    try:
+        names = os.listdir(log_dir)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(".slot-") and name.endswith(".out"):
+            pid = name[len(".slot-"):-len(".out")]
+            if pid.isdigit() and not psutil.pid_exists(int(pid)):
+                try:
+                    os.unlink(os.path.join(log_dir, name))
+                except OSError:
+                    pass
 
 
 class _Output:
@@ -231,7 +213,7 @@ class _Output:
 
 def slot_main(conn: Any) -> None:
     """Entry point of a warm worker process."""
-    _become_group_leader_and_subreaper()
+    become_group_leader(subreaper=True)
     # Line-buffered streams on fds 1 and 2, whatever they point at for the moment.
     sys.stdout = open(1, "w", buffering=1, closefd=False, errors="replace")  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, closefd=False, errors="replace")  # noqa: SIM115
@@ -252,7 +234,7 @@ def slot_main(conn: Any) -> None:
             try:
                 message = conn.recv()
             except (EOFError, OSError):
-                _end_own_group()
+                end_own_group()
                 return
             if message[0] == "run":
                 inbox.put(message[1])
