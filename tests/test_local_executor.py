@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import multiprocessing.forkserver
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -248,3 +250,31 @@ def test_scratch_files_of_dead_worker_processes_are_removed(executor, tmp_path):
     executor.submit(a)
     run_until_done(executor, sink, [a.token])
     assert not stale.exists() and alive.exists()
+
+
+def test_shutdown_waits_for_attempts_not_for_warm_processes_to_end(tmp_path):
+    ex = LocalExecutor(capacity=2, stop_grace=600)
+    sink = Sink()
+    try:
+        gate = tmp_path / "gate"
+        running = attempt(helpers.wait_for_gate, tmp_path, gate=str(gate))
+        done = attempt(helpers.add, tmp_path, a=1, b=1)
+        for a in (running, done):
+            ex.submit(a)
+        run_until_done(ex, sink, [done.token])
+        wait_until(lambda: ex.poll(sink) or running.token in sink.pids, what="it to start")
+        slots = list(ex._slots)
+        # wait_for_gate returns when stopped: shutdown must end as soon as it has, though
+        # both worker processes (warm, idle) would live on for ever.
+        shutdown = threading.Thread(target=ex.shutdown, kwargs={"grace": 600}, daemon=True)
+        shutdown.start()
+        shutdown.join(30)
+        ended = not shutdown.is_alive()
+        if not ended:  # end the wait the regression is stuck in, then fail
+            for slot in slots:
+                os.killpg(slot.process.pid, signal.SIGKILL)
+            shutdown.join()
+        assert ended, "shutdown waited out the grace period for processes that never end"
+        assert not ex._slots
+    finally:
+        multiprocessing.forkserver._forkserver._stop()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import time
@@ -314,10 +315,35 @@ class LocalExecutor:
             # A StopReason value (the worker may parse it); the work is recovered to
             # ENQUEUED with this same reason.
             self.stop(token, StopReason.SCHEDULER_RESTARTED.value)
+        # Wait for the attempts to return (not for the processes to end: a warm process
+        # lives on after its attempt, and joining it waited out the whole grace period).
         deadline = time.monotonic() + grace
+        ignored = _NoSink()
+        while True:
+            busy = [s for s in self._slots if s.tokens and s.alive]
+            remaining = deadline - time.monotonic()
+            if not busy or remaining <= 0:
+                break
+            multiprocessing.connection.wait(
+                [o for s in busy for o in (s.conn, s.process.sentinel)], remaining)
+            for slot in busy:
+                self._read_messages(slot, ignored)  # the scheduler recovers these works
+                if slot.process.exitcode is not None:
+                    slot.dead = True
         for slot in list(self._slots):
-            if slot.tokens:
-                slot.process.join(max(0.0, deadline - time.monotonic()))
             self._retire(slot)
         self._slots.clear()
         self._by_token.clear()
+
+
+class _NoSink:
+    """Where reports go during a shutdown: the works are recovered from the store."""
+
+    def started(self, token: str, pid: int | None, create_time: float | None) -> None:
+        pass
+
+    def progress(self, token: str, progress: dict[str, Any]) -> None:
+        pass
+
+    def finished(self, token: str, outcome: Outcome) -> None:
+        pass
