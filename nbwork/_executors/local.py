@@ -116,6 +116,7 @@ class LocalExecutor:
         self._slots: list[_Slot] = []
         self._by_token: dict[str, _Slot] = {}
         self._tidied: set[str] = set()  # log folders cleared of dead processes' scratch files
+        self._handed_over: list[str] = []  # tokens whose process the sink has not heard of
 
     def running(self) -> set[str]:
         """Attempts handed to a slot (running, or queued right behind a short one)."""
@@ -138,6 +139,10 @@ class LocalExecutor:
         process.start()
         child_conn.close()
         slot = _Slot(process, parent_conn)
+        try:
+            slot.create_time = psutil.Process(process.pid).create_time()
+        except psutil.Error:
+            pass
         self._slots.append(slot)
         return slot
 
@@ -162,6 +167,7 @@ class LocalExecutor:
             self.submit(attempt)
             return
         slot.tokens.append(attempt.token)
+        self._handed_over.append(attempt.token)
         slot.log_paths[attempt.token] = attempt.log_path
         if attempt.log_path:
             slot.log_dir = os.path.dirname(attempt.log_path)
@@ -200,6 +206,14 @@ class LocalExecutor:
 
     def poll(self, sink: Sink) -> None:
         now = time.monotonic()
+        # The process that runs (or will run, once those before it in its queue are done)
+        # each attempt handed over since the last poll: recorded with the work, so a
+        # scheduler that takes over after a crash can end it.
+        handed_over, self._handed_over = self._handed_over, []
+        for token in handed_over:
+            slot = self._by_token.get(token)
+            if slot is not None:
+                sink.started(token, slot.process.pid, slot.create_time)
         for slot in list(self._slots):
             self._read_messages(slot, sink)
             if slot.process.exitcode is None:
@@ -282,14 +296,7 @@ class LocalExecutor:
             kind, token = message[0], message[1]
             if token not in slot.tokens:
                 continue  # a report of an attempt this slot no longer runs
-            if kind == "started":
-                if slot.create_time is None:
-                    try:
-                        slot.create_time = psutil.Process(message[2]).create_time()
-                    except psutil.Error:
-                        pass
-                sink.started(token, message[2], slot.create_time)
-            elif kind == "progress":
+            if kind == "progress":
                 sink.progress(token, message[2])
             elif kind == "result":
                 del self._by_token[token]

@@ -18,8 +18,9 @@ as in one Android app process; threads it leaves running keep running.
 Messages from the parent: ``("run", AttemptSpec)`` (queued here in order: the executor may
 hand a slot a few short works at once), ``("stop", token, reason)`` (a queued attempt that
 is stopped is skipped), ``("unqueue", token)`` (if it has not begun, it is skipped and
-reported ``not_started``; if it has, nothing happens).
-To the parent: ``("started", token, pid)``, ``("progress", token, dict)``,
+reported ``not_started``; if it has, nothing happens). Which process runs an attempt the
+executor knows when it hands it over: no message says so (one fewer per attempt).
+To the parent: ``("progress", token, dict)``,
 ``("result", token, kind, output, error[, seconds it ran])``.
 """
 
@@ -281,7 +282,6 @@ def slot_main(conn: Any) -> None:
         )
         current[token] = params
         output.to_log(attempt.log_path)
-        send(("started", token, os.getpid()))
         began = time.monotonic()
         message = (*_run(attempt, params, codes), time.monotonic() - began)
         output.restore()
