@@ -20,6 +20,7 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
@@ -92,6 +93,12 @@ class Scheduler:
         self._constraints_cache: dict[str, dict[str, Any]] = {}
         self._constraints_counter = -1
         self._waiting_for_constraints: set[str] = set()
+        # The records of our running attempts as we last wrote them, and the change counter
+        # after that write: while nobody else has written, they are the store's records,
+        # and the next transaction need not read them back (see _own_records).
+        self._own: dict[str, WorkSpec] = {}
+        self._own_counter = -1
+        self._own_checked_in: Any = None
         self._first_due_cache: tuple[dict[str, float], frozenset[str], float | None] | None = None
         self._running_constraints: dict[str, dict[str, Any]] = {}  # token -> constraints
 
@@ -260,6 +267,8 @@ class Scheduler:
         progress, outcomes, started = self._progress, self._outcomes, self._started
         self._progress, self._outcomes, self._started = {}, {}, {}
         reports_since, self._reports_since = self._reports_since, None
+        updated: list[WorkSpec] = []
+        ended: list[str] = []
         try:
             with self.store.transaction() as txn:
                 for token in set(progress) | set(started):
@@ -271,8 +280,11 @@ class Scheduler:
                     if token in progress:
                         spec.progress = progress[token]
                     txn.put(spec)
+                    updated.append(spec)
                 for token, outcome in outcomes.items():
                     work_id = self._attempts.get(token)
+                    if work_id is not None:
+                        ended.append(work_id)
                     spec = self._current(txn, token, work_id)
                     if spec is None:
                         # Cancelled (or updated) while running: the late result is ignored.
@@ -281,7 +293,12 @@ class Scheduler:
                         continue
                     _rules.finish_attempt(txn, spec, outcome, now)
             self._note_own_commit(txn)
-        except StoreError:
+            finished = set(ended)
+            self._remember_own(txn, [s for s in updated if s.id not in finished], ended)
+        except BaseException as exc:
+            self._own = {}  # records may have been changed in a transaction that did not commit
+            if not isinstance(exc, StoreError):
+                raise
             # Nothing was written (a full disk): keep every report for the next try. Dropped,
             # an outcome was lost for good and its work stayed RUNNING until a restart.
             self._progress = {**progress, **self._progress}
@@ -300,12 +317,34 @@ class Scheduler:
         # _last_counter is advanced only by _note_own_commit, which checks that no client
         # committed in between: a cancel committed just before our commit is still seen.
 
+    def _own_records(self, txn: Any) -> dict[str, WorkSpec]:
+        """The records we wrote last that are still current in ``txn`` (none if anybody
+        else committed since: then every record is read from the store)."""
+        if self._own_checked_in is not txn:  # once per transaction
+            self._own_checked_in = txn
+            if self._own and txn.change_counter() != self._own_counter:
+                self._own = {}
+        return self._own
+
+    def _remember_own(self, txn: Any, running: list[WorkSpec], ended: list[str]) -> None:
+        """After a commit: ``running`` are records as written, ``ended`` no longer ours."""
+        if txn.counter_after is None:
+            return
+        if txn.counter_before != self._own_counter:
+            self._own = {}
+        for spec in running:
+            self._own[spec.id] = spec
+        for work_id in ended:
+            self._own.pop(work_id, None)
+        self._own_counter = txn.counter_after
+
     def _current(self, txn: Any, token: str, work_id: str | None = None) -> WorkSpec | None:
         """The work an attempt belongs to, if that attempt is still its current one."""
         work_id = work_id or self._attempts.get(token)
         if work_id is None:
             return None
-        spec = txn.get(work_id)
+        own = self._own_records(txn).get(work_id)
+        spec = txn.adopt(own) if own is not None else txn.get(work_id)
         if spec is None or spec.state is not WorkState.RUNNING:
             return None
         if spec.attempt is None or spec.attempt.token != token:
@@ -427,6 +466,30 @@ class Scheduler:
             return
         attempts: list[AttemptSpec] = []
         gates: dict[str, dict[str, Any]] = {}
+        started: list[WorkSpec] = []
+        try:
+            self._start_in_transaction(due, known, blocked_by_constraints, now, attempts,
+                                       gates, started)
+        except BaseException:
+            self._own = {}
+            raise
+        for attempt in attempts:
+            self._attempts[attempt.token] = attempt.work_id
+            if gates.get(attempt.token):
+                self._running_constraints[attempt.token] = gates[attempt.token]
+            try:
+                self.executor.submit(attempt)
+            except Exception as exc:
+                log.exception("could not start attempt of %s", attempt.work_id)
+                self._outcomes[attempt.token] = Outcome(
+                    "crash", error=f"the worker process could not be started: {exc}")
+
+    def _start_in_transaction(self, due: list[str], known: dict[str, dict[str, Any]],
+                              blocked_by_constraints: Callable[[str, dict[str, Any]], bool],
+                              now: float, attempts: list[AttemptSpec],
+                              gates: dict[str, dict[str, Any]], started: list[WorkSpec]) -> None:
+        """Mark the due works RUNNING in one transaction; fills ``attempts``, ``gates`` and
+        ``started`` (the records as written)."""
         with self.store.transaction() as txn:
             for work_id in due:
                 spec = txn.get(work_id)
@@ -454,6 +517,7 @@ class Scheduler:
                         "store; enqueue it again"), now)
                     continue
                 txn.put(spec)
+                started.append(spec)
                 gates[token] = _gating(spec)
                 attempts.append(AttemptSpec(
                     work_id=spec.id, token=token, worker_name=spec.worker_name,
@@ -462,16 +526,7 @@ class Scheduler:
                     log_path=self.store.log_path(spec.id),
                 ))
         self._note_own_commit(txn)
-        for attempt in attempts:
-            self._attempts[attempt.token] = attempt.work_id
-            if gates.get(attempt.token):
-                self._running_constraints[attempt.token] = gates[attempt.token]
-            try:
-                self.executor.submit(attempt)
-            except Exception as exc:
-                log.exception("could not start attempt of %s", attempt.work_id)
-                self._outcomes[attempt.token] = Outcome(
-                    "crash", error=f"the worker process could not be started: {exc}")
+        self._remember_own(txn, started, [])
 
     def _prune_expired(self) -> None:
         pruned = _ops.prune(self.store, self.clock.now(), expired_only=True)

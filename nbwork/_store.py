@@ -147,6 +147,19 @@ class Transaction:
     def get_many(self, ids: Iterable[str]) -> list[WorkSpec]:
         return [s for s in (self.get(i) for i in ids) if s is not None]
 
+    def adopt(self, spec: WorkSpec) -> WorkSpec:
+        """Take ``spec`` as the stored record of its work without reading it: for a writer
+        that knows it holds the current record (it wrote it, and the change counter shows
+        nobody wrote since). The caller's object is then this transaction's to change."""
+        if spec.id not in self._specs:
+            self._specs[spec.id] = spec
+            self._before[spec.id] = (spec.state, _sort_key(spec), spec.tags, spec.unique_name)
+        return self._specs[spec.id]
+
+    def change_counter(self) -> int:
+        """The change counter as of the last commit (inside a transaction: current)."""
+        return self._cache.get("counter", 0)
+
     def put(self, spec: WorkSpec) -> None:
         if spec.id not in self._specs:
             self.get(spec.id)
