@@ -184,7 +184,13 @@ class Scheduler:
             self._record_reports(force=True)
         except StoreError:
             pass
-        self.executor.shutdown(grace=getattr(self.executor, "stop_grace", DEFAULT_STOP_GRACE))
+        self.executor.shutdown(grace=getattr(self.executor, "stop_grace", DEFAULT_STOP_GRACE),
+                               sink=self)
+        if self.lock.fd is not None:
+            try:  # what returned during the grace period: a success is not run again
+                self._record_reports(force=True)
+            except StoreError:
+                pass
         # Attempts cut short by a stop go back to the queue, as after a crash. They are no
         # longer ours: forget them, or recover() would take them for live attempts and leave
         # them RUNNING with no scheduler.
@@ -194,7 +200,7 @@ class Scheduler:
         # and run work by now: the RUNNING records are its own, not ours to recover.
         if self.lock.fd is not None:
             try:
-                self.recover()
+                self.recover(whose="this scheduler, which is stopping")
             except StoreError as exc:  # a full disk: the next scheduler recovers them
                 log.warning("could not put running work back in the queue: %s", exc)
         try:
@@ -224,7 +230,7 @@ class Scheduler:
             # thing in each step, kept a full disk from ever reaching the executor's reports.
             pass
 
-    def recover(self) -> None:
+    def recover(self, whose: str = "a previous scheduler") -> None:
         """Work left RUNNING without a live attempt of ours goes back to ENQUEUED."""
         running = self.store.state_index(WorkState.RUNNING)
         mine = set(self._attempts.values()) if self._attempts else set()
@@ -237,7 +243,7 @@ class Scheduler:
                 if spec.state is not WorkState.RUNNING:
                     continue
                 _kill_orphan(spec)
-                log.info("recovering %s left RUNNING by a previous scheduler", spec.id)
+                log.info("recovering %s left RUNNING by %s", spec.id, whose)
                 _rules.recover(spec, now)
                 txn.put(spec)
 

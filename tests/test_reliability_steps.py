@@ -49,7 +49,7 @@ class FakeExecutor:
         for token, outcome in reports:
             sink.finished(token, outcome)
 
-    def shutdown(self, grace: float) -> None:
+    def shutdown(self, grace: float, sink=None) -> None:
         pass
 
 

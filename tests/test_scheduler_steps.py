@@ -55,7 +55,10 @@ class HoldingExecutor:
         for token, outcome in reports:
             sink.finished(token, outcome)
 
-    def shutdown(self, grace: float) -> None:
+    def shutdown(self, grace: float, sink=None) -> None:
+        # What attempts report while they stop (the test queued it with finish()).
+        if sink is not None:
+            self.poll(sink)
         self._running.clear()
 
 
@@ -236,6 +239,27 @@ def test_shutdown_returns_its_own_running_attempts_to_the_queue(client, clock):
     info = client.get_work_info_by_id(request.id)
     assert info.state is WorkState.ENQUEUED
     assert info.stop_reason is StopReason.SCHEDULER_RESTARTED
+
+
+def test_a_result_that_comes_during_shutdown_is_recorded_not_run_again(client, clock):
+    executor = HoldingExecutor()
+    sched = _scheduler(client, clock, executor)
+    assert sched.lock.acquire()
+    finishing, stopping = OneTimeWorkRequest(helpers.echo), OneTimeWorkRequest(helpers.echo)
+    client.enqueue([finishing, stopping])
+    sched.step()
+    assert _states(client, finishing, stopping) == [WorkState.RUNNING] * 2
+    tokens = {a.work_id: a.token for a in executor.submitted}
+    # Within the grace period one returns its result, the other stops.
+    executor.finish(tokens[finishing.id], Outcome("success", output={"done": 1}))
+    executor.finish(tokens[stopping.id], Outcome(
+        "stopped", stop_reason=StopReason.SCHEDULER_RESTARTED.value))
+    sched._shutdown()
+    done = client.get_work_info_by_id(finishing.id)
+    assert done.state is WorkState.SUCCEEDED and done.output_data == {"done": 1}
+    back = client.get_work_info_by_id(stopping.id)
+    assert back.state is WorkState.ENQUEUED
+    assert back.stop_reason is StopReason.SCHEDULER_RESTARTED
 
 
 def test_shutdown_after_letting_the_lock_go_leaves_other_schedulers_work_alone(client, clock):

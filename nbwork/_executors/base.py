@@ -59,4 +59,19 @@ class Executor(Protocol):
 
     def poll(self, sink: Sink) -> None: ...
 
-    def shutdown(self, grace: float) -> None: ...
+    def shutdown(self, grace: float, sink: Sink | None = None) -> None:
+        """Stop every attempt, give them ``grace`` seconds to return, end the rest; what
+        they report meanwhile goes to ``sink`` (else nowhere)."""
+
+
+class DiscardSink:
+    """A sink that drops every report (a shutdown nobody listens to)."""
+
+    def started(self, token: str, pid: int | None, pid_create_time: float | None) -> None:
+        pass
+
+    def progress(self, token: str, progress: dict[str, Any]) -> None:
+        pass
+
+    def finished(self, token: str, outcome: Outcome) -> None:
+        pass

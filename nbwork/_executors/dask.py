@@ -45,7 +45,7 @@ from typing import Any
 from .._rules import Outcome
 from ..errors import InvalidInputError
 from ..info import StopReason
-from .base import AttemptSpec, Sink
+from .base import AttemptSpec, DiscardSink, Sink
 from .dask_task import KILL_AFTER_TERM, end_strays, run_attempt_task, stop_attempt, task_key
 from .local import DEFAULT_STOP_GRACE
 
@@ -119,19 +119,6 @@ class _Run:
     stop_reason: str | None = None
     cancel_at: float | None = None
     give_up_at: float | None = None
-
-
-class _Discard:
-    """A sink for the reports that arrive while shutting down (the scheduler recovers)."""
-
-    def started(self, token: str, pid: int | None, pid_create_time: float | None) -> None:
-        pass
-
-    def progress(self, token: str, progress: dict[str, Any]) -> None:
-        pass
-
-    def finished(self, token: str, outcome: Outcome) -> None:
-        pass
 
 
 class DaskExecutor:
@@ -416,15 +403,15 @@ class DaskExecutor:
                 log.warning("cannot write the log of %s: %s", run.attempt.work_id, exc)
         sink.finished(token, outcome)
 
-    def shutdown(self, grace: float) -> None:
+    def shutdown(self, grace: float, sink: Sink | None = None) -> None:
         self._monitor_started = True  # never connect just to shut down
         for token in list(self._running):
             self.stop(token, StopReason.SCHEDULER_RESTARTED.value)
         deadline = time.monotonic() + grace + KILL_AFTER_TERM + 1.0
-        discard = _Discard()
+        sink = sink or DiscardSink()
         while self._running and time.monotonic() < deadline:
             wait_for([self._wake_r], max(0.0, deadline - time.monotonic()))
-            self.poll(discard)
+            self.poll(sink)
         self._closing.set()
         if self._monitor.is_alive():
             self._monitor.join(CONNECT_TIMEOUT + 5.0)

@@ -57,5 +57,5 @@ class InlineExecutor:
             else:
                 sink.finished(token, value)
 
-    def shutdown(self, grace: float) -> None:
+    def shutdown(self, grace: float, sink: Any = None) -> None:
         self._reports.clear()

@@ -25,7 +25,7 @@ import psutil
 
 from .._rules import Outcome
 from ..info import StopReason
-from .base import AttemptSpec, Sink
+from .base import AttemptSpec, DiscardSink, Sink
 from .slot import remove_stale_scratch, salvage_scratch, slot_main
 
 log = logging.getLogger("nbwork.executor")
@@ -317,7 +317,7 @@ class LocalExecutor:
                     outcome = Outcome(message[2], output=message[3], error=message[4])
                 sink.finished(token, outcome)
 
-    def shutdown(self, grace: float) -> None:
+    def shutdown(self, grace: float, sink: Sink | None = None) -> None:
         for token in list(self._by_token):
             # A StopReason value (the worker may parse it); the work is recovered to
             # ENQUEUED with this same reason.
@@ -325,7 +325,7 @@ class LocalExecutor:
         # Wait for the attempts to return (not for the processes to end: a warm process
         # lives on after its attempt, and joining it waited out the whole grace period).
         deadline = time.monotonic() + grace
-        ignored = _NoSink()
+        sink = sink or DiscardSink()
         while True:
             busy = [s for s in self._slots if s.tokens and s.alive]
             remaining = deadline - time.monotonic()
@@ -334,23 +334,10 @@ class LocalExecutor:
             multiprocessing.connection.wait(
                 [o for s in busy for o in (s.conn, s.process.sentinel)], remaining)
             for slot in busy:
-                self._read_messages(slot, ignored)  # the scheduler recovers these works
+                self._read_messages(slot, sink)
                 if slot.process.exitcode is not None:
                     slot.dead = True
         for slot in list(self._slots):
             self._retire(slot)
         self._slots.clear()
         self._by_token.clear()
-
-
-class _NoSink:
-    """Where reports go during a shutdown: the works are recovered from the store."""
-
-    def started(self, token: str, pid: int | None, create_time: float | None) -> None:
-        pass
-
-    def progress(self, token: str, progress: dict[str, Any]) -> None:
-        pass
-
-    def finished(self, token: str, outcome: Outcome) -> None:
-        pass
