@@ -12,6 +12,7 @@ import pytest
 
 from nbwork import WorkManager
 from nbwork._lock import holder_pid
+from tests.helpers import all_schedulers_settled, scheduler_processes
 
 
 def wait_until(condition, timeout: float = 30.0, what: str = "condition"):
@@ -28,22 +29,13 @@ def wait_until(condition, timeout: float = 30.0, what: str = "condition"):
         pause = min(pause * 2, 0.05)
 
 
-def _supervisors(store_path: str) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = process.info["cmdline"] or []
-        if store_path in cmdline and any("nbwork._supervisor" in part for part in cmdline):
-            found.append(process)
-    return found
-
-
 def stop_scheduler(store_path: str) -> None:
     """Stop the scheduler of a store by PID, and every process it started.
 
     Its supervisor first (found by its command line): it would restart a scheduler stopped
     under it, and one still starting its scheduler holds no lock to be found by.
     """
-    for supervisor in _supervisors(store_path):
+    for supervisor in scheduler_processes(store_path, ("nbwork._supervisor",)):
         try:
             tree = supervisor.children(recursive=True)
             supervisor.terminate()  # passed on to its scheduler, which stops cleanly
@@ -92,6 +84,15 @@ def wm(store_path):
     manager = WorkManager(store_path)
     yield manager
     stop_scheduler(store_path)
+
+
+@pytest.fixture
+def settle_schedulers(store_path):
+    """``stop_scheduler`` (the fixtures' teardown) stops the scheduler that holds the store;
+    one still starting up, spawned by a client that did not wait for it, would escape it.
+    So before that teardown, wait until each scheduler of the store holds it or has exited."""
+    yield
+    wait_until(lambda: all_schedulers_settled(store_path), what="schedulers to settle")
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ import time
 import psutil
 
 from nbwork import CoroutineWorker, Result, Worker, is_stopped, set_progress
+from nbwork._lock import holder_pid
 
 POLL = 0.01
 
@@ -61,6 +62,11 @@ def scheduler_processes(store_path: str,
         ):
             found.append(process)
     return found
+
+
+def all_schedulers_settled(store: str) -> bool:
+    """Every scheduler process of ``store`` holds its lock (or there is none)."""
+    return all(p.pid == holder_pid(store) for p in scheduler_processes(store))
 
 
 def append_line(path: str, value: object) -> None:

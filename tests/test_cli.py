@@ -15,27 +15,16 @@ import pytest
 from PIL import Image
 
 from nbwork import ExistingWorkPolicy, OneTimeWorkRequest, WorkManager, WorkState
-from nbwork._lock import holder_pid
 from nbwork.examples import SleepWorker
 from nbwork.imaging import IMAGE_MANIPULATION_WORK_NAME, SAVED_DIR_NAME, sample_images
 from tests import helpers
 from tests.conftest import stop_scheduler, wait_until
-from tests.helpers import is_dead, scheduler_processes
+from tests.helpers import is_dead
 
 CLI = [sys.executable, "-m", "nbwork.cli"]
 
-def all_schedulers_settled(store: str) -> bool:
-    """Every scheduler process of ``store`` holds its lock (or there is none)."""
-    return all(p.pid == holder_pid(store) for p in scheduler_processes(store))
-
-
-@pytest.fixture(autouse=True)
-def _settle_schedulers(store_path):
-    """``stop_scheduler`` (the fixtures' teardown) stops the scheduler that holds the store;
-    one still starting up, spawned by a client that did not wait for it, would escape it.
-    So before that teardown, wait until each scheduler of the store holds it or has exited."""
-    yield
-    wait_until(lambda: all_schedulers_settled(store_path), what="schedulers to settle")
+# Before the store's teardown, every scheduler a client spawned must hold the lock or be gone.
+pytestmark = pytest.mark.usefixtures("settle_schedulers")
 
 
 
@@ -250,5 +239,5 @@ def test_a_store_given_after_the_command_is_not_the_default(tmp_path, monkeypatc
         nbwork("blur", str(sample_images()[0]), "--detach", "--store", str(store))
         assert WorkManager(str(store)).get_work_infos() and not home.exists()
     finally:
-        wait_until(lambda: all_schedulers_settled(str(store)), what="schedulers to settle")
+        wait_until(lambda: helpers.all_schedulers_settled(str(store)), what="schedulers to settle")
         stop_scheduler(str(store))

@@ -23,7 +23,6 @@ from nbwork import (
     WorkState,
     imaging,
 )
-from nbwork._lock import holder_pid
 from nbwork.imaging import (
     BLUR_DIR_NAME,
     IMAGE_MANIPULATION_WORK_NAME,
@@ -48,22 +47,11 @@ from nbwork.imaging import (
 )
 from nbwork.testing import run_worker
 from tests.conftest import wait_until
-from tests.helpers import scheduler_processes
 
 STAMPED = re.compile(r"blurred-\d{4}-\d{2}-\d{2}-\d{6}-\d{6}\.png")
 
-def all_schedulers_settled(store: str) -> bool:
-    """Every scheduler process of ``store`` holds its lock (or there is none)."""
-    return all(p.pid == holder_pid(store) for p in scheduler_processes(store))
-
-
-@pytest.fixture(autouse=True)
-def _settle_schedulers(store_path):
-    """``stop_scheduler`` (the fixtures' teardown) stops the scheduler that holds the store;
-    one still starting up, spawned by a client that did not wait for it, would escape it.
-    So before that teardown, wait until each scheduler of the store holds it or has exited."""
-    yield
-    wait_until(lambda: all_schedulers_settled(store_path), what="schedulers to settle")
+# Before the store's teardown, every scheduler a client spawned must hold the lock or be gone.
+pytestmark = pytest.mark.usefixtures("settle_schedulers")
 
 
 
