@@ -69,6 +69,28 @@ def all_schedulers_settled(store: str) -> bool:
     return all(p.pid == holder_pid(store) for p in scheduler_processes(store))
 
 
+def run_together(target, args: tuple, count: int, timeout: float) -> tuple[list, list]:
+    """Run ``target(*args, barrier, results)`` in ``count`` fresh (spawned) processes that
+    pass a barrier together; returns what they put on ``results`` and their exit codes."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(count)
+    results = ctx.Queue()
+    processes = [ctx.Process(target=target, args=(*args, barrier, results))
+                 for _ in range(count)]
+    for process in processes:
+        process.start()
+    try:
+        outcomes = [results.get(timeout=timeout) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(30)
+            if process.exitcode is None:
+                process.kill()
+    return outcomes, [p.exitcode for p in processes]
+
+
 def append_line(path: str, value: object) -> None:
     with open(path, "a") as f:
         f.write(f"{value}\n")

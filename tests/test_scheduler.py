@@ -4,7 +4,6 @@ exit, crash recovery, crashing workers, and workers whose defining process is go
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import shutil
 import signal
@@ -60,21 +59,8 @@ def _start_and_enqueue(store: str, barrier, results) -> None:
 
 @pytest.mark.slow
 def test_exactly_one_scheduler_when_four_processes_start_it_at_once(wm):
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(4)
-    results = ctx.Queue()
-    processes = [ctx.Process(target=_start_and_enqueue, args=(wm.store_path, barrier, results))
-                 for _ in range(4)]
-    for process in processes:
-        process.start()
-    try:
-        outcomes = [results.get(timeout=90) for _ in processes]
-    finally:
-        for process in processes:
-            process.join(30)
-            if process.exitcode is None:
-                process.kill()
-    assert [p.exitcode for p in processes] == [0] * 4
+    outcomes, exitcodes = helpers.run_together(_start_and_enqueue, (wm.store_path,), 4, 90)
+    assert exitcodes == [0] * 4
     pids = {pid for pid, _, _ in outcomes}
     assert len(pids) == 1                      # every client found the same scheduler
     assert [(state, total) for _, state, total in outcomes] == [("SUCCEEDED", 3)] * 4

@@ -3,8 +3,6 @@ processes racing to enqueue the same name."""
 
 from __future__ import annotations
 
-import multiprocessing
-
 from nbwork import (
     ArrayCreatingInputMerger,
     ExistingWorkPolicy,
@@ -181,21 +179,8 @@ def _enqueue_keep(store: str, gate: str, barrier, results) -> None:
 
 def test_two_processes_enqueueing_with_keep_create_exactly_one_work(wm, tmp_path):
     gate = str(tmp_path / "gate")
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(2)
-    results = ctx.Queue()
-    processes = [ctx.Process(target=_enqueue_keep, args=(wm.store_path, gate, barrier, results))
-                 for _ in range(2)]
-    for process in processes:
-        process.start()
-    try:
-        outcomes = [results.get(timeout=60) for _ in processes]
-    finally:
-        for process in processes:
-            process.join(30)
-            if process.exitcode is None:
-                process.kill()
-    assert [p.exitcode for p in processes] == [0, 0]
+    outcomes, exitcodes = helpers.run_together(_enqueue_keep, (wm.store_path, gate), 2, 60)
+    assert exitcodes == [0, 0]
     winners = [o for o in outcomes if o[1]]
     losers = [o for o in outcomes if o[2]]
     assert len(winners) == 1 and len(losers) == 1
