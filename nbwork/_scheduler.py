@@ -20,7 +20,6 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
@@ -180,14 +179,12 @@ class Scheduler:
             self._wake.poke()
 
     def _shutdown(self) -> None:
-        try:  # results held back for a batch (RECORD_DELAY) are not run again
-            self._record_reports(force=True)
-        except StoreError:
-            pass
         self.executor.shutdown(grace=getattr(self.executor, "stop_grace", DEFAULT_STOP_GRACE),
                                sink=self)
         if self.lock.fd is not None:
-            try:  # what returned during the grace period: a success is not run again
+            # Reports held back for a batch (RECORD_DELAY) and what returned during the
+            # grace period: a success is not run again.
+            try:
                 self._record_reports(force=True)
             except StoreError:
                 pass
@@ -472,30 +469,9 @@ class Scheduler:
             return
         attempts: list[AttemptSpec] = []
         gates: dict[str, dict[str, Any]] = {}
+        # (The records read here are fresh, none of self._own's: a failed transaction
+        # leaves those as they were.)
         started: list[WorkSpec] = []
-        try:
-            self._start_in_transaction(due, known, blocked_by_constraints, now, attempts,
-                                       gates, started)
-        except BaseException:
-            self._own = {}
-            raise
-        for attempt in attempts:
-            self._attempts[attempt.token] = attempt.work_id
-            if gates.get(attempt.token):
-                self._running_constraints[attempt.token] = gates[attempt.token]
-            try:
-                self.executor.submit(attempt)
-            except Exception as exc:
-                log.exception("could not start attempt of %s", attempt.work_id)
-                self._outcomes[attempt.token] = Outcome(
-                    "crash", error=f"the worker process could not be started: {exc}")
-
-    def _start_in_transaction(self, due: list[str], known: dict[str, dict[str, Any]],
-                              blocked_by_constraints: Callable[[str, dict[str, Any]], bool],
-                              now: float, attempts: list[AttemptSpec],
-                              gates: dict[str, dict[str, Any]], started: list[WorkSpec]) -> None:
-        """Mark the due works RUNNING in one transaction; fills ``attempts``, ``gates`` and
-        ``started`` (the records as written)."""
         with self.store.transaction() as txn:
             for work_id in due:
                 spec = txn.get(work_id)
@@ -533,6 +509,16 @@ class Scheduler:
                 ))
         self._note_own_commit(txn)
         self._remember_own(txn, started, [])
+        for attempt in attempts:
+            self._attempts[attempt.token] = attempt.work_id
+            if gates.get(attempt.token):
+                self._running_constraints[attempt.token] = gates[attempt.token]
+            try:
+                self.executor.submit(attempt)
+            except Exception as exc:
+                log.exception("could not start attempt of %s", attempt.work_id)
+                self._outcomes[attempt.token] = Outcome(
+                    "crash", error=f"the worker process could not be started: {exc}")
 
     def _prune_expired(self) -> None:
         pruned = _ops.prune(self.store, self.clock.now(), expired_only=True)

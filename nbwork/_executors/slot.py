@@ -127,7 +127,6 @@ class _Output:
         self._saved = (os.dup(1), os.dup(2))
         self._scratch_fd: int | None = None
         self._lock = threading.Lock()
-        self._wakeup = threading.Condition(self._lock)
         self._path: str | None = None
         self._due: float | None = None
         self._promoted = False
@@ -149,7 +148,7 @@ class _Output:
             os.ftruncate(fd, 0)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
-        with self._lock:  # no notify: waking the promoter cost more than a no-op work
+        with self._lock:  # the promoter polls: waking it cost more than a no-op work
             self._path, self._promoted = path, False
             self._due = time.monotonic() + LOG_PROMOTE_AFTER
 
@@ -179,11 +178,10 @@ class _Output:
         self._promoted = True
 
     def _promoter(self) -> None:
-        with self._lock:
-            while True:
-                # Polled: late by at most a fifth of LOG_PROMOTE_AFTER.
+        while True:
+            time.sleep(LOG_PROMOTE_AFTER / 5)  # polled: late by at most a fifth of it
+            with self._lock:
                 if self._due is None or time.monotonic() < self._due:
-                    self._wakeup.wait(LOG_PROMOTE_AFTER / 5)
                     continue
                 self._due = None
                 if self._path and not self._promoted:
