@@ -261,8 +261,10 @@ class WorkManager:
         return result
 
     def _write(self, items: list[tuple[WorkRequest, tuple[str, ...]]],
-               groups: list[_ops.UniqueGroup]) -> Operation:
-        names = {m: g.name for g in groups for m in g.members}
+               groups: list[_ops.UniqueGroup],
+               named: dict[str, str] | None = None) -> Operation:
+        """``named``: request id -> unique name, for works under a name but no policy."""
+        names = {**(named or {}), **{m: g.name for g in groups for m in g.members}}
         codes: dict[int, tuple[str, bytes]] = {}
         works = []
         for request, prerequisites in items:
@@ -525,6 +527,9 @@ class WorkContinuation:
         items: list[tuple[WorkRequest, tuple[str, ...]]] = []
         groups: dict[int, _ops.UniqueGroup] = {}
         root_of: dict[int, int] = {}
+        # Steps of a named chain whose policy was applied by an earlier enqueue(): as in
+        # WorkManager they go under the name too (no policy: they only extend the chain).
+        later_steps: dict[str, str] = {}
         for c in graph:
             prerequisites = tuple(i for p in c.parents for i in p._leaves())
             items.extend((r, prerequisites) for r in c.requests)
@@ -534,9 +539,11 @@ class WorkContinuation:
                 root_of[id(c)] = id(c)
             elif c.unique_name and len(c.parents) == 1 and id(c.parents[0]) in root_of:
                 root_of[id(c)] = root_of[id(c.parents[0])]
+            elif c.unique_name:
+                later_steps.update((r.id, c.unique_name) for r in c.requests)
             if id(c) in root_of:
                 groups[root_of[id(c)]].members.extend(r.id for r in c.requests)
-        operation = self.manager._write(items, list(groups.values()))
+        operation = self.manager._write(items, list(groups.values()), later_steps)
         for c in graph:
             c.enqueued = True
         return operation

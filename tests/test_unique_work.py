@@ -168,6 +168,45 @@ def test_begin_unique_work_then_puts_the_whole_chain_under_the_name(wm):
     assert wm.get_work_infos_for_unique_work("no such name") == []
 
 
+def test_then_after_an_enqueued_unique_continuation_keeps_the_name(wm, tmp_path):
+    """WorkManager records every work of a named continuation under the name, whenever it
+    is enqueued: APPEND then chains after it (order a, b, x), not next to it."""
+    gate = tmp_path / "gate"
+    a = OneTimeWorkRequest(helpers.wait_for_gate, input_data={"gate": str(gate), "value": 1})
+    b = OneTimeWorkRequest(helpers.echo)
+    x = OneTimeWorkRequest(helpers.echo)
+    continuation = wm.begin_unique_work(NAME, ExistingWorkPolicy.APPEND, a)
+    continuation.enqueue()
+    continuation.then(b).enqueue()
+    assert _info(wm, b).unique_work_name == NAME
+    wm.enqueue_unique_work(NAME, ExistingWorkPolicy.APPEND, [x])
+    assert _info(wm, x).prerequisites == (b.id,)
+    assert _info(wm, x).state is WorkState.BLOCKED
+    assert [i.id for i in wm.get_work_infos_for_unique_work(NAME)] == [a.id, b.id, x.id]
+    helpers.touch(gate)
+    done = wm.wait([a, b, x], timeout=30)
+    assert [i.state for i in done] == [WorkState.SUCCEEDED] * 3
+    assert done[0].finish_time <= done[1].start_time and done[1].finish_time <= done[2].start_time
+    assert done[2].output_data["value"] == 1             # a's output, through b
+
+
+def test_keep_and_cancel_unique_work_see_a_later_then(wm):
+    a = OneTimeWorkRequest(helpers.emit, input_data={"key": "k", "value": 1})
+    continuation = wm.begin_unique_work(NAME, ExistingWorkPolicy.KEEP, a)
+    continuation.enqueue()
+    assert wm.wait(a, timeout=30).state is WorkState.SUCCEEDED
+    b = OneTimeWorkRequest(helpers.echo, initial_delay=3600)
+    continuation.then(b).enqueue()
+    assert _info(wm, b).state is WorkState.ENQUEUED
+    newcomer = OneTimeWorkRequest(helpers.echo)
+    operation = wm.enqueue_unique_work(NAME, ExistingWorkPolicy.KEEP, [newcomer])
+    assert operation.dropped == [newcomer.id]          # b, under the name, is ENQUEUED
+    assert [i.id for i in wm.get_work_infos_for_unique_work(NAME)] == [a.id, b.id]
+    wm.cancel_unique_work(NAME)
+    assert _info(wm, b).state is WorkState.CANCELLED
+    assert _info(wm, a).state is WorkState.SUCCEEDED
+
+
 def _enqueue_keep(store: str, gate: str, barrier, results) -> None:
     """In another process: enqueue unique work with KEEP, report what happened."""
     wm = WorkManager(store)
