@@ -160,12 +160,12 @@ def cancel(store: Store, ids: Iterable[str], now: float) -> list[str]:
 
 def cancel_unique(store: Store, name: str, now: float) -> list[str]:
     with store.transaction() as txn:
-        return _rules.cancel(txn, txn.unique_ids(name), now)
+        return _rules.cancel(txn, txn.unique_ids(name), now, from_finished=False)
 
 
 def cancel_tag(store: Store, tag: str, now: float) -> list[str]:
     with store.transaction() as txn:
-        return _rules.cancel(txn, txn.tag_ids(tag), now)
+        return _rules.cancel(txn, txn.tag_ids(tag), now, from_finished=False)
 
 
 def cancel_all(store: Store, now: float) -> list[str]:

@@ -320,16 +320,19 @@ def _finish_dependents(works: WorkSet, spec: WorkSpec, state: WorkState, now: fl
     return running
 
 
-def cancel(works: WorkSet, ids: Iterable[str], now: float) -> list[str]:
+def cancel(works: WorkSet, ids: Iterable[str], now: float, *,
+           from_finished: bool = True) -> list[str]:
     """Cancel each unfinished target and its unfinished dependents, transitively.
 
-    A finished target is untouched but its unfinished dependents are still cancelled.
-    Returns the ids that were RUNNING (their processes must be stopped).
+    A finished target is untouched; with ``from_finished`` (a cancel by id) its unfinished
+    dependents are still cancelled, without it (by tag or unique name, which WorkManager
+    selects among unfinished work only) it is skipped. Returns the ids that were RUNNING
+    (their processes must be stopped).
     """
     running: list[str] = []
     for wid in ids:
         spec = works.get(wid)
-        if spec is None:
+        if spec is None or (spec.is_finished and not from_finished):
             continue
         if not spec.is_finished:
             if spec.state is WorkState.RUNNING:

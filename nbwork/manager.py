@@ -442,15 +442,22 @@ class WorkManager:
         return Operation(cancelled_running=running)
 
     def cancel_work_by_id(self, id: str) -> Operation:
+        """Cancel the work and its unfinished dependents, transitively. A finished work
+        stays as it is, but its unfinished dependents are still cancelled."""
         return self._cancelled(_ops.cancel(self._store, [_check_id(id)], self.clock.now()))
 
     def cancel_all_work_by_tag(self, tag: str) -> Operation:
+        """Cancel the unfinished work with ``tag`` and its unfinished dependents. As in
+        WorkManager, finished tagged work is not selected: its dependents are left alone."""
         return self._cancelled(_ops.cancel_tag(self._store, tag, self.clock.now()))
 
     def cancel_unique_work(self, name: str) -> Operation:
+        """Cancel the unfinished work under ``name`` and its unfinished dependents (the
+        dependents of finished work under the name are left alone, as in WorkManager)."""
         return self._cancelled(_ops.cancel_unique(self._store, name, self.clock.now()))
 
     def cancel_all_work(self) -> Operation:
+        """Cancel every unfinished work."""
         return self._cancelled(_ops.cancel_all(self._store, self.clock.now()))
 
     def prune_work(self) -> list[str]:

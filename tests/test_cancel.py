@@ -3,7 +3,13 @@ call, late results and dependents of finished work."""
 
 from __future__ import annotations
 
-from nbwork import ExistingWorkPolicy, OneTimeWorkRequest, StopReason, WorkState
+from nbwork import (
+    ExistingWorkPolicy,
+    OneTimeWorkRequest,
+    StopReason,
+    WorkContinuation,
+    WorkState,
+)
 from tests import helpers
 from tests.conftest import wait_until
 from tests.helpers import is_dead, read_ints
@@ -194,3 +200,28 @@ def test_cancelling_a_coroutine_worker_cancels_its_coroutine(wm, tmp_path):
     assert not is_dead(worker_pid)  # it cooperated: its warm process stays for the next work
     info = _info(wm, request)
     assert info.state is WorkState.CANCELLED and info.output_data == {}
+
+
+def test_cancel_by_tag_or_unique_name_leaves_the_dependents_of_finished_work_alone(wm):
+    """WorkManager selects the *unfinished* work with the tag or name; only a cancel by id
+    starts from a finished work and reaches its dependents."""
+    tagged = OneTimeWorkRequest(helpers.emit, input_data={"key": "k", "value": 1},
+                                tags=["done"])
+    after_tagged = OneTimeWorkRequest(helpers.echo, initial_delay=3600)
+    named = OneTimeWorkRequest(helpers.emit, input_data={"key": "n", "value": 2})
+    after_named = OneTimeWorkRequest(helpers.echo, initial_delay=3600)
+    wm.begin_with(tagged).then(after_tagged).enqueue()
+    # combine(): a dependent that is not under the name itself.
+    unique = wm.begin_unique_work("finished", ExistingWorkPolicy.KEEP, named)
+    WorkContinuation.combine([unique]).then(after_named).enqueue()
+    wm.wait([tagged, named], timeout=30)
+    assert _info(wm, after_named).unique_work_name is None
+    assert _state(wm, after_tagged) is _state(wm, after_named) is WorkState.ENQUEUED
+
+    wm.cancel_all_work_by_tag("done")
+    wm.cancel_unique_work("finished")
+    assert _state(wm, after_tagged) is WorkState.ENQUEUED
+    assert _state(wm, after_named) is WorkState.ENQUEUED
+    wm.cancel_work_by_id(tagged.id)                     # by id: the dependents too
+    assert _state(wm, after_tagged) is WorkState.CANCELLED
+    assert _state(wm, after_named) is WorkState.ENQUEUED

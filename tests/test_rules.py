@@ -539,6 +539,16 @@ def test_cancelling_finished_work_leaves_it_but_cancels_its_unfinished_dependent
     assert works.get("d").stop_reason is None
 
 
+def test_a_cancel_by_tag_or_name_does_not_start_from_finished_work():
+    works = MemoryWorkSet()
+    add(works, "a")
+    add(works, "b", "a")
+    add(works, "c")
+    attempt(works, "a", SUCCESS, NOW + 1)
+    assert cancel(works, ["a", "c"], NOW + 2, from_finished=False) == []
+    assert states(works) == {"a": SUCCEEDED, "b": ENQUEUED, "c": CANCELLED}
+
+
 def test_cancelling_failed_or_cancelled_work_changes_nothing():
     works = MemoryWorkSet()
     add(works, "a")
