@@ -186,7 +186,8 @@ def start_attempt(spec: WorkSpec, token: str, now: float) -> int:
     spec.run_attempt_count += 1
     spec.start_time = now
     spec.stop_reason = None
-    spec.progress = {}
+    # Progress is not cleared here: after a constraint stop the last one stays until the
+    # next result (WorkManager keeps it), so a progress bar does not drop to 0.
     spec.attempt = Attempt(token=token, started_at=now)
     return seen
 
@@ -221,8 +222,9 @@ class Outcome:
 def finish_attempt(works: WorkSet, spec: WorkSpec, outcome: Outcome, now: float) -> None:
     """Apply an attempt's outcome to a RUNNING work and propagate to its dependents."""
     spec.attempt = None
-    spec.progress = {}
     kind = outcome.kind
+    if kind not in ("stopped", "not_started"):
+        spec.progress = {}  # a result clears it; a stop keeps it for the next attempt
     if kind == "not_started":
         # Handed to a worker process but never begun (queued behind an attempt that died,
         # or taken back for an idle process): as if it had never left the queue.

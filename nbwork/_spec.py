@@ -104,7 +104,7 @@ class WorkSpec:
             id=self.id,
             state=self.state,
             output_data=Data._from_store(self.output),
-            progress=(Data._from_store(self.progress) if self.state is WorkState.RUNNING
+            progress=(Data._from_store(self.progress) if self.state in _SHOWS_PROGRESS
                       else Data.EMPTY),
             tags=frozenset(self.tags),
             run_attempt_count=self.run_attempt_count,
@@ -125,6 +125,8 @@ class WorkSpec:
         )
 
 
+_SHOWS_PROGRESS = frozenset({WorkState.RUNNING, WorkState.ENQUEUED})
+"""An ENQUEUED work shows the progress kept from an attempt stopped for a constraint."""
 # Field names, computed once: records are converted on every store read and write.
 _FIELDS = frozenset(f.name for f in dataclasses.fields(WorkSpec))
 _ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(Attempt))

@@ -214,7 +214,7 @@ def test_start_attempt_returns_the_count_before_the_attempt_and_counts_it():
     assert spec.run_attempt_count == 1
     assert spec.start_time == NOW
     assert spec.stop_reason is None
-    assert spec.progress == {}
+    assert spec.progress == {"p": 1}     # kept from the stopped attempt until a result
     assert spec.attempt == Attempt(token="t1", started_at=NOW)
     spec.state = ENQUEUED
     assert start_attempt(spec, "t2", NOW + 1) == 1
@@ -404,10 +404,15 @@ def test_a_stopped_attempt_goes_back_to_the_queue_keeping_its_stop_reason():
     assert spec.stop_reason == "CONSTRAINT_CHARGING"
     assert spec.next_run_at == NOW + 60  # due again at once (no backoff, no initial delay)
     assert spec.run_attempt_count == 1  # the attempt still counts
-    assert spec.progress == {} and spec.attempt is None
+    assert spec.attempt is None
     assert spec.finish_time is None
     assert works.get("b").state is BLOCKED
     assert spec.to_info().stop_reason is StopReason.CONSTRAINT_CHARGING
+    # The last progress stays (WorkManager keeps it) until the next result.
+    assert spec.to_info().progress == {"percent": 10}
+    start_attempt(spec, "t2", NOW + 61)
+    finish_attempt(works, spec, Outcome("retry"), NOW + 62)
+    assert spec.progress == {} and spec.to_info().progress == {}
 
 
 def test_an_attempt_that_never_began_leaves_no_trace():

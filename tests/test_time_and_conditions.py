@@ -225,6 +225,36 @@ def test_running_work_is_stopped_when_its_constraint_stops_holding(wm):
     assert driver.device_state() is None
 
 
+class ProgressUntilStopped(Worker):
+    """Reports progress, then works until it is stopped (a second attempt succeeds)."""
+
+    def do_work(self) -> Result:
+        if self.run_attempt_count > 0:
+            return Result.success({"attempt": self.run_attempt_count})
+        self.set_progress({"percent": 40})
+        while not self.is_stopped:
+            time.sleep(0.01)
+        return Result.success()
+
+
+def test_progress_survives_a_constraint_stop_until_the_next_result(wm):
+    driver = TestDriver(wm)
+    driver.set_device_state(charging=True)
+    request = OneTimeWorkRequest(ProgressUntilStopped,
+                                 constraints=Constraints(requires_charging=True))
+    wm.enqueue(request)
+    wait_until(lambda: wm.get_work_info_by_id(request.id).progress == {"percent": 40},
+               what="progress of the running work")
+    driver.set_device_state(charging=False)
+    info = wait_until(lambda: (i := wm.get_work_info_by_id(request.id)).state
+                      is WorkState.ENQUEUED and i, what="stopped and enqueued again")
+    assert info.stop_reason is StopReason.CONSTRAINT_CHARGING
+    assert info.progress == {"percent": 40}             # the bar does not drop to 0
+    driver.set_device_state(charging=True)
+    info = wm.wait(request.id, timeout=30)
+    assert info.output_data == {"attempt": 1} and info.progress == {}
+
+
 def test_set_device_state_rejects_unknown_conditions(wm):
     with pytest.raises(ValueError, match="unknown condition"):
         TestDriver(wm).set_device_state(wifi=True)
