@@ -22,7 +22,7 @@ from .errors import (
     StoreError,
     WorkerSerializationError,
 )
-from .info import StopReason, WorkInfo, WorkQuery, WorkState
+from .info import StopReason, UpdateResult, WorkInfo, WorkQuery, WorkState
 from .manager import Operation, WorkContinuation, WorkManager
 from .request import (
     BackoffPolicy,
@@ -70,6 +70,7 @@ __all__ = [
     "SchedulerError",
     "StopReason",
     "StoreError",
+    "UpdateResult",
     "WorkContinuation",
     "WorkInfo",
     "WorkManager",

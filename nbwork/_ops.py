@@ -14,7 +14,7 @@ from . import _rules
 from ._spec import WorkSpec
 from ._store import Store, Transaction
 from .errors import InvalidRequestError
-from .info import FINISHED_STATES, WorkState
+from .info import FINISHED_STATES, UpdateResult, WorkState
 from .request import ExistingPeriodicWorkPolicy, ExistingWorkPolicy
 
 
@@ -112,9 +112,11 @@ def _apply_update(txn: Transaction, work_id: str, new: WorkSpec, payload: bytes)
         setattr(spec, name, getattr(new, name))
     spec.generation += 1
     if spec.state is WorkState.ENQUEUED:
-        # As WorkManager, the waiting run is rescheduled under the new spec (its interval,
-        # flex or initial delay) from the same starting point.
-        if spec.is_periodic and spec.period_count > 0:
+        # As WorkManager, the waiting run is rescheduled under the new spec (its backoff,
+        # interval, flex or initial delay) from the same starting point.
+        if spec.backing_off:
+            spec.next_run_at = _rules.backoff_run_at(spec)
+        elif spec.is_periodic and spec.period_count > 0:
             spec.next_run_at = _rules.next_period_at(spec, spec.last_enqueue_time)
         elif spec.run_attempt_count == 0:
             spec.next_run_at = _rules.first_run_at(spec, spec.last_enqueue_time)
@@ -123,10 +125,10 @@ def _apply_update(txn: Transaction, work_id: str, new: WorkSpec, payload: bytes)
     txn.put(spec)
 
 
-def update(store: Store, new: WorkSpec, payload: bytes) -> str:
-    """``update_work``: give an unfinished work a new spec (same id); returns WorkManager's
-    ``UpdateResult`` name: NOT_APPLIED (finished), APPLIED_FOR_NEXT_RUN (running: the attempt
-    in flight keeps its spec) or APPLIED_IMMEDIATELY."""
+def update(store: Store, new: WorkSpec, payload: bytes) -> UpdateResult:
+    """``update_work``: give an unfinished work a new spec (same id); returns NOT_APPLIED
+    (finished), APPLIED_FOR_NEXT_RUN (running: the attempt in flight keeps its spec) or
+    APPLIED_IMMEDIATELY."""
     with store.transaction() as txn:
         spec = txn.get(new.id)
         if spec is None:
@@ -139,7 +141,7 @@ def update(store: Store, new: WorkSpec, payload: bytes) -> str:
                 f"update_work: work {new.id} is {kinds[spec.is_periodic]} work and cannot "
                 f"become {kinds[new.is_periodic]} work; cancel it and enqueue a new request")
         if spec.is_finished:
-            return "NOT_APPLIED"
+            return UpdateResult.NOT_APPLIED
         running = spec.state is WorkState.RUNNING
         _apply_update(txn, new.id, new, payload)
         spec = txn.get(new.id)
@@ -149,7 +151,7 @@ def update(store: Store, new: WorkSpec, payload: bytes) -> str:
             # Not run yet: the new initial delay (and flex) counts from when it was enqueued.
             spec.next_run_at = _rules.first_run_at(spec, spec.last_enqueue_time)
             txn.put(spec)
-    return "APPLIED_FOR_NEXT_RUN" if running else "APPLIED_IMMEDIATELY"
+    return UpdateResult.APPLIED_FOR_NEXT_RUN if running else UpdateResult.APPLIED_IMMEDIATELY
 
 
 def cancel(store: Store, ids: Iterable[str], now: float) -> list[str]:

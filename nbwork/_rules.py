@@ -58,6 +58,13 @@ def backoff_seconds(policy: str, delay: float, attempts: int) -> float:
     return min(seconds, MAX_BACKOFF_DELAY)
 
 
+def backoff_run_at(spec: WorkSpec) -> float:
+    """When a work that asked for a retry runs again: its last enqueue (the retry) plus
+    the backoff of its (current) spec."""
+    return spec.last_enqueue_time + backoff_seconds(
+        spec.backoff_policy, spec.backoff_delay, spec.run_attempt_count)
+
+
 def first_run_at(spec: WorkSpec, now: float) -> float:
     """When a work that just became ENQUEUED is due (initial delay; flex for periodic)."""
     due = now if spec.initial_delay_met else now + spec.initial_delay
@@ -186,6 +193,7 @@ def start_attempt(spec: WorkSpec, token: str, now: float) -> int:
     spec.run_attempt_count += 1
     spec.start_time = now
     spec.stop_reason = None
+    spec.backing_off = False
     # Progress is not cleared here: after a constraint stop the last one stays until the
     # next result (WorkManager keeps it), so a progress bar does not drop to 0.
     spec.attempt = Attempt(token=token, started_at=now)
@@ -255,8 +263,10 @@ def finish_attempt(works: WorkSet, spec: WorkSpec, outcome: Outcome, now: float)
         spec.next_run_at = now
     elif kind == "retry":
         spec.state = WorkState.ENQUEUED
-        spec.next_run_at = now + backoff_seconds(
-            spec.backoff_policy, spec.backoff_delay, spec.run_attempt_count)
+        # As WorkManager: a backed-off work is due its backoff after its last enqueue.
+        spec.last_enqueue_time = now
+        spec.backing_off = True
+        spec.next_run_at = backoff_run_at(spec)
     elif spec.is_periodic:
         # Periodic work never finishes by itself: success or failure, it waits for the next period.
         spec.error = error

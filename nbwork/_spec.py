@@ -63,6 +63,7 @@ class WorkSpec:
     log_name: str | None = None
     initial_delay_met: bool = False  # TestDriver: the initial delay counts as elapsed
     constraints_met: bool = False  # TestDriver: the constraints count as met
+    backing_off: bool = False  # waits out its backoff after a retry (from last_enqueue_time)
     v: int = SCHEMA_VERSION
 
     @property

@@ -59,6 +59,23 @@ class StopReason(str, enum.Enum):
         return self.value
 
 
+class UpdateResult(str, enum.Enum):
+    """What ``WorkManager.update_work`` did (WorkManager's ``UpdateResult``).
+
+    A ``str`` enum: it still equals the plain strings earlier versions returned
+    (``wm.update_work(r) == "APPLIED_IMMEDIATELY"``)."""
+
+    NOT_APPLIED = "NOT_APPLIED"
+    """The work was already finished: nothing changed."""
+    APPLIED_IMMEDIATELY = "APPLIED_IMMEDIATELY"
+    """The work was waiting: its next run uses the new request."""
+    APPLIED_FOR_NEXT_RUN = "APPLIED_FOR_NEXT_RUN"
+    """The work is running: that attempt goes on as it was; the next one uses the update."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
 def as_state(value: object) -> WorkState:
     if isinstance(value, WorkState):
         return value

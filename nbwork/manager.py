@@ -25,7 +25,7 @@ from ._store import Store
 from ._time import Clock
 from ._wake import notify
 from .errors import InvalidInputError, InvalidRequestError
-from .info import WorkInfo, WorkQuery, WorkState
+from .info import UpdateResult, WorkInfo, WorkQuery, WorkState
 from .request import (
     MERGER_NAMES,
     ExistingPeriodicWorkPolicy,
@@ -245,18 +245,20 @@ class WorkManager:
                                  members=[request.id], roots=[request.id])
         return self._write([(request, ())], [group])
 
-    def update_work(self, request: WorkRequest) -> str:
+    def update_work(self, request: WorkRequest) -> UpdateResult:
         """Change a not-yet-finished work to ``request`` (same id), ``generation`` + 1.
 
-        Returns ``"APPLIED_IMMEDIATELY"``, ``"APPLIED_FOR_NEXT_RUN"`` (it is running: the
-        attempt in flight is not stopped) or ``"NOT_APPLIED"`` (it is already finished).
+        Returns ``UpdateResult.APPLIED_IMMEDIATELY`` (a waiting work is rescheduled under
+        the new request: its initial delay, interval or backoff), ``APPLIED_FOR_NEXT_RUN``
+        (it is running: the attempt in flight is not stopped) or ``NOT_APPLIED`` (it is
+        already finished). A ``str`` enum, equal to those names as plain strings.
         """
         if not isinstance(request, WorkRequest):
             raise InvalidRequestError(
                 f"update_work takes a work request, not {type(request).__name__}")
         code_key, payload = serialize_worker(request.worker, request.worker_name)
         result = _ops.update(self._store, _spec_of(request, code_key, (), None), payload)
-        if result != "NOT_APPLIED":
+        if result is not UpdateResult.NOT_APPLIED:
             self._wake_scheduler()
         return result
 

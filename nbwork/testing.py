@@ -63,17 +63,22 @@ class TestDriver:
         self._wm._wake_scheduler()
 
     def set_initial_delay_met(self, id: str) -> None:
-        """The work's initial delay counts as elapsed (now, or once it is unblocked)."""
+        """The work's initial delay counts as elapsed (now, or once it is unblocked); a
+        one-time work waiting out a retry's backoff runs now too (as WorkManager's)."""
         def change(spec: WorkSpec, now: float) -> None:
             spec.initial_delay_met = True
-            if spec.state is WorkState.ENQUEUED and spec.run_attempt_count == 0:
+            if spec.state is WorkState.ENQUEUED and (
+                    spec.run_attempt_count == 0 or _backed_off_one_time(spec)):
                 spec.next_run_at = min(spec.next_run_at, now)
         self._change(id, "set_initial_delay_met", change)
 
     def set_all_constraints_met(self, id: str) -> None:
-        """The work's constraints count as met from now on, whatever the device does."""
+        """The work's constraints count as met from now on, whatever the device does; a
+        one-time work waiting out a retry's backoff runs now (as WorkManager's)."""
         def change(spec: WorkSpec, now: float) -> None:
             spec.constraints_met = True
+            if _backed_off_one_time(spec):
+                spec.next_run_at = min(spec.next_run_at, now)
         self._change(id, "set_all_constraints_met", change)
 
     def set_period_delay_met(self, id: str) -> None:
@@ -115,3 +120,9 @@ class TestDriver:
         """The simulated device state, or None when the host's is used."""
         values = self._wm._store.device_state()
         return DeviceState.from_dict(values) if values else None
+
+
+def _backed_off_one_time(spec: WorkSpec) -> bool:
+    """WorkManager's TestDriver rewinds the last enqueue time of the work it is told about,
+    so a one-time work that asked for a retry does not wait out its backoff for real."""
+    return spec.state is WorkState.ENQUEUED and spec.backing_off and not spec.is_periodic

@@ -15,7 +15,7 @@ def test_all_is_pinned():
         "InvalidInputError", "InvalidRequestError", "MAX_DATA_BYTES", "NbworkError",
         "NetworkType", "OneTimeWorkRequest", "Operation", "OverwritingInputMerger",
         "PeriodicWorkRequest", "Result", "SchedulerError", "StopReason", "StoreError",
-        "WorkContinuation", "WorkInfo", "WorkManager", "WorkQuery", "WorkRequest", "WorkState",
+        "UpdateResult", "WorkContinuation", "WorkInfo", "WorkManager", "WorkQuery", "WorkRequest", "WorkState",
         "Worker", "WorkerSerializationError", "is_stopped", "set_progress", "__version__",
     ])
     for name in nbwork.__all__:
@@ -57,3 +57,12 @@ def test_input_errors_are_builtin_errors_too():
     assert issubclass(nbwork.DataError, ValueError)
     assert issubclass(nbwork.InvalidRequestError, ValueError)
     assert issubclass(nbwork.WorkerSerializationError, TypeError)
+
+
+def test_update_work_returns_an_update_result_that_still_equals_the_old_strings():
+    assert inspect.signature(WorkManager.update_work).return_annotation in (
+        "UpdateResult", nbwork.UpdateResult)
+    assert [r.value for r in nbwork.UpdateResult] == [
+        "NOT_APPLIED", "APPLIED_IMMEDIATELY", "APPLIED_FOR_NEXT_RUN"]
+    assert nbwork.UpdateResult.APPLIED_IMMEDIATELY == "APPLIED_IMMEDIATELY"
+    assert f"{nbwork.UpdateResult.NOT_APPLIED}" == "NOT_APPLIED"

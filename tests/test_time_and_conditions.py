@@ -16,6 +16,7 @@ from nbwork import (
     PeriodicWorkRequest,
     Result,
     StopReason,
+    UpdateResult,
     Worker,
     WorkState,
 )
@@ -114,6 +115,46 @@ def test_retry_waits_its_backoff_delay_and_shows_the_next_schedule_time(wm):
     # EXPONENTIAL with n = 1: delay × 2^0 = one hour from the end of the attempt.
     assert info.next_schedule_time.timestamp() >= time.time() + HOUR - 60
     assert info.next_schedule_time.timestamp() <= time.time() + HOUR + 60
+
+
+class RetryOnce(Worker):
+    def do_work(self) -> Result:
+        if self.run_attempt_count == 0:
+            return Result.retry()
+        return Result.success({"seen": self.run_attempt_count})
+
+
+def _backing_off(wm, request):
+    return wait_until(lambda: (i := wm.get_work_info_by_id(request.id)).run_attempt_count == 1
+                      and i.state is WorkState.ENQUEUED and i, what="the first retry")
+
+
+@pytest.mark.parametrize("driver_call", ["set_all_constraints_met", "set_initial_delay_met"])
+def test_the_driver_makes_a_backed_off_work_due_now(wm, driver_call):
+    """As WorkManager's TestDriver: the backoff is not waited out for real."""
+    request = OneTimeWorkRequest(RetryOnce, backoff_delay=HOUR)
+    wm.enqueue(request)
+    _backing_off(wm, request)
+    getattr(TestDriver(wm), driver_call)(request.id)
+    info = wm.wait(request.id, timeout=30)
+    assert info.state is WorkState.SUCCEEDED and info.run_attempt_count == 2
+    assert info.output_data == {"seen": 1}
+
+
+def test_update_work_reschedules_a_backing_off_work_under_its_new_backoff(wm):
+    request = OneTimeWorkRequest(RetryTwice, backoff_policy=BackoffPolicy.EXPONENTIAL,
+                                 backoff_delay=HOUR)
+    wm.enqueue(request)
+    before = _backing_off(wm, request).next_schedule_time   # retried at T: T + 1 h
+    shorter = OneTimeWorkRequest(RetryTwice, backoff_policy=BackoffPolicy.LINEAR,
+                                 backoff_delay=HOUR / 2, id=request.id)
+    assert wm.update_work(shorter) is UpdateResult.APPLIED_IMMEDIATELY
+    after = wm.get_work_info_by_id(request.id).next_schedule_time  # T + 30 min
+    assert abs((before - after).total_seconds() - HOUR / 2) < 0.01
+    wm.update_work(OneTimeWorkRequest(RetryTwice, backoff_policy=BackoffPolicy.LINEAR,
+                                      backoff_delay=0, id=request.id))
+    info = wm.wait(request.id, timeout=30)
+    assert info.state is WorkState.SUCCEEDED and info.run_attempt_count == 3
 
 
 # --- periodic work ---------------------------------------------------------------------
