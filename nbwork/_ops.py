@@ -93,6 +93,7 @@ def enqueue(store: Store, works: list[NewWork], groups: list[UniqueGroup],
         for work in works:
             if work.spec.id in dropped:
                 continue
+            work.spec.enqueue_order = len(result.enqueued)
             txn.put_code(work.spec.code_key, work.payload)
             _rules.insert_new(txn, work.spec, now)
             txn.add(work.spec)

@@ -114,7 +114,22 @@ def insert_new(works: WorkSet, spec: WorkSpec, now: float) -> None:
         spec.next_run_at = first_run_at(spec, now)
     elif spec.state.is_finished:
         spec.finish_time = now
+        if spec.state is WorkState.FAILED:
+            failed = next(p for p in prerequisites if p.state is WorkState.FAILED)
+            spec.error = failed_because(failed, failed)
     works.put(spec)
+
+
+def failed_because(prerequisite: WorkSpec, origin: WorkSpec) -> str:
+    """The error of a work failed because ``prerequisite`` failed (itself because of
+    ``origin``, a work further up the chain, when that is another): it names them."""
+    def name(spec: WorkSpec) -> str:
+        return f"{spec.id[:8]} ({spec.worker_name.rsplit('.', 1)[-1]})"
+
+    text = f"not run: its prerequisite {name(prerequisite)} failed"
+    if origin.id != prerequisite.id:
+        text += f", because {name(origin)} before it failed"
+    return text
 
 
 # --- unique work ------------------------------------------------------------------------
@@ -309,10 +324,10 @@ def _unblock_dependents(works: WorkSet, spec: WorkSpec, now: float) -> None:
 def _finish_dependents(works: WorkSet, spec: WorkSpec, state: WorkState, now: float) -> list[str]:
     """Every unfinished dependent, transitively, takes ``state``; returns the RUNNING ones."""
     running: list[str] = []
-    pending = list(spec.dependents)
+    pending = [(did, spec) for did in spec.dependents]
     seen: set[str] = set()
     while pending:
-        child_id = pending.pop()
+        child_id, parent = pending.pop()
         if child_id in seen:
             continue
         seen.add(child_id)
@@ -320,7 +335,7 @@ def _finish_dependents(works: WorkSet, spec: WorkSpec, state: WorkState, now: fl
         if child is None:
             continue
         # A finished dependent stays as it is, but its own dependents are still reached.
-        pending.extend(child.dependents)
+        pending.extend((did, child) for did in child.dependents)
         if child.is_finished:
             continue
         if child.state is WorkState.RUNNING:
@@ -328,6 +343,11 @@ def _finish_dependents(works: WorkSet, spec: WorkSpec, state: WorkState, now: fl
             child.stop_reason = StopReason.CANCELLED_BY_APP.value
         child.state = state
         child.finish_time = now
+        if state is WorkState.FAILED:
+            # Name the failed prerequisite: "FAILED" alone sends users looking for a bug
+            # in a work that never ran.
+            child.error = failed_because(
+                parent if parent.state is WorkState.FAILED else spec, spec)
         works.put(child)
     return running
 

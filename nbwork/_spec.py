@@ -53,6 +53,7 @@ class WorkSpec:
     generation: int = 0
     consecutive_crashes: int = 0
     enqueue_time: float = 0.0
+    enqueue_order: int = 0  # its place in its enqueue call: a chain reads in enqueue order
     last_enqueue_time: float = 0.0
     next_run_at: float = 0.0
     start_time: float | None = None

@@ -302,7 +302,8 @@ class WorkManager:
         return self.get_work_infos(WorkQuery(unique_work_names=[name]))
 
     def get_work_infos(self, query: WorkQuery | None = None) -> list[WorkInfo]:
-        """Every work matching ``query`` (all work when None), oldest first."""
+        """Every work matching ``query`` (all work when None), oldest first; the works
+        enqueued together (a chain) in the order they were enqueued."""
         query = query or WorkQuery()
         store = self._store
         if query.ids:
@@ -322,7 +323,7 @@ class WorkManager:
                 continue
             seen.add(spec.id)
             specs.append(spec)
-        specs.sort(key=lambda s: (s.enqueue_time, s.id))
+        specs.sort(key=_enqueue_order)
         return [self._info(s) for s in specs]
 
     def read_log(self, id: str) -> str:
@@ -373,7 +374,7 @@ class WorkManager:
                     if not finished:
                         raise InvalidInputError(
                             f"no work with id {', '.join(query.ids)} in this store")
-                    specs = sorted(finished.values(), key=lambda s: (s.enqueue_time, s.id))
+                    specs = sorted(finished.values(), key=_enqueue_order)
                     infos = [self._info(s) for s in specs]
                     return infos[0] if single else infos
                 waiting_ids = list(order)
@@ -621,6 +622,11 @@ def _target_query(target: Any) -> tuple[WorkQuery, bool]:
         f"cannot watch a {type(target).__name__}; pass a work id, a request, a list of them, "
         "a WorkContinuation or a WorkQuery"
     )
+
+
+def _enqueue_order(spec: WorkSpec) -> tuple[float, int, str]:
+    """Oldest first; the works of one enqueue call (a chain) in the order they were given."""
+    return (spec.enqueue_time, spec.enqueue_order, spec.id)
 
 
 def _matches(spec: WorkSpec, query: WorkQuery) -> bool:

@@ -95,6 +95,21 @@ def test_results_are_sorted_oldest_first_without_duplicates(wm, population):
     assert times == sorted(times)
 
 
+def test_the_works_of_one_enqueue_come_back_in_the_order_they_were_enqueued(wm):
+    """A chain reads first step to last, and parallel requests in the order given, not in
+    the (random) order of their ids."""
+    steps = [[OneTimeWorkRequest(helpers.echo, initial_delay=QUEUED)]] + [
+        [OneTimeWorkRequest(helpers.echo) for _ in range(3)] for _ in range(3)]
+    chain = wm.begin_with(steps[0])
+    for step in steps[1:]:
+        chain = chain.then(step)
+    chain.enqueue()
+    expected = [r.id for step in steps for r in step]
+    assert [i.id for i in wm.get_work_infos()] == expected
+    assert [i.id for i in wm.get_work_infos(WorkQuery(ids=expected[::-1]))] == expected
+    assert [i.id for i in chain.get_work_infos()] == expected
+
+
 def test_wait_on_an_unknown_id_says_so(wm):
     with pytest.raises(InvalidInputError, match="no work with id"):
         wm.wait("00000000-0000-0000-0000-000000000000", timeout=1)

@@ -310,6 +310,24 @@ def test_failure_fails_every_dependent_transitively_and_leaves_finished_ones_alo
     for wid in "bcde":
         assert works.get(wid).finish_time == NOW + 2
     assert works.get("x").finish_time == NOW + 1
+    # Each work failed by propagation names the prerequisite that failed, and the origin.
+    assert works.get("b").error == "not run: its prerequisite a (a) failed"
+    assert works.get("d").error == "not run: its prerequisite a (a) failed"
+    assert works.get("c").error == (
+        "not run: its prerequisite b (b) failed, because a (a) before it failed")
+    assert works.get("e").error.startswith("not run: its prerequisite ")
+    assert works.get("x").error is None
+
+
+def test_work_enqueued_after_a_failed_prerequisite_names_it():
+    works = MemoryWorkSet()
+    add(works, "ok")
+    add(works, "bad")
+    attempt(works, "ok", SUCCESS)
+    attempt(works, "bad", FAILURE)
+    late = add(works, "late", "ok", "bad")
+    assert late.state is FAILED
+    assert late.error == "not run: its prerequisite bad (bad) failed"
 
 
 def test_failure_resets_the_crash_count():
