@@ -58,7 +58,9 @@ def _info_dict(info: WorkInfo) -> dict[str, Any]:
         "prerequisites": list(info.prerequisites), "dependents": list(info.dependents),
         "enqueue_time": _when(info.enqueue_time), "start_time": _when(info.start_time),
         "finish_time": _when(info.finish_time),
-        "next_schedule_time": _when(info.next_schedule_time), "log_path": info.log_path,
+        "next_schedule_time": _when(info.next_schedule_time),
+        # The log file is created by the first output: none is listed until there is one.
+        "log_path": info.log_path if info.log_path and os.path.exists(info.log_path) else None,
     }
 
 
@@ -82,13 +84,25 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"no work in {wm.store_path}" + (" matching the filters" if args.tag or args.state
                                                 or args.unique else ""))
         return 0
-    print(f"{'ID':8}  {'STATE':9}  {'WORKER':24}  {'TRIES':>5}  {'ENQUEUED':19}  TAGS")
+    # Oldest first, and a chain from its first step to its last (get_work_infos' order).
+    tags = {i.id: ",".join(sorted(i.tags)) for i in infos}
+    width = max(4, *map(len, tags.values()))
+    notes = {i.id: _error_line(i.error) for i in infos if i.state is WorkState.FAILED}
+    print((f"{'ID':8}  {'STATE':9}  {'WORKER':24}  {'TRIES':>5}  {'ENQUEUED':19}  "
+           f"{'TAGS':{width}}" + ("  NOTE" if notes else "")).rstrip())
     for info in infos:
         worker = info.worker_name.rsplit(".", 1)[-1][:24]
-        print(f"{info.short_id:8}  {info.state.value:9}  {worker:24}  "
-              f"{info.run_attempt_count:>5}  {_when(info.enqueue_time):19}  "
-              f"{','.join(sorted(info.tags))}")
+        print((f"{info.short_id:8}  {info.state.value:9}  {worker:24}  "
+               f"{info.run_attempt_count:>5}  {_when(info.enqueue_time):19}  "
+               f"{tags[info.id]:{width}}  {notes.get(info.id, '')}").rstrip())
     return 0
+
+
+def _error_line(error: str | None, limit: int = 80) -> str:
+    """The line of an error that says what happened (a traceback's last line)."""
+    lines = (error or "").strip().splitlines()
+    line = lines[-1].strip() if lines else "failed"
+    return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -103,14 +117,26 @@ def cmd_show(args: argparse.Namespace) -> int:
         if key == "error" and value:
             print("error:")
             print("  " + str(value).rstrip().replace("\n", "\n  "))
+        elif key == "log_path" and value is None:
+            print(f"log_path: - (it has printed nothing{_so_far(info)})")
         else:
             print(f"{key}: {value}")
     return 0
 
 
+def _so_far(info: WorkInfo) -> str:
+    return "" if info.state.is_finished else " so far"
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     wm = _manager(args)
-    sys.stdout.write(wm.read_log(_resolve_id(wm, args.id)))
+    work_id = _resolve_id(wm, args.id)
+    text = wm.read_log(work_id)
+    if not text:  # on stderr: stdout stays exactly the log, for pipes
+        info = wm.get_work_info_by_id(work_id)
+        print(f"nbwork: work {work_id[:8]} ({info.state.value if info else 'gone'}) has "
+              f"printed nothing{_so_far(info) if info else ''}", file=sys.stderr)
+    sys.stdout.write(text)
     return 0
 
 
@@ -207,13 +233,17 @@ def _detached(args: argparse.Namespace, what: str, follow_hint: str) -> int:
     return 130
 
 
-def _run_blur(args: argparse.Namespace, image: str, level: int) -> int:
-    """Enqueue Blur-O-Matic for ``image``; follow it unless ``--detach``; print the saved path."""
+def _run_blur(args: argparse.Namespace, image: str, level: int, intro: str = "") -> int:
+    """Enqueue Blur-O-Matic for ``image``; follow it unless ``--detach``; print the saved path.
+
+    ``intro`` is printed once the work is enqueued (a mistake prints its error alone)."""
     from .imaging import IMAGE_MANIPULATION_WORK_NAME, blur_o_matic
 
     wm = _manager(args)
     job = blur_o_matic(wm, image, level=level, out_dir=args.out,
                        requires_charging=getattr(args, "requires_charging", False))
+    if intro:
+        print(intro)
     hint = f"nbwork show {job.save_id[:8]}{_store_hint(args)}"
     print(f"enqueued Blur-O-Matic for {image} (level {level}) as unique work "
           f"{IMAGE_MANIPULATION_WORK_NAME!r} in {wm.store_path}", flush=True)
@@ -247,12 +277,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     samples = sample_images()
     sample = next((p for p in samples if p.stem == "shapes"), samples[0])
-    print(f"Blur-O-Matic (the WorkManager codelab): blur the bundled sample {sample.name} "
-          f"at level {args.level} in background steps: cleanup -> blur x {args.level} -> save")
-    status = _run_blur(args, str(sample), args.level)
+    intro = (f"Blur-O-Matic (the WorkManager codelab): blur the bundled sample {sample.name} "
+             f"at level {args.level} in background steps: cleanup -> blur x {args.level} "
+             "-> save")
+    status = _run_blur(args, str(sample), args.level, intro)
     if status == 0 and not args.detach:
-        print("Open the notebooks: jupyter lab notebooks/")
+        print(_notebooks_hint())
     return status
+
+
+def _notebooks_hint() -> str:
+    """How to open the notebooks, from any folder: their absolute path (they come with the
+    project's sources, beside the package), and that JupyterLab must be installed."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "notebooks"
+    needs = "(needs JupyterLab: pip install jupyterlab)"
+    if (folder / "blur_o_matic.ipynb").is_file():
+        return f"Open the notebooks: jupyter lab {shlex.quote(str(folder))}  {needs}"
+    return ("Open the notebooks: they are in the notebooks/ folder of the nbwork sources; "
+            f"run 'jupyter lab PATH/TO/nbwork/notebooks'  {needs}")
 
 
 def cmd_blur(args: argparse.Namespace) -> int:
@@ -302,16 +346,37 @@ def cmd_batch(args: argparse.Namespace) -> int:
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line (and exit 2), like every other error."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _blur_options(p: argparse.ArgumentParser, out_default: str) -> None:
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless its help says it already or there is none to
+    show (an unset option, or a flag that is off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+LEVEL_HELP = "how blurry: 1, 2 or 3 blur steps, the codelab's 'a little', 'more', 'the most'"
+
+
+def _blur_options(p: argparse.ArgumentParser, out_default: str, level: int,
+                  level_why: str) -> None:
     p.add_argument("--level", type=int, choices=[1, 2, 3],
-                   help="how blurry: 1, 2 or 3 blur steps")
-    p.add_argument("--out", metavar="DIR", help=f"where to save (default: {out_default})")
+                   help=f"{LEVEL_HELP} (default: {level}: {level_why})")
+    p.add_argument("--out", metavar="DIR",
+                   help=f"the folder to save into; it is created if needed and must be "
+                        f"writable (default: {out_default})")
     p.add_argument("--detach", action="store_true",
                    help="enqueue, print the ids and how to follow them, and return at once")
+    p.set_defaults(level=level)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,51 +387,66 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="nbwork", parents=[common],
         description="Durable background work for notebooks (WorkManager for Jupyter).")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to do; 'nbwork COMMAND --help' tells more")
 
     p = sub.add_parser("demo", parents=[common],
                        help="Blur-O-Matic on a bundled sample image, followed in the terminal")
-    _blur_options(p, "blurred_images in the store")
-    p.set_defaults(func=cmd_demo, level=3)
+    _blur_options(p, "blurred_images in the store", 3,
+                  "the demo shows the longest chain; blur and batch default to 1")
+    p.set_defaults(func=cmd_demo)
     p = sub.add_parser("blur", parents=[common],
                        help="blur an image in background steps (cleanup, blur x N, save)")
     p.add_argument("image", help="the image file (PNG, JPEG, ...)")
-    _blur_options(p, "blurred_images in the store")
+    _blur_options(p, "blurred_images in the store", 1,
+                  "the codelab's default, and the quickest")
     p.add_argument("--requires-charging", action="store_true",
                    help="the save step waits until the computer is on mains power")
-    p.set_defaults(func=cmd_blur, level=1)
+    p.set_defaults(func=cmd_blur)
     p = sub.add_parser("batch", parents=[common],
                        help="blur every image of a folder in parallel, then a contact sheet")
-    p.add_argument("folder")
-    _blur_options(p, "a new batch-... folder in blurred_images of the store")
-    p.set_defaults(func=cmd_batch, level=1)
-    p = sub.add_parser("list", parents=[common], help="list work")
-    p.add_argument("--tag", action="append", help="only work with this tag (repeatable)")
+    p.add_argument("folder", help="the folder whose images to blur (not its subfolders)")
+    _blur_options(p, "a new batch-... folder in blurred_images of the store", 1,
+                  "a batch has many images; each level adds a step per image")
+    p.set_defaults(func=cmd_batch)
+    p = sub.add_parser("list", parents=[common],
+                       help="list work, oldest first, each chain from its first step")
+    p.add_argument("--tag", action="append",
+                   help="only work with this tag (repeatable; default: any tag)")
     p.add_argument("--state", action="append", type=str.upper,
-                   choices=[s.value for s in WorkState], help="only work in this state")
-    p.add_argument("--unique", action="append", help="only work under this unique name")
-    p.add_argument("--json", action="store_true", help="print JSON")
+                   choices=[s.value for s in WorkState],
+                   help="only work in this state (repeatable; default: any state)")
+    p.add_argument("--unique", action="append",
+                   help="only work under this unique name (repeatable; default: any)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("show", parents=[common], help="show one work (id or id prefix)")
-    p.add_argument("id")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("id", help="a work id, or its first characters as 'nbwork list' shows")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("logs", parents=[common], help="print the captured output of a work")
-    p.add_argument("id")
+    p.add_argument("id", help="a work id, or its first characters as 'nbwork list' shows")
     p.set_defaults(func=cmd_logs)
-    p = sub.add_parser("cancel", parents=[common], help="cancel work")
-    p.add_argument("id", nargs="?")
-    p.add_argument("--tag")
-    p.add_argument("--unique")
-    p.add_argument("--all", action="store_true")
+    p = sub.add_parser("cancel", parents=[common],
+                       help="cancel work and what depends on it (give exactly one target)")
+    p.add_argument("id", nargs="?", help="a work id or id prefix: that work and its "
+                   "dependents, even the dependents of a finished work")
+    p.add_argument("--tag", help="the unfinished work with this tag, and its dependents")
+    p.add_argument("--unique", metavar="NAME",
+                   help="the unfinished work under this unique name, and its dependents")
+    p.add_argument("--all", action="store_true", help="all unfinished work")
     p.set_defaults(func=cmd_cancel)
-    p = sub.add_parser("prune", parents=[common], help="forget finished work")
+    p = sub.add_parser("prune", parents=[common],
+                       help="forget finished work that no unfinished work depends on")
     p.set_defaults(func=cmd_prune)
     p = sub.add_parser("daemon", parents=[common], help="manage the scheduler process")
-    p.add_argument("action", choices=["start", "stop", "status", "run"])
+    p.add_argument("action", choices=["start", "stop", "status", "run"],
+                   help="start it in the background, stop it, show its status, or run it "
+                   "in this terminal (until Ctrl-C)")
     p.add_argument("--executor", metavar="ADDR",
                    help="where work runs: 'local', or 'dask://HOST:PORT' for a Dask cluster "
-                   "(kept in the store; a running scheduler is restarted on it)")
+                   "(kept in the store; a running scheduler is restarted on it; default: "
+                   "the store's choice, 'local' at first)")
     p.set_defaults(func=cmd_daemon)
     return parser
 

@@ -553,10 +553,26 @@ def _check_level(level: object) -> int:
 
 
 def _out_folder(out_dir: str | os.PathLike | None, default: Path) -> Path:
+    """The output folder, checked before anything is enqueued: it exists or can be
+    created, and can be written (a worker finding out later would fail the whole job)."""
     folder = Path(os.path.abspath(os.path.expanduser(os.fspath(out_dir)))) if out_dir \
         else default
     if folder.exists() and not folder.is_dir():
         raise InvalidInputError(f"output folder {str(folder)!r} is a file; give a folder")
+    existing = folder
+    while not existing.exists():  # the folder the workers will create it in
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InvalidInputError(f"output folder {str(folder)!r} cannot be created: "
+                                f"{str(existing)!r} is a file; give another folder")
+    try:  # a real write, not os.access: right for root, read-only mounts and ACLs too
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        what = "cannot be written" if existing == folder else "cannot be created"
+        raise InvalidInputError(f"output folder {str(folder)!r} {what}: a file cannot be "
+                                f"written in {str(existing)!r} ({exc.strerror}); give "
+                                "another folder") from None
     return folder
 
 

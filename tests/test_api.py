@@ -15,8 +15,9 @@ def test_all_is_pinned():
         "InvalidInputError", "InvalidRequestError", "MAX_DATA_BYTES", "NbworkError",
         "NetworkType", "OneTimeWorkRequest", "Operation", "OverwritingInputMerger",
         "PeriodicWorkRequest", "Result", "SchedulerError", "StopReason", "StoreError",
-        "UpdateResult", "WorkContinuation", "WorkInfo", "WorkManager", "WorkQuery", "WorkRequest", "WorkState",
-        "Worker", "WorkerSerializationError", "is_stopped", "set_progress", "__version__",
+        "UpdateResult", "WorkContinuation", "WorkInfo", "WorkManager", "WorkQuery",
+        "WorkRequest", "WorkState", "Worker", "WorkerSerializationError", "is_stopped",
+        "set_progress", "__version__",
     ])
     for name in nbwork.__all__:
         assert hasattr(nbwork, name), name

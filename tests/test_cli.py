@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shutil
@@ -60,7 +61,12 @@ def test_demo_runs_blur_o_matic_and_prints_the_saved_image(store_path):
     assert saved.is_file() and saved.parent == Path(store_path, SAVED_DIR_NAME)
     shapes = next(p for p in sample_images() if p.stem == "shapes")
     assert sharpness(saved) < 0.3 * sharpness(shapes)      # level 3: clearly blurry
-    assert "jupyter lab notebooks/" in done.stdout
+    # The last line opens the notebooks from any folder: an absolute path, and the install.
+    last = done.stdout.strip().splitlines()[-1]
+    match = re.search(r"jupyter lab (\S+)", last)
+    assert match and Path(match.group(1)).is_absolute(), last
+    assert (Path(match.group(1)) / "blur_o_matic.ipynb").is_file()
+    assert "pip install jupyterlab" in last
     works = listed(store_path, "--unique", IMAGE_MANIPULATION_WORK_NAME)
     assert len(works) == 5 and {w["state"] for w in works} == {"SUCCEEDED"}
 
@@ -104,6 +110,73 @@ def test_logs_and_the_error_of_a_failed_work(store_path):
     shown = nbwork("show", fail.id, store=store_path).stdout
     assert "state: FAILED" in shown and "ValueError: boom-4711" in shown
     assert [w["state"] for w in listed(store_path, "--state", "FAILED")] == ["FAILED"]
+
+
+def _table_ids(stdout: str) -> list[str]:
+    return [line.split()[0] for line in stdout.splitlines()[1:]]
+
+
+def test_list_shows_a_chain_in_chain_order(store_path):
+    wm = WorkManager(store_path)
+    steps = [OneTimeWorkRequest(helpers.echo, initial_delay=3600)] + [
+        OneTimeWorkRequest(helpers.echo) for _ in range(7)]
+    chain = wm.begin_with(steps[0])
+    for step in steps[1:]:
+        chain = chain.then(step)
+    chain.enqueue()
+    expected = [r.id for r in steps]
+    assert _table_ids(nbwork("list", store=store_path).stdout) == [i[:8] for i in expected]
+    assert [w["id"] for w in listed(store_path)] == expected
+
+
+def test_a_work_failed_by_its_prerequisite_names_it_in_show_and_list(store_path):
+    wm = WorkManager(store_path)
+    bad, after = OneTimeWorkRequest(helpers.boom), OneTimeWorkRequest(helpers.echo)
+    wm.begin_with(bad).then(after).enqueue()
+    wm.wait([bad, after], timeout=60)
+    named = f"prerequisite {bad.id[:8]} (boom) failed"
+    assert named in nbwork("show", after.id[:8], store=store_path).stdout
+    table = nbwork("list", store=store_path).stdout.splitlines()
+    assert table[0].split()[-1] == "NOTE"
+    assert table[1].startswith(bad.id[:8]) and "ValueError: boom-4711" in table[1]
+    assert table[2].startswith(after.id[:8]) and named in table[2]
+
+
+def test_logs_and_show_of_a_work_that_printed_nothing_say_so(store_path):
+    wm = WorkManager(store_path)
+    silent, talk = OneTimeWorkRequest(helpers.echo), OneTimeWorkRequest(helpers.chatty)
+    wm.enqueue([silent, talk])
+    wm.wait([silent, talk], timeout=60)
+    logs = nbwork("logs", silent.id[:8], store=store_path)
+    assert logs.stdout == ""                             # stdout stays the log itself
+    assert f"work {silent.id[:8]} (SUCCEEDED) has printed nothing" in logs.stderr
+    shown = nbwork("show", silent.id, store=store_path).stdout
+    assert "log_path: - (it has printed nothing)" in shown and ".log" not in shown
+    assert json.loads(nbwork("show", silent.id, "--json", store=store_path).stdout)[
+        "log_path"] is None
+    talked = json.loads(nbwork("show", talk.id, "--json", store=store_path).stdout)
+    assert Path(talked["log_path"]).is_file()
+    assert nbwork("logs", talk.id, store=store_path).stderr == ""
+
+
+def test_every_argument_has_help_and_shows_its_default():
+    from nbwork.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert commands.help
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            assert action.help, (name, action.dest)
+        text = sub.format_help()
+        assert "(default: $NBWORK_HOME" in text, name
+        if name in ("demo", "blur", "batch"):
+            level = next(a for a in sub._actions if a.dest == "level")
+            # Not the same default everywhere, so the help says why.
+            assert f"(default: {level.default}: " in " ".join(text.split()), name
+            assert "(default: blurred_images" in " ".join(text.split()) or name == "batch"
+    demo = commands.choices["demo"].format_help()
+    assert "blur and batch default to 1" in " ".join(demo.split())
 
 
 def _folder(tmp_path) -> Path:
@@ -206,6 +279,10 @@ def test_ctrl_c_detaches_and_the_blur_goes_on(store_path, tmp_path):
     (["blur", "{sample}", "--level", "5"], "invalid choice: 5"),
     (["blur", "{sample}", "--level", "two"], "invalid int value"),
     (["blur", "{sample}", "--out", "{text}"], "is a file"),
+    (["blur", "{sample}", "--out", "{text}/sub"], "cannot be created"),
+    (["blur", "{sample}", "--out", "/proc/nbwork-out"], "cannot be created"),
+    (["demo", "--out", "/proc/nbwork-out"], "cannot be created"),
+    (["batch", "{samples}", "--out", "/proc/nbwork-out/batch"], "cannot be created"),
     (["blur"], "required: image"),
     (["batch", "/no/such/folder"], "no such folder"),
     (["batch", "{empty}"], "no images"),
@@ -221,7 +298,7 @@ def test_user_mistakes_are_one_line_and_a_non_zero_exit(store_path, tmp_path, ar
     text.write_text("not an image")
     (tmp_path / "empty").mkdir()
     values = {"text": str(text), "sample": str(sample_images()[0]),
-              "empty": str(tmp_path / "empty")}
+              "empty": str(tmp_path / "empty"), "samples": str(sample_images()[0].parent)}
     done = nbwork(*[a.format(**values) for a in args], store=store_path, expect=2)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nbwork") and "error" in lines[0], lines
