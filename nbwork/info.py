@@ -91,7 +91,9 @@ class WorkInfo:
     """A snapshot of one work, as WorkManager's ``WorkInfo``.
 
     Times are ``datetime`` (local time) or None. ``error`` holds the traceback text of a
-    failed attempt; ``progress`` is empty unless the work is RUNNING.
+    failed attempt (for a work failed because a prerequisite failed: which one);
+    ``progress`` is the last one its worker reported, while it runs and, after a stop for a
+    constraint, while it waits to run again (a result clears it).
     """
 
     id: str
