@@ -10,6 +10,7 @@ from nbwork._rules import (
     MemoryWorkSet,
     Outcome,
     UniquePlan,
+    backoff_run_at,
     backoff_seconds,
     cancel,
     finish_attempt,
@@ -364,6 +365,18 @@ def test_retry_waits_the_backoff_of_the_stored_attempt_count(policy, waits):
     attempt(works, "a", SUCCESS, now)
     assert works.get("a").run_attempt_count == len(waits) + 1
     assert works.get("b").state is ENQUEUED
+
+
+def test_a_retry_is_the_last_enqueue_of_a_backing_off_work():
+    works = MemoryWorkSet()
+    add(works, "a", backoff_policy="LINEAR", backoff_delay=10)
+    spec = attempt(works, "a", RETRY, NOW + 5)
+    assert spec.backing_off and spec.last_enqueue_time == NOW + 5
+    assert backoff_run_at(spec) == spec.next_run_at == NOW + 15
+    spec.backoff_delay = 60                          # as update_work gives it a new spec
+    assert backoff_run_at(spec) == NOW + 65
+    start_attempt(spec, "t2", NOW + 15)
+    assert not spec.backing_off
 
 
 def test_retry_backoff_is_capped_at_five_hours():
