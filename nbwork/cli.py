@@ -359,7 +359,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     show (an unset option, or a flag that is off)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False) or "default" in (action.help or ""):
+        if action.default is None or action.default is False or "default" in (
+                action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
