@@ -100,6 +100,10 @@ class Scheduler:
         self._own_checked_in: Any = None
         self._first_due_cache: tuple[dict[str, float], frozenset[str], float | None] | None = None
         self._running_constraints: dict[str, dict[str, Any]] = {}  # token -> constraints
+        set_code_source = getattr(self.executor, "set_code_source", None)
+        self._code_source_set = set_code_source is not None
+        if set_code_source is not None:
+            set_code_source(self.store.open_code)
 
     # --- sink for the executor --------------------------------------------------------
 
@@ -472,6 +476,7 @@ class Scheduler:
         # (The records read here are fresh, none of self._own's: a failed transaction
         # leaves those as they were.)
         started: list[WorkSpec] = []
+        payloads: dict[str, bytes | None] = {}
         with self.store.transaction() as txn:
             for work_id in due:
                 spec = txn.get(work_id)
@@ -491,9 +496,20 @@ class Scheduler:
                     _rules.finish_attempt(txn, spec, Outcome(
                         "failure", error=f"cannot build the input of this work: {exc}"), now)
                     continue
-                payload = txn.get_value(f"code:{spec.code_key}")
+                # An executor with a code source reads the blob itself, once per worker
+                # process that lacks it; the others get one copy shared by this batch.
+                # Never a copy per attempt: a worker that captured a 100 MiB global,
+                # queued 300 times, took the scheduler to gigabytes and the OOM killer.
+                if self._code_source_set:
+                    payload = None
+                    present = txn.has_code(spec.code_key)
+                else:
+                    if spec.code_key not in payloads:
+                        payloads[spec.code_key] = txn.get_value(f"code:{spec.code_key}")
+                    payload = payloads[spec.code_key]
+                    present = payload is not None
                 seen_count = _rules.start_attempt(spec, token, now)
-                if payload is None:
+                if not present:
                     _rules.finish_attempt(txn, spec, Outcome(
                         "failure", error="the worker code of this work is missing from the "
                         "store; enqueue it again"), now)

@@ -8,6 +8,10 @@
     ├── StoreError                   the store directory cannot be used (permissions, disk, lock)
     └── SchedulerError               the scheduler process could not be started or stopped
 
+    NbworkWarning                    base of nbwork's warnings (a UserWarning)
+    ├── LargeWorkerWarning           a worker carries megabytes of captured data to every run
+    └── SchedulerWarning             the scheduler of a store is not running work, and why
+
 Input errors also subclass the built-in a Python user would catch (``ValueError``,
 ``TypeError``), so ``except ValueError`` keeps working.
 """
@@ -45,3 +49,16 @@ class StoreError(NbworkError):
 
 class SchedulerError(NbworkError):
     """The scheduler process of a store could not be started, reached or stopped."""
+
+
+class NbworkWarning(UserWarning):
+    """Base class of nbwork's warnings."""
+
+
+class LargeWorkerWarning(NbworkWarning):
+    """A worker pickled by value carries big captured globals (an array, a DataFrame, a
+    model) to the scheduler and its worker processes; load them inside the worker instead."""
+
+
+class SchedulerWarning(NbworkWarning):
+    """The scheduler of a store is not running work (its supervisor gave up on it)."""
