@@ -21,13 +21,12 @@ from typing import Any
 
 import cloudpickle
 
-from .errors import LargeWorkerWarning, WorkerSerializationError
+from .errors import LargeWorkerWarning, WorkerSerializationError, caller_stacklevel
 
 LARGE_WORKER = 10 * 2**20
 """Bytes: a worker pickled by value bigger than this warns at enqueue (LargeWorkerWarning)."""
 _NAMED_GLOBAL = 2**20
 """Bytes: a captured global at least this big is named in that warning."""
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _installed_roots() -> tuple[str, ...]:
@@ -176,15 +175,6 @@ def large_worker_message(worker: Any, name: str, size: int) -> str:
             "do_work (or the worker function) or pass a path in input_data instead")
 
 
-def _caller_stacklevel() -> int:
-    """The ``stacklevel`` of the first frame outside nbwork, for a warning issued by our
-    caller: it points at the user's line (``wm.enqueue(...)``), however deep we are."""
-    frame, level = sys._getframe(2), 2
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
 def serialize_worker(worker: Any, name: str) -> tuple[str, bytes]:
     """``(content key, payload)`` for a worker class or function."""
     modules = _local_modules(worker)
@@ -205,7 +195,7 @@ def serialize_worker(worker: Any, name: str) -> tuple[str, bytes]:
             cloudpickle.unregister_pickle_by_value(module)
     if len(payload) > LARGE_WORKER:
         warnings.warn(large_worker_message(worker, name, len(payload)), LargeWorkerWarning,
-                      stacklevel=_caller_stacklevel())
+                      stacklevel=caller_stacklevel())
     return hashlib.sha256(payload).hexdigest(), payload
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import multiprocessing.util
 import os
 import signal
 import time
@@ -36,6 +37,7 @@ from ._conditions import (
 )
 from ._executors.base import AttemptSpec, Executor
 from ._executors.local import DEFAULT_STOP_GRACE, LocalExecutor
+from ._liveness import BeatWriter, read_beat, remove_dead_tmpdir
 from ._lock import SchedulerLock
 from ._rules import Outcome
 from ._spec import WorkSpec
@@ -68,12 +70,15 @@ class Scheduler:
         executor: Executor | None = None,
         clock: Clock | None = None,
         idle_exit: float = DEFAULT_IDLE_EXIT,
+        lock: SchedulerLock | None = None,
+        beat: BeatWriter | None = None,
     ) -> None:
         self.store = store
         self.clock = clock or Clock()
         self.executor = executor or LocalExecutor()
         self.idle_exit = idle_exit
-        self.lock = SchedulerLock(store.path)
+        self.lock = lock or SchedulerLock(store.path)  # ``_daemon.main`` takes it first
+        self.beat = beat or BeatWriter(store.path)
         self.token = uuid.uuid4().hex
         self._attempts: dict[str, str] = {}  # token -> work id
         self._progress: dict[str, dict] = {}
@@ -134,9 +139,10 @@ class Scheduler:
 
     def run(self) -> int:
         """Run until idle or told to stop; 0 on a normal exit, 1 if another scheduler runs."""
-        if not self.lock.acquire():
+        if self.lock.fd is None and not self.lock.acquire():
             log.info("another scheduler holds the lock of %s; exiting", self.store.path)
             return 1
+        self._take_over_from_predecessor()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         self._wake = WakeReceiver(self.store.path)
@@ -166,6 +172,17 @@ class Scheduler:
         finally:
             self._shutdown()
         return 0
+
+    def _take_over_from_predecessor(self) -> None:
+        """With the lock held (any predecessor is dead): remove the temp folder a killed one
+        left behind, and say which is ours, for our successor."""
+        own = multiprocessing.util.get_temp_dir()  # the forkserver's socket goes there
+        removed = remove_dead_tmpdir(read_beat(self.store.path), own)
+        if removed:
+            log.info("removed %s, left behind by a scheduler that was killed", removed)
+        self.beat.tmpdir = own
+        self.beat.state = "running"
+        self.beat.beat()
 
     def _store_fault(self, exc: StoreError) -> None:
         """Log a store fault (once per spell) and wait before the next try (or a wake-up)."""
@@ -213,6 +230,7 @@ class Scheduler:
             wake, self._wake = self._wake, None  # the signal handler must not poke a closed fd
             if wake is not None:
                 wake.close()
+            self.beat.close()
             self.lock.release()
 
     def _heartbeat(self, force: bool = False) -> None:
@@ -220,6 +238,9 @@ class Scheduler:
         if not force and now - self._last_heartbeat < HEARTBEAT_INTERVAL:
             return
         self._last_heartbeat = now
+        # The file first: it is what the supervisor's liveness check reads, and it is
+        # written in place, even on a full disk.
+        self.beat.beat()
         lease = {
             "pid": os.getpid(), "token": self.token, "heartbeat": self.clock.now(),
             "executor": type(self.executor).__name__, "capacity": self.executor.capacity,
@@ -317,6 +338,12 @@ class Scheduler:
                             len(outcomes))
                 self._pending_logged.update(outcomes)
             raise
+        first = not self.beat.recorded
+        self.beat.recorded += len(outcomes)
+        if outcomes and first:
+            # The first result this scheduler recorded: its supervisor counts a death after
+            # it as one of a productive scheduler (not a crash loop), so say so now.
+            self.beat.beat()
         for token in outcomes:  # only once recorded (see above)
             self._pending_logged.discard(token)
             self._attempts.pop(token, None)

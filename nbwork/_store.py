@@ -95,19 +95,22 @@ def check_store_dir(path: str) -> None:
 
 
 def _translate(exc: BaseException, path: str) -> StoreError:
-    if isinstance(exc, diskcache.Timeout):
-        return StoreError(
+    code = getattr(exc, "errno", None)
+    text = str(exc).lower()
+    if isinstance(exc, diskcache.Timeout) or "database is locked" in text:
+        error = StoreError(
             f"the store {path!r} stayed locked by another process for {_SQLITE_TIMEOUT:g} s; "
             "try again (is a process stuck inside a transaction?)"
         )
-    code = getattr(exc, "errno", None)
-    text = str(exc).lower()
-    if code == errno.ENOSPC or "full" in text:
-        return StoreError(
+    elif code in (errno.ENOSPC, errno.EDQUOT) or "full" in text:
+        error = StoreError(
             f"the disk holding the store {path!r} is full; nothing was written. Free some "
             "space (or prune old work: nbwork prune) and try again"
         )
-    return StoreError(f"the store {path!r} could not be written: {exc}")
+    else:
+        return StoreError(f"the store {path!r} could not be written: {exc}")
+    error.transient = True
+    return error
 
 
 CODE_CHUNK = 1 << 20

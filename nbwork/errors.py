@@ -18,6 +18,21 @@ Input errors also subclass the built-in a Python user would catch (``ValueError`
 
 from __future__ import annotations
 
+import os
+import sys
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside nbwork, for a warning issued by the
+    caller of this function: it points at the user's line (``wm.enqueue(...)``), however
+    deep inside nbwork the warning is raised."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
+
 
 class NbworkError(Exception):
     """Base class of every error nbwork raises on purpose."""
@@ -44,7 +59,12 @@ class WorkerSerializationError(InvalidInputError, TypeError):
 
 
 class StoreError(NbworkError):
-    """The store directory cannot be used as asked (permissions, full disk, busy)."""
+    """The store directory cannot be used as asked (permissions, full disk, busy).
+
+    ``transient`` is True when trying again later may succeed (a full disk, a store locked
+    by another process): a scheduler that meets it at start waits and retries."""
+
+    transient: bool = False
 
 
 class SchedulerError(NbworkError):
