@@ -116,7 +116,7 @@ class SchedulerStatus:
     def responding(self) -> bool:
         """False when the scheduler holds the store but its heartbeat is late (stopped or hung)."""
         return self.pid is None or self.heartbeat_age is None or (
-            self.heartbeat_age <= min(self.hung_after, 10.0))
+            self.heartbeat_age <= min(self.hung_after / 2, 10.0))
 
     def describe(self) -> str:
         """One line for people: running, not responding, starting, stopped or given up."""

@@ -163,7 +163,9 @@ class Scheduler:
                     if self._stopping:
                         break
                     continue
-                self._faulted = False
+                if self._faulted:
+                    self._faulted = False
+                    self.beat.state = "running"
                 if self._stopping:
                     break
                 if self._idle_long_enough() and self._leave_if_still_idle():
@@ -189,6 +191,8 @@ class Scheduler:
         if not self._faulted:
             log.warning("the store cannot be written; trying again every second: %s", exc)
             self._faulted = True
+            self.beat.state = f"waiting for the store: {exc}"
+            self.beat.beat()
         if self._wake is not None and wait_for([self._wake], STORE_RETRY_INTERVAL):
             self._wake.drain()
 

@@ -42,7 +42,7 @@ import psutil
 from .._code import load_worker
 from ..data import Data
 from ..worker import Result, WorkerParameters, instantiate
-from .child import become_group_leader, end_own_group
+from .child import become_group_leader, end_own_group, exit_reason
 
 CODE_CACHE_SIZE = 64
 
@@ -342,6 +342,4 @@ def _run(attempt: Any, params: WorkerParameters, codes: _Codes) -> tuple:
     except BaseException as exc:  # anything the worker raises fails the work, with its traceback
         error = traceback.format_exc()
         sys.stderr.write(error)
-        if isinstance(exc, SystemExit) and not exc.code:
-            return ("result", attempt.token, Result.SUCCESS, {}, None)
-        return ("result", attempt.token, Result.FAILURE, {}, error)
+        return ("result", attempt.token, Result.FAILURE, {}, exit_reason(exc) + error)
