@@ -24,6 +24,7 @@ EXPECTED = {
     "blur": {"images", "seconds", "wall_s", "ratios"},
     "scale": {"sizes", "fill", "p50_ms", "ratios"},
     "idle": {"cpu_percent", "kernel", "pending"},
+    "memory": {"works", "peak_rss_mib", "ratios"},
 }
 
 
