@@ -192,6 +192,36 @@ def test_a_scheduler_that_keeps_dying_without_a_result_is_given_up_and_clients_s
     assert client.get_work_info_by_id(request.id).state is WorkState.SUCCEEDED
 
 
+def test_kills_of_schedulers_that_record_results_never_add_up_to_a_give_up(path, tmp_path):
+    wm = WorkManager(path)
+    requests = [OneTimeWorkRequest(RecordThenWait, input_data={
+        "dir": str(tmp_path / f"w{i}"), "gate": str(tmp_path / f"gate{i}")}) for i in range(4)]
+    for i in range(4):
+        os.makedirs(tmp_path / f"w{i}")
+    wm.begin_with(requests[0]).then(requests[1]).then(requests[2]).then(requests[3]).enqueue()
+    wm.daemon.stop()
+    code = ("import sys, nbwork._supervisor as s; s.RESTART_PAUSE = 0.01; "
+            "s.MAX_DEATHS = 2; sys.exit(s.supervise(sys.argv[1:]))")
+    supervisor = subprocess.Popen([sys.executable, "-c", code, "--store", path],
+                                  stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for i, request in enumerate(requests):
+            touch(tmp_path / f"gate{i}")
+            wait_until(lambda r=request: wm.get_work_info_by_id(r.id).state.is_finished,
+                       what=f"work {i}")
+            pid = holder_pid(path)
+            wait_until(lambda p=pid: (b := read_beat(path)) and b.pid == p and b.recorded,
+                       what="the heartbeat to count the result")
+            os.kill(pid, signal.SIGKILL)  # after it recorded a result
+            wait_until(lambda: holder_pid(path), what="the scheduler to be restarted")
+        assert supervisor.poll() is None
+    finally:
+        supervisor.terminate()
+        supervisor.wait(30)
+    assert "not restarted" not in supervisor.stderr.read()
+    assert all(wm.get_work_info_by_id(r.id).state is WorkState.SUCCEEDED for r in requests)
+
+
 # --- a full disk when a scheduler starts ------------------------------------------------------
 
 
