@@ -278,3 +278,31 @@ def test_shutdown_waits_for_attempts_not_for_warm_processes_to_end(tmp_path):
         assert not ex._slots
     finally:
         multiprocessing.forkserver._forkserver._stop()
+
+
+@pytest.mark.slow
+def test_each_process_is_sent_a_worker_code_once_whatever_the_number_of_attempts(
+        executor, tmp_path):
+    """Attempts carry no payload: the executor reads the code from its source only for a
+    process that lacks it (once per process and key), never once per attempt."""
+    key, payload = serialize_worker(helpers.add, "add")
+    reads = []
+
+    def source(code_key):
+        reads.append(code_key)
+        return len(payload), iter([payload[:10], payload[10:]])  # sent in pieces
+
+    executor.set_code_source(source)
+    sink = Sink()
+    tokens = []
+    for i in range(40):
+        spec = AttemptSpec(work_id=str(uuid.uuid4()), token=uuid.uuid4().hex, worker_name="w",
+                           code_key=key, payload=None, input_data={"a": i, "b": 1},
+                           log_path=str(tmp_path / "log"))
+        wait_until(lambda: executor.poll(sink) or executor.room() > 0, what="room")
+        executor.submit(spec)
+        tokens.append(spec.token)
+    run_until_done(executor, sink, tokens)
+    assert sorted(sink.outcomes[t].output["sum"] for t in tokens) == list(range(1, 41))
+    slots = {sink.pids[t] for t in tokens}
+    assert reads == [key] * len(slots) and len(slots) <= 2
