@@ -82,8 +82,8 @@ def test_read_only_commands_and_stop_never_start_a_scheduler(path, capsys):
     assert _nbwork(path, "daemon", "stop", capsys=capsys) == (0, "scheduler stopped\n")
     assert store_processes(path) == [] and _live_children() == []
 
-    for args in (["list"], ["show", request.id], ["daemon", "status"], ["daemon", "stop"],
-                 ["daemon", "stop"]):
+    for args in (["list"], ["show", request.id], ["logs", request.id], ["daemon", "status"],
+                 ["daemon", "stop"], ["daemon", "stop"]):
         code, out = _nbwork(path, *args, capsys=capsys)
         assert code == 0, out
         assert store_processes(path) == [] and _live_children() == [], \
