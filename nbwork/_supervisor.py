@@ -74,7 +74,8 @@ WATCH_INTERVAL = 1.0
 """Seconds between two looks at the scheduler's heartbeat."""
 GIVE_UP_HOLD = 600.0
 """Seconds after a give-up during which clients do not start a scheduler by themselves."""
-HELD_LINES = 200
+HELD_BYTES = 64 * 1024
+_HELD_MARK = b"(the following lines were held while the log could not be written)\n"
 
 log = logging.getLogger("nbwork.supervisor")
 
@@ -98,31 +99,29 @@ def _describe(code: int) -> str:
 
 
 class _HoldingHandler(logging.Handler):
-    """Log lines to stderr (the store's ``scheduler.log``); a line that cannot be written
-    (the log is on a full disk) is held, the last ``HELD_LINES`` of them, and written with
-    the next line that can be, so what happened while the disk was full is not lost."""
+    """Log lines to stderr (the store's ``scheduler.log``); what cannot be written (the log
+    is on a full disk) is held, the last ``HELD_BYTES`` of it, and written before the next
+    line, so what happened while the disk was full is not lost."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._held: list[str] = []
+        self._held = b""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record)
+            line = (self.format(record) + "\n").encode(errors="replace")
         except Exception:
             self.handleError(record)
             return
-        lines = [*self._held, line]
-        data = ("\n".join(lines) + "\n").encode(errors="replace")
+        if self._held and not self._held.startswith(_HELD_MARK):
+            self._held = _HELD_MARK + self._held
+        data = self._held + line
         try:
             while data:
                 data = data[os.write(2, data):]
-            self._held = []
         except OSError:
-            if not self._held:
-                lines.insert(0, "(the following lines were held while the log could not be "
-                                "written)")
-            self._held = lines[-HELD_LINES:]
+            pass
+        self._held = data[-HELD_BYTES:]
 
 
 def configure_logging() -> None:
