@@ -26,6 +26,9 @@ ratios; absolute times are informational. The benchmarks:
    works per tag) and by unique name (10 works per name). The stores are filled through
    ``nbwork._ops.enqueue`` in batches, each batch then marked SUCCEEDED in one store
    transaction (as the scheduler's last write of a work would), so no worker runs.
+7. ``memory``: the scheduler's peak resident memory (``VmHWM``) while 300 one-time works
+   run whose function refers to a 20 MiB global, against the same with a 1 KiB global
+   (issue 17: each queued attempt used to carry its own copy of the worker's code).
 6. ``idle``: CPU of the scheduler's processes (supervisor, scheduler, warm workers) with
    1,000 delayed works pending, next to Huey's default consumer with 1,000 scheduled tasks;
    and the CPU of a real Jupyter kernel showing a live ``nbwork.widgets.WorkTable`` of those
@@ -67,9 +70,9 @@ from .harness import (
     poll,
 )
 from .harness import CpuMeter as _CpuMeter
-from .tasks import blur_pipeline, noop
+from .tasks import blur_pipeline, global_carrier, noop
 
-BENCHMARKS = ("throughput", "latency", "chain", "blur", "scale", "idle")
+BENCHMARKS = ("throughput", "latency", "chain", "blur", "scale", "idle", "memory")
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ class Sizes:
     idle_window: float = 8.0
     idle_rounds: int = 2
     table_window: float = 5.0
+    memory_works: int = 300
+    memory_global_mib: int = 20
 
 
 SIZES = {
@@ -102,7 +107,8 @@ SIZES = {
     "tiny": Sizes(throughput_works=20, throughput_rounds=1, latency_tries=3, chain_length=4,
                   chain_tries=1, blur_images=2, blur_pixels=96, blur_level=2, blur_rounds=1,
                   scale_small=30, scale_large=120, scale_tries=3, idle_pending=20,
-                  idle_window=0.3, idle_rounds=1, table_window=0.3),
+                  idle_window=0.3, idle_rounds=1, table_window=0.3, memory_works=20,
+                  memory_global_mib=2),
 }
 
 
@@ -718,9 +724,53 @@ def _kernel_value(kernel: Kernel, name: str) -> str:
 
 # --- the run ----------------------------------------------------------------------------
 
+# --- 7. memory: a worker that captured a big global ------------------------------------
+
+
+def _peak_rss_mib(pid: int) -> float:
+    """The peak resident memory of a live process, from ``/proc`` (Linux's ``VmHWM``)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def scheduler_peak_with_global(run: Run, name: str, size: int, works: int) -> float:
+    import warnings
+
+    from nbwork import LargeWorkerWarning
+
+    store = run.nbwork(name)
+    pid = store.wm.daemon.pid
+    worker = global_carrier(size)
+    with warnings.catch_warnings():  # the warning is the point of another test
+        warnings.simplefilter("ignore", LargeWorkerWarning)
+        requests = [OneTimeWorkRequest(worker, input_data={"n": i}) for i in range(works)]
+        store.wm.enqueue(requests)
+    ids = [r.id for r in requests]
+    poll(lambda: all(i.state.is_finished for i in store.wm.get_work_infos(WorkQuery(ids=ids))),
+         timeout=600, what=f"{works} works sharing a {size:,}-byte global", pause=0.05)
+    if store.wm.daemon.pid != pid:
+        raise RuntimeError("the scheduler was restarted during the memory benchmark")
+    peak = _peak_rss_mib(pid)
+    store.stop()
+    return peak
+
+
+def bench_memory(run: Run) -> dict[str, Any]:
+    n, mib = run.sizes.memory_works, run.sizes.memory_global_mib
+    small = scheduler_peak_with_global(run, "memory-small", 1024, n)
+    big = scheduler_peak_with_global(run, "memory-big", mib << 20, n)
+    run.log(f"  scheduler peak RSS: {small:.0f} MiB with 1 KiB, {big:.0f} MiB with {mib} MiB")
+    return {"works": n, "global_mib": mib,
+            "peak_rss_mib": {"global_1kib": round(small, 1), "global_big": round(big, 1)},
+            "ratios": {"big_over_small": big / small}}
+
+
 RUNNERS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "throughput": bench_throughput, "latency": bench_latency, "chain": bench_chain,
-    "blur": bench_blur, "scale": bench_scale, "idle": bench_idle,
+    "blur": bench_blur, "scale": bench_scale, "idle": bench_idle, "memory": bench_memory,
 }
 
 

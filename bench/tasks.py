@@ -33,3 +33,15 @@ def blur_pipeline(source: str, blur_dir: str, out_dir: str, level: int, radius: 
     saved = run_worker(SaveImageToFileWorker, {KEY_IMAGE_URI: uri, "source": source,
                                                "out_dir": out_dir, "file_name": name})
     return str(saved.output_data[KEY_IMAGE_URI])
+
+
+def global_carrier(size: int):
+    """A function worker that refers to a global of ``size`` bytes, made as a notebook cell
+    makes one (in ``__main__``), so it is pickled by value with that global: an image array,
+    a DataFrame or a model a notebook function happens to use."""
+    import os
+
+    namespace = {"__name__": "__main__", "CAPTURED": os.urandom(size)}
+    exec("def uses_global(n: int = 0) -> dict:\n    return {'size': len(CAPTURED)}\n",
+         namespace)
+    return namespace["uses_global"]

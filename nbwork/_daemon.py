@@ -7,7 +7,11 @@ restart, which kills the kernel's process group, does not touch it; its output g
 Environment (read by the client that starts the scheduler): ``NBWORK_IDLE_EXIT`` seconds
 without unfinished work before it exits; ``NBWORK_STOP_GRACE`` seconds a stopped worker
 gets before its process group is terminated; ``NBWORK_SUPERVISE=0`` starts the scheduler
-without its supervisor (``_supervisor.py``), e.g. when a service manager restarts it.
+without its supervisor (``_supervisor.py``), e.g. when a service manager restarts it;
+``NBWORK_HUNG_AFTER`` seconds without a heartbeat before the supervisor ends a hung one.
+
+Stopping and status read only the lock and the liveness files (``_liveness.py``), never
+the database: they work on a store whose database is broken, and never start anything.
 """
 
 from __future__ import annotations
@@ -15,19 +19,32 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
 
 import psutil
 
-from ._lock import holder_pid, last_holder_pid
-from ._supervisor import SCHEDULER_CODE, SUPERVISOR_CODE
-from .errors import SchedulerError
+from ._liveness import BeatWriter, clear_note, read_beat, read_note
+from ._lock import SchedulerLock, holder_pid, last_holder_pid
+from ._supervisor import (
+    GIVE_UP_HOLD,
+    SCHEDULER_CODE,
+    SUPERVISOR_CODE,
+    _hung_after,
+    _store_of,
+    configure_logging,
+)
+from .errors import SchedulerError, SchedulerWarning, StoreError, caller_stacklevel
 
 LOG_NAME = "scheduler.log"
 START_TIMEOUT = 20.0
+STORE_RETRY_MAX = 30.0
+"""Seconds: the longest wait between two tries to open a store that cannot be opened yet (a
+full disk) when a scheduler starts; the wait doubles from one second."""
 _children: list[subprocess.Popen] = []
 
 
@@ -44,14 +61,28 @@ def _wait_until(condition, timeout: float) -> bool:
         pause = min(pause * 2, 0.1)
 
 
-def _stop_supervisor_of(pid: int) -> None:
-    """SIGKILL the supervisor of scheduler ``pid``, if it has one (it restarts nothing then)."""
+def store_processes(store_path: str) -> list[psutil.Process]:
+    """The live supervisors and schedulers of a store, found by their command line: one
+    that is still starting, or a supervisor waiting to restart one, holds no lock."""
+    real = os.path.realpath(store_path)
+    programs = {SCHEDULER_CODE, SUPERVISOR_CODE}
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        cmdline = process.info["cmdline"] or []
+        if (process.pid == os.getpid() or process.info["status"] == psutil.STATUS_ZOMBIE
+                or len(cmdline) < 3 or cmdline[1] != "-c" or cmdline[2] not in programs):
+            continue
+        store = _store_of(cmdline[3:])
+        if store is not None and os.path.realpath(store) == real:
+            found.append(process)
+    return found
+
+
+def _is_supervisor(process: psutil.Process) -> bool:
     try:
-        parent = psutil.Process(pid).parent()
-        if parent is not None and any("nbwork._supervisor" in part for part in parent.cmdline()):
-            parent.kill()
+        return SUPERVISOR_CODE in process.cmdline()
     except psutil.Error:
-        pass
+        return False
 
 
 def _reap() -> None:
@@ -60,8 +91,55 @@ def _reap() -> None:
             _children.remove(child)
 
 
+@dataclass(frozen=True)
+class SchedulerStatus:
+    """What ``wm.daemon.status()`` and ``nbwork daemon status`` say about a store's scheduler.
+
+    ``pid``: the scheduler that holds the store (None: none does); ``supervisor_pid``: its
+    supervisor; ``starting``: a scheduler or supervisor process runs but none holds the store
+    yet; ``heartbeat_age``: seconds since the scheduler's loop last turned; ``state``:
+    ``"running"``, or why it waits (a store that cannot be opened yet); ``hung_after``: the
+    age at which its supervisor ends it as hung; ``gave_up``: why the supervisor stopped
+    restarting it, if it did recently (``gave_up_at``: when).
+    """
+
+    pid: int | None
+    supervisor_pid: int | None
+    starting: bool
+    heartbeat_age: float | None
+    state: str | None
+    hung_after: float
+    gave_up: str | None
+    gave_up_at: datetime | None
+
+    @property
+    def responding(self) -> bool:
+        """False when the scheduler holds the store but its heartbeat is late (stopped or hung)."""
+        return self.pid is None or self.heartbeat_age is None or (
+            self.heartbeat_age <= min(self.hung_after / 2, 10.0))
+
+    def describe(self) -> str:
+        """One line for people: running, not responding, starting, stopped or given up."""
+        if self.pid is not None:
+            line = f"running, pid {self.pid}"
+            if self.heartbeat_age is not None:
+                line += f", heartbeat {self.heartbeat_age:.1f} s ago"
+                if not self.responding:
+                    line += (f"; NOT RESPONDING (stopped or hung); its supervisor ends it "
+                             f"after {self.hung_after:g} s without a heartbeat")
+            if self.state and self.state != "running":
+                line += f"; {self.state}"
+            return line
+        if self.starting:
+            return "starting" + (f" ({self.state})" if self.state and self.state != "running"
+                                 else "")
+        if self.gave_up:
+            return f"not running: {self.gave_up}"
+        return "not running"
+
+
 class Daemon:
-    """The scheduler process of one store: ``pid``, ``start()``, ``stop()``."""
+    """The scheduler process of one store: ``pid``, ``start()``, ``stop()``, ``status()``."""
 
     def __init__(self, store_path: str, idle_exit: float | None = None) -> None:
         self.store_path = store_path
@@ -69,6 +147,7 @@ class Daemon:
         self._spawned: subprocess.Popen | None = None
         self._spawned_at = 0.0
         self._holder_at_spawn: int | None = None
+        self._warned_note: float | None = None
 
     @property
     def pid(self) -> int | None:
@@ -78,6 +157,27 @@ class Daemon:
     @property
     def is_running(self) -> bool:
         return self.pid is not None
+
+    def status(self) -> SchedulerStatus:
+        """The scheduler's state, read from its lock and liveness files (not the database)."""
+        pid = holder_pid(self.store_path)
+        processes = store_processes(self.store_path)
+        supervisor = next((p.pid for p in processes if _is_supervisor(p)), None)
+        beat = read_beat(self.store_path)
+        live_beat = beat if beat is not None and (
+            beat.pid == pid or (pid is None and any(p.pid == beat.pid for p in processes))
+        ) else None
+        note = self._give_up_note()
+        return SchedulerStatus(
+            pid=pid, supervisor_pid=supervisor, starting=pid is None and bool(processes),
+            heartbeat_age=live_beat.age if live_beat else None,
+            state=live_beat.state if live_beat else None, hung_after=_hung_after(),
+            gave_up=note.message if note else None,
+            gave_up_at=datetime.fromtimestamp(note.time) if note else None)
+
+    def _give_up_note(self):
+        note = read_note(self.store_path)
+        return note if note is not None and note.age < GIVE_UP_HOLD else None
 
     def spawn(self) -> None:
         """Start a scheduler in the background without waiting (a duplicate exits by itself)."""
@@ -110,8 +210,19 @@ class Daemon:
             raise SchedulerError(f"could not start the scheduler: {exc}") from exc
 
     def ensure_running(self) -> None:
-        """Spawn a scheduler unless one holds the store or ours is still starting up."""
+        """Spawn a scheduler unless one holds the store or ours is still starting up.
+
+        Not while its supervisor's give-up stands (``GIVE_UP_HOLD``): a scheduler that kept
+        dying is not restarted by every client call; this warns (``SchedulerWarning``, once
+        per give-up) instead, and ``start()`` tries again."""
         if self.is_running:
+            return
+        note = self._give_up_note()
+        if note is not None:
+            if self._warned_note != note.time:
+                self._warned_note = note.time
+                warnings.warn(f"the scheduler of {self.store_path} is not running: "
+                              f"{note.message}", SchedulerWarning, stacklevel=caller_stacklevel())
             return
         spawned = self._spawned
         # A live process we spawned that does not hold the lock is either still starting
@@ -129,6 +240,7 @@ class Daemon:
         pid = self.pid
         if pid is not None:
             return pid
+        clear_note(self.store_path)  # asked for explicitly: try again after a give-up
         self.spawn()
         if not _wait_until(lambda: self.pid is not None, timeout):
             raise SchedulerError(
@@ -138,23 +250,38 @@ class Daemon:
         return self.pid  # type: ignore[return-value]
 
     def stop(self, timeout: float = 15.0) -> bool:
-        """Stop the scheduler (running attempts are stopped and go back to ENQUEUED).
+        """Stop the scheduler and its supervisor (running attempts are stopped and go back
+        to ENQUEUED); also a scheduler that is still starting, or a supervisor waiting to
+        restart one. Reads no database and starts nothing.
 
-        Returns False if none was running. Work still queued restarts it on the next
+        Returns False if none was there. Work still queued restarts it on the next
         client call that needs it.
         """
-        pid = self.pid
-        if pid is None:
+        _reap()
+        processes = store_processes(self.store_path)
+        holder = self.pid
+        if holder is not None and all(p.pid != holder for p in processes):
+            try:  # e.g. ``nbwork daemon run`` in a terminal
+                processes.append(psutil.Process(holder))
+            except psutil.Error:
+                pass
+        if not processes:
             return False
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return False
-        if not _wait_until(lambda: self.pid != pid, timeout):
-            # Its supervisor would take a SIGKILL for a crash and restart it: end it first.
-            _stop_supervisor_of(pid)
-            os.kill(pid, signal.SIGKILL)
-            _wait_until(lambda: self.pid != pid, 5.0)
+        # Supervisors first: each passes the stop on to its scheduler and exits, and
+        # restarts nothing.
+        processes.sort(key=lambda p: not _is_supervisor(p))
+        for process in processes:
+            try:
+                process.terminate()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(processes, timeout)
+        for process in alive:  # supervisors first: a SIGKILLed scheduler is a crash to them
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, 5.0)
         _reap()
         return True
 
@@ -162,21 +289,59 @@ class Daemon:
         return f"Daemon(store={self.store_path!r}, pid={self.pid})"
 
 
+def _open_store(path: str, beat: BeatWriter):
+    """The store, once it can be opened: a full disk (or a store locked for a minute) is
+    waited out, with a pause doubling up to ``STORE_RETRY_MAX``, so work resumes with no
+    client call once space returns. Meanwhile the heartbeat says why (``nbwork daemon
+    status`` shows it) and the log lines are held until the log can be written."""
+    from ._store import Store
+
+    log = logging.getLogger("nbwork.scheduler")
+    pause, since = 1.0, None
+    while True:
+        try:
+            store = Store(path)
+        except StoreError as exc:
+            if not exc.transient:
+                raise
+            if since is None:
+                since = time.monotonic()
+                log.warning("the store cannot be opened: %s; waiting and trying again "
+                            "(every %g s at most)", exc, STORE_RETRY_MAX)
+            beat.state = f"waiting for the store: {exc}"
+            deadline = time.monotonic() + pause
+            while time.monotonic() < deadline:
+                beat.beat()  # alive, not hung: the supervisor must not end it
+                time.sleep(max(0.0, min(1.0, deadline - time.monotonic())))
+            pause = min(pause * 2, STORE_RETRY_MAX)
+            continue
+        if since is not None:
+            log.info("the store can be opened again after %.0f s; starting",
+                     time.monotonic() - since)
+        return store
+
+
 def main(argv: list[str] | None = None) -> int:
     from ._executors.local import DEFAULT_STOP_GRACE, LocalExecutor
     from ._scheduler import DEFAULT_IDLE_EXIT, Scheduler
-    from ._store import Store
+    from ._store import check_store_dir
 
     parser = argparse.ArgumentParser(prog="nbwork-scheduler")
     parser.add_argument("--store", required=True)
     parser.add_argument("--idle-exit", type=float, default=DEFAULT_IDLE_EXIT)
     parser.add_argument("--stop-grace", type=float, default=DEFAULT_STOP_GRACE)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
-        format=f"%(asctime)s [{os.getpid()}] %(name)s %(levelname)s %(message)s",
-    )
-    store = Store(args.store)
+    configure_logging()
+    log = logging.getLogger("nbwork.scheduler")
+    path = os.path.abspath(os.path.expanduser(args.store))
+    check_store_dir(path)  # a store others could write is refused before anything else
+    # The lock first: the one scheduler of the store may have to wait for it to open.
+    lock = SchedulerLock(path)
+    if not lock.acquire():
+        log.info("another scheduler holds the lock of %s; exiting", path)
+        return 1
+    beat = BeatWriter(path)
+    store = _open_store(path, beat)
     address = store.executor()  # chosen by WorkManager(path, executor=...), kept in the store
     if address == "local":
         executor = LocalExecutor(stop_grace=args.stop_grace)
@@ -189,9 +354,10 @@ def main(argv: list[str] | None = None) -> int:
             executor = DaskExecutor(address, stop_grace=args.stop_grace,
                                     owner=f"{socket.gethostname()}:{store.path}")
         except ImportError as exc:
-            logging.getLogger("nbwork.scheduler").error("cannot run work on %s: %s", address, exc)
+            log.error("cannot run work on %s: %s", address, exc)
             return 2
-    return Scheduler(store, executor=executor, idle_exit=args.idle_exit).run()
+    return Scheduler(store, executor=executor, idle_exit=args.idle_exit, lock=lock,
+                     beat=beat).run()
 
 
 if __name__ == "__main__":

@@ -62,8 +62,11 @@ class SchedulerLock:
         # Record who took it. The record outlives the lock, so a client that sees the lock
         # free can tell a scheduler that is still starting (never took it) from one that is
         # exiting (took it, then let go): see Daemon.ensure_running.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        record = f"{os.getpid()}\n".encode().ljust(12)  # fixed size: rewritten in place
+        try:
+            os.pwrite(fd, record, 0)
+        except OSError:
+            pass  # a full disk: the lock holds all the same (the record only helps clients)
         self.fd = fd
         return True
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import multiprocessing.util
 import os
 import signal
 import time
@@ -36,6 +37,7 @@ from ._conditions import (
 )
 from ._executors.base import AttemptSpec, Executor
 from ._executors.local import DEFAULT_STOP_GRACE, LocalExecutor
+from ._liveness import BeatWriter, read_beat, remove_dead_tmpdir
 from ._lock import SchedulerLock
 from ._rules import Outcome
 from ._spec import WorkSpec
@@ -68,12 +70,15 @@ class Scheduler:
         executor: Executor | None = None,
         clock: Clock | None = None,
         idle_exit: float = DEFAULT_IDLE_EXIT,
+        lock: SchedulerLock | None = None,
+        beat: BeatWriter | None = None,
     ) -> None:
         self.store = store
         self.clock = clock or Clock()
         self.executor = executor or LocalExecutor()
         self.idle_exit = idle_exit
-        self.lock = SchedulerLock(store.path)
+        self.lock = lock or SchedulerLock(store.path)  # ``_daemon.main`` takes it first
+        self.beat = beat or BeatWriter(store.path)
         self.token = uuid.uuid4().hex
         self._attempts: dict[str, str] = {}  # token -> work id
         self._progress: dict[str, dict] = {}
@@ -100,6 +105,10 @@ class Scheduler:
         self._own_checked_in: Any = None
         self._first_due_cache: tuple[dict[str, float], frozenset[str], float | None] | None = None
         self._running_constraints: dict[str, dict[str, Any]] = {}  # token -> constraints
+        set_code_source = getattr(self.executor, "set_code_source", None)
+        self._code_source_set = set_code_source is not None
+        if set_code_source is not None:
+            set_code_source(self.store.open_code)
 
     # --- sink for the executor --------------------------------------------------------
 
@@ -130,9 +139,10 @@ class Scheduler:
 
     def run(self) -> int:
         """Run until idle or told to stop; 0 on a normal exit, 1 if another scheduler runs."""
-        if not self.lock.acquire():
+        if self.lock.fd is None and not self.lock.acquire():
             log.info("another scheduler holds the lock of %s; exiting", self.store.path)
             return 1
+        self._take_over_from_predecessor()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         self._wake = WakeReceiver(self.store.path)
@@ -153,7 +163,9 @@ class Scheduler:
                     if self._stopping:
                         break
                     continue
-                self._faulted = False
+                if self._faulted:
+                    self._faulted = False
+                    self.beat.state = "running"
                 if self._stopping:
                     break
                 if self._idle_long_enough() and self._leave_if_still_idle():
@@ -163,11 +175,24 @@ class Scheduler:
             self._shutdown()
         return 0
 
+    def _take_over_from_predecessor(self) -> None:
+        """With the lock held (any predecessor is dead): remove the temp folder a killed one
+        left behind, and say which is ours, for our successor."""
+        own = multiprocessing.util.get_temp_dir()  # the forkserver's socket goes there
+        removed = remove_dead_tmpdir(read_beat(self.store.path), own)
+        if removed:
+            log.info("removed %s, left behind by a scheduler that was killed", removed)
+        self.beat.tmpdir = own
+        self.beat.state = "running"
+        self.beat.beat()
+
     def _store_fault(self, exc: StoreError) -> None:
         """Log a store fault (once per spell) and wait before the next try (or a wake-up)."""
         if not self._faulted:
             log.warning("the store cannot be written; trying again every second: %s", exc)
             self._faulted = True
+            self.beat.state = f"waiting for the store: {exc}"
+            self.beat.beat()
         if self._wake is not None and wait_for([self._wake], STORE_RETRY_INTERVAL):
             self._wake.drain()
 
@@ -209,6 +234,7 @@ class Scheduler:
             wake, self._wake = self._wake, None  # the signal handler must not poke a closed fd
             if wake is not None:
                 wake.close()
+            self.beat.close()
             self.lock.release()
 
     def _heartbeat(self, force: bool = False) -> None:
@@ -216,6 +242,9 @@ class Scheduler:
         if not force and now - self._last_heartbeat < HEARTBEAT_INTERVAL:
             return
         self._last_heartbeat = now
+        # The file first: it is what the supervisor's liveness check reads, and it is
+        # written in place, even on a full disk.
+        self.beat.beat()
         lease = {
             "pid": os.getpid(), "token": self.token, "heartbeat": self.clock.now(),
             "executor": type(self.executor).__name__, "capacity": self.executor.capacity,
@@ -313,6 +342,12 @@ class Scheduler:
                             len(outcomes))
                 self._pending_logged.update(outcomes)
             raise
+        first = not self.beat.recorded
+        self.beat.recorded += len(outcomes)
+        if outcomes and first:
+            # The first result this scheduler recorded: its supervisor counts a death after
+            # it as one of a productive scheduler (not a crash loop), so say so now.
+            self.beat.beat()
         for token in outcomes:  # only once recorded (see above)
             self._pending_logged.discard(token)
             self._attempts.pop(token, None)
@@ -472,6 +507,7 @@ class Scheduler:
         # (The records read here are fresh, none of self._own's: a failed transaction
         # leaves those as they were.)
         started: list[WorkSpec] = []
+        payloads: dict[str, bytes | None] = {}
         with self.store.transaction() as txn:
             for work_id in due:
                 spec = txn.get(work_id)
@@ -491,9 +527,20 @@ class Scheduler:
                     _rules.finish_attempt(txn, spec, Outcome(
                         "failure", error=f"cannot build the input of this work: {exc}"), now)
                     continue
-                payload = txn.get_value(f"code:{spec.code_key}")
+                # An executor with a code source reads the blob itself, once per worker
+                # process that lacks it; the others get one copy shared by this batch.
+                # Never a copy per attempt: a worker that captured a 100 MiB global,
+                # queued 300 times, took the scheduler to gigabytes and the OOM killer.
+                if self._code_source_set:
+                    payload = None
+                    present = txn.has_code(spec.code_key)
+                else:
+                    if spec.code_key not in payloads:
+                        payloads[spec.code_key] = txn.get_value(f"code:{spec.code_key}")
+                    payload = payloads[spec.code_key]
+                    present = payload is not None
                 seen_count = _rules.start_attempt(spec, token, now)
-                if payload is None:
+                if not present:
                     _rules.finish_attempt(txn, spec, Outcome(
                         "failure", error="the worker code of this work is missing from the "
                         "store; enqueue it again"), now)

@@ -95,19 +95,34 @@ def check_store_dir(path: str) -> None:
 
 
 def _translate(exc: BaseException, path: str) -> StoreError:
-    if isinstance(exc, diskcache.Timeout):
-        return StoreError(
+    code = getattr(exc, "errno", None)
+    text = str(exc).lower()
+    if isinstance(exc, diskcache.Timeout) or "database is locked" in text:
+        error = StoreError(
             f"the store {path!r} stayed locked by another process for {_SQLITE_TIMEOUT:g} s; "
             "try again (is a process stuck inside a transaction?)"
         )
-    code = getattr(exc, "errno", None)
-    text = str(exc).lower()
-    if code == errno.ENOSPC or "full" in text:
-        return StoreError(
+    elif code in (errno.ENOSPC, errno.EDQUOT) or "full" in text:
+        error = StoreError(
             f"the disk holding the store {path!r} is full; nothing was written. Free some "
             "space (or prune old work: nbwork prune) and try again"
         )
-    return StoreError(f"the store {path!r} could not be written: {exc}")
+    else:
+        return StoreError(f"the store {path!r} could not be written: {exc}")
+    error.transient = True
+    return error
+
+
+CODE_CHUNK = 1 << 20
+
+
+def _pieces(blob: Any, chunk_size: int, path: str) -> Iterator[bytes]:
+    try:
+        with blob:
+            while chunk := blob.read(chunk_size):
+                yield chunk
+    except sqlite3.Error as exc:
+        raise _translate(exc, path) from exc
 
 
 class Transaction:
@@ -326,6 +341,7 @@ class Store:
         self.log_dir = os.path.join(self.path, "logs")
         # state -> ("counter:s" when read, the index): see state_index
         self._index_memo: dict[WorkState, tuple[int, dict[str, float]]] = {}
+        self._blob_con: tuple[int, sqlite3.Connection] | None = None  # (pid, connection)
         try:
             os.makedirs(self.log_dir, mode=0o700, exist_ok=True)
             self._cache = diskcache.Cache(
@@ -355,6 +371,9 @@ class Store:
             )
 
     def close(self) -> None:
+        if self._blob_con is not None:
+            self._blob_con[1].close()
+            self._blob_con = None
         self._cache.close()
 
     @contextlib.contextmanager
@@ -435,8 +454,40 @@ class Store:
             ids.extend(self.state_index(state))
         return ids
 
+    def _blob_connection(self) -> sqlite3.Connection:
+        """A connection of this process that reads without memory-mapping the database:
+        diskcache maps up to 64 MiB of it, and every page of a blob read through the map
+        stayed in the reader's resident memory."""
+        pid = os.getpid()
+        if self._blob_con is None or self._blob_con[0] != pid:
+            con = sqlite3.connect(os.path.join(self.path, "db", diskcache.core.DBNAME),
+                                  timeout=_SQLITE_TIMEOUT, isolation_level=None,
+                                  check_same_thread=False)
+            con.execute("PRAGMA mmap_size = 0")
+            self._blob_con = (pid, con)
+        return self._blob_con[1]
+
     def get_code(self, key: str) -> bytes | None:
         return self._cache.get(f"code:{key}")
+
+    def open_code(self, key: str, chunk_size: int = CODE_CHUNK) -> tuple[int, Iterator[bytes]]:
+        """``(size, pieces)`` of the code blob ``key``, read piece by piece: a worker that
+        captured a big global (an image, a model) is never whole in the scheduler's memory
+        (``get_code`` peaked at twice its size: SQLite's buffer and the bytes made of it).
+        Raises ``StoreError`` if there is no such blob."""
+        try:
+            con = self._blob_connection()
+            row = con.execute("SELECT rowid, mode FROM Cache WHERE key = ? AND raw = 1",
+                              (f"code:{key}",)).fetchone()
+            if row is not None and row[1] == diskcache.core.MODE_RAW and hasattr(con, "blobopen"):
+                blob = con.blobopen("Cache", "value", row[0], readonly=True)
+                return len(blob), _pieces(blob, chunk_size, self.path)
+            payload = self._cache.get(f"code:{key}") if row is not None else None
+        except (OSError, diskcache.Timeout, sqlite3.Error) as exc:
+            raise _translate(exc, self.path) from exc
+        if payload is None:
+            raise StoreError(f"the worker code {key[:12]} is missing from the store {self.path!r}")
+        return len(payload), iter([payload])
 
     def get_value(self, key: str, default: Any = None) -> Any:
         return self._cache.get(key, default)

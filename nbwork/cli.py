@@ -27,8 +27,10 @@ class UsageError(Exception):
     """A mistake on the command line: one line on stderr, exit code 2."""
 
 
-def _manager(args: argparse.Namespace) -> WorkManager:
-    return WorkManager(args.store or default_store_path())
+def _manager(args: argparse.Namespace, resume: bool = True) -> WorkManager:
+    """The store's manager; ``resume=False`` for commands that only look (they must never
+    start a scheduler)."""
+    return WorkManager(args.store or default_store_path(), resume=resume)
 
 
 def _resolve_id(wm: WorkManager, prefix: str) -> str:
@@ -73,7 +75,7 @@ def _dump_json(value: Any) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    wm = _manager(args)
+    wm = _manager(args, resume=False)
     query = WorkQuery(tags=args.tag or (), states=args.state or (),
                       unique_work_names=args.unique or ())
     infos = wm.get_work_infos(query)
@@ -106,7 +108,7 @@ def _error_line(error: str | None, limit: int = 80) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    wm = _manager(args)
+    wm = _manager(args, resume=False)
     info = wm.get_work_info_by_id(_resolve_id(wm, args.id))
     assert info is not None
     values = _info_dict(info)
@@ -129,7 +131,7 @@ def _so_far(info: WorkInfo) -> str:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    wm = _manager(args)
+    wm = _manager(args, resume=False)
     work_id = _resolve_id(wm, args.id)
     text = wm.read_log(work_id)
     if not text:  # on stderr: stdout stays exactly the log, for pipes
@@ -170,22 +172,44 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_daemon(args: argparse.Namespace) -> int:
     if args.executor is not None and args.action not in ("start", "run"):
         raise UsageError("--executor goes with 'daemon start' or 'daemon run'")
-    wm = WorkManager(args.store or default_store_path(), executor=args.executor)
+    path = args.store or default_store_path()
+    if args.action == "stop":
+        # Only the lock and the processes: a store whose database is broken can be stopped.
+        from ._daemon import Daemon
+
+        print("scheduler stopped" if Daemon(os.path.abspath(os.path.expanduser(path))).stop()
+              else "no scheduler was running")
+        return 0
+    if args.action == "status":
+        return _daemon_status(path)
+    wm = WorkManager(path, executor=args.executor, resume=False)
     if args.action == "start":
         print(f"scheduler running, pid {wm.daemon.start()}")
-    elif args.action == "stop":
-        print("scheduler stopped" if wm.daemon.stop() else "no scheduler was running")
-    elif args.action == "run":
+    else:
         from ._daemon import main as run_scheduler
 
         return run_scheduler(["--store", wm.store_path])
-    else:
-        pid = wm.daemon.pid
-        counts = {s.value: len(wm.get_work_infos(WorkQuery(states=[s]))) for s in WorkState}
-        print(f"store: {wm.store_path}")
-        print(f"scheduler: {'running, pid ' + str(pid) if pid else 'not running'}")
-        print(f"executor: {wm.executor}")
-        print("work: " + (", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none"))
+    return 0
+
+
+def _daemon_status(path: str) -> int:
+    """The scheduler's state first (read without the database: it shows even when the
+    database cannot be opened), then the store's work."""
+    from ._daemon import Daemon
+
+    path = os.path.abspath(os.path.expanduser(path))
+    status = Daemon(path).status()
+    print(f"store: {path}")
+    print(f"scheduler: {status.describe()}")
+    if status.supervisor_pid is not None:
+        print(f"supervisor: pid {status.supervisor_pid}")
+    if status.gave_up and status.pid is None and status.gave_up_at is not None:
+        print(f"supervisor gave up at {_when(status.gave_up_at)}; 'nbwork daemon start' "
+              "tries again")
+    wm = WorkManager(path, resume=False)
+    print(f"executor: {wm.executor}")
+    counts = {s.value: len(wm.get_work_infos(WorkQuery(states=[s]))) for s in WorkState}
+    print("work: " + (", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none"))
     return 0
 
 

@@ -164,12 +164,16 @@ class WorkManager:
     _instances: dict[str, "WorkManager"] = {}
 
     def __init__(self, path: str | os.PathLike | None = None,
-                 executor: str | None = None) -> None:
+                 executor: str | None = None, *, resume: bool = True) -> None:
         """``executor``: where the store's work runs, ``"local"`` (worker processes on this
         machine) or ``"dask://HOST:PORT"`` (the Dask cluster whose scheduler is there). It is
         kept in the store, for every client and the scheduler; None keeps the store's choice
         (local if none was made). A change restarts a running scheduler: its running
-        attempts go back to the queue and run again on the new executor."""
+        attempts go back to the queue and run again on the new executor.
+
+        ``resume=False``: opening the manager does not start a scheduler for work left
+        unfinished (for tools that only look, like ``nbwork list``); an enqueue or a wait
+        still does."""
         address = None if executor is None else check_executor(executor)
         if address is not None and address != "local":
             require_distributed()
@@ -185,7 +189,8 @@ class WorkManager:
             self.daemon.stop()
         # Work left unfinished (a reboot, an idle exit) resumes on the first client use.
         store = self._store
-        if store.state_index(WorkState.ENQUEUED) or store.state_index(WorkState.RUNNING):
+        if resume and (store.state_index(WorkState.ENQUEUED)
+                       or store.state_index(WorkState.RUNNING)):
             self.daemon.ensure_running()
 
     @classmethod

@@ -12,7 +12,8 @@ def test_all_is_pinned():
     assert sorted(nbwork.__all__) == sorted([
         "ArrayCreatingInputMerger", "BackoffPolicy", "Constraints", "CoroutineWorker", "Data",
         "DataError", "ExistingPeriodicWorkPolicy", "ExistingWorkPolicy", "InputMerger",
-        "InvalidInputError", "InvalidRequestError", "MAX_DATA_BYTES", "NbworkError",
+        "InvalidInputError", "InvalidRequestError", "LargeWorkerWarning", "MAX_DATA_BYTES",
+        "NbworkError", "NbworkWarning", "SchedulerWarning",
         "NetworkType", "OneTimeWorkRequest", "Operation", "OverwritingInputMerger",
         "PeriodicWorkRequest", "Result", "SchedulerError", "StopReason", "StoreError",
         "UpdateResult", "WorkContinuation", "WorkInfo", "WorkManager", "WorkQuery",

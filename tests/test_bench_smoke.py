@@ -24,6 +24,7 @@ EXPECTED = {
     "blur": {"images", "seconds", "wall_s", "ratios"},
     "scale": {"sizes", "fill", "p50_ms", "ratios"},
     "idle": {"cpu_percent", "kernel", "pending"},
+    "memory": {"works", "peak_rss_mib", "ratios"},
 }
 
 
@@ -59,9 +60,9 @@ def test_suite_runs_at_tiny_sizes(tmp_path, monkeypatch):
     assert results["idle"]["still_pending"] == SIZES["tiny"].idle_pending
     ids = {t["id"] for t in results["targets"]}
     assert {"throughput_vs_huey", "latency_p50_ms", "blur_vs_pool", "scale_enqueue",
-            "scheduler_idle_cpu", "table_kernel_cpu"} <= ids
+            "scheduler_idle_cpu", "table_kernel_cpu", "memory_big_global"} <= ids
     assert all(t["pass"] in (True, False) for t in results["targets"])
-    assert len(paths) == 7
+    assert len(paths) == 9  # 7, and the memory benchmark's two
 
     # The Markdown section goes between its markers and leaves other sections alone.
     md = tmp_path / "BENCHMARKS.md"

@@ -190,3 +190,45 @@ def test_the_content_key_is_stable_for_the_same_code():
 def test_a_payload_is_a_plain_pickle():
     _, payload = serialize_worker(double_plus_offset, "a")
     assert pickle.loads(payload)(a=1) == {"value": 1002}
+
+
+# --- big captured globals warn at enqueue ---------------------------------------------------
+
+
+def _notebook_function(source: str, **globals_):
+    """A function as if defined in a notebook cell (``__main__``: pickled by value)."""
+    namespace = {"__name__": "__main__", **globals_}
+    exec(source, namespace)
+    return namespace["work"]
+
+
+def test_a_worker_with_big_captured_globals_warns_naming_them():
+    from nbwork.errors import LargeWorkerWarning
+
+    big, small = os.urandom(12 * 2**20), os.urandom(100)
+    work = _notebook_function("def work():\n    return {'n': len(BIG) + len(small)}\n",
+                              BIG=big, small=small)
+    with pytest.warns(LargeWorkerWarning) as caught:
+        serialize_worker(work, "nb.work")
+    message = str(caught[0].message)
+    assert "worker nb.work carries 12 MiB of captured globals: `BIG` (12 MiB)" in message
+    assert "small" not in message and "inside do_work" in message
+    assert caught[0].filename == __file__  # points at the caller's line, not nbwork's
+
+
+def test_a_worker_class_names_globals_its_methods_use_and_its_big_attributes():
+    from nbwork.errors import LargeWorkerWarning
+
+    namespace = {"__name__": "__main__", "Worker": Worker, "Result": Result,
+                 "MODEL": os.urandom(11 * 2**20)}
+    exec("class Big(Worker):\n    TABLE = b'x' * (3 * 2**20)\n"
+         "    def do_work(self):\n        return Result.success({'n': len(MODEL)})\n",
+         namespace)
+    with pytest.warns(LargeWorkerWarning, match=r"`MODEL` \(11 MiB\), `Big.TABLE` \(3 MiB\)"):
+        serialize_worker(namespace["Big"], "nb.Big")
+
+
+def test_a_small_worker_does_not_warn(recwarn):
+    serialize_worker(_notebook_function("def work():\n    return {'n': len(DATA)}\n",
+                                        DATA=os.urandom(1024)), "nb.work")
+    assert not recwarn.list

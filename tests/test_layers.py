@@ -11,7 +11,7 @@ LAYERS = {
     "errors": 0, "_time": 0,
     "data": 1, "info": 1, "worker": 1, "request": 1, "_spec": 1, "_code": 1,
     "_rules": 2,
-    "_store": 3, "_lock": 3, "_wake": 3, "_ops": 3, "_conditions": 3,
+    "_store": 3, "_lock": 3, "_liveness": 3, "_wake": 3, "_ops": 3, "_conditions": 3,
     "_executors": 3, "_executors.base": 3, "_executors.child": 3, "_executors.local": 3,
     "_executors.inline": 3, "_executors.slot": 3,
     "_executors.launcher": 3, "_executors.dask_task": 3, "_executors.dask": 3,

@@ -3,6 +3,7 @@ works, stops of queued attempts, cleanup of what an attempt leaves running."""
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing.forkserver
 import os
 import signal
@@ -58,6 +59,26 @@ def run_until_done(ex, sink, tokens, timeout=60):
     wait_until(done, timeout=timeout, what="the attempts to finish")
 
 
+def run_to_the_end(ex, sink, specs: list[AttemptSpec]) -> list:
+    """Submit ``specs`` as room allows and return their final outcomes, in order. Attempts
+    taken back from behind a slow one (``not_started``: a slot's first attempt may wait
+    for its process to boot) are handed out again, as the scheduler does."""
+    final: dict[int, object] = {}
+    pending = list(enumerate(specs))
+    while pending:
+        for _, spec in pending:
+            while ex.room() == 0:
+                ex.poll(sink)
+            ex.submit(spec)
+        run_until_done(ex, sink, [spec.token for _, spec in pending])
+        for i, spec in pending:
+            if sink.outcomes[spec.token].kind != "not_started":
+                final[i] = sink.outcomes[spec.token]
+        pending = [(i, dataclasses.replace(spec, token=uuid.uuid4().hex))
+                   for i, spec in pending if i not in final]
+    return [final[i] for i in range(len(specs))]
+
+
 def print_then(text: str, then: str = "return", gate: str = "") -> dict:
     print(text, flush=True)
     if then == "die":
@@ -98,15 +119,9 @@ def spawn_sleeper(pid_file: str) -> dict:
 
 def test_a_flood_of_short_works_is_batched_into_warm_slots(executor, tmp_path):
     sink = Sink()
-    tokens = []
-    for i in range(200):
-        while executor.room() == 0:
-            executor.poll(sink)
-        a = attempt(helpers.add, tmp_path, a=i, b=1)
-        executor.submit(a)
-        tokens.append(a.token)
-    run_until_done(executor, sink, tokens)
-    assert [sink.outcomes[t].output["sum"] for t in tokens] == [i + 1 for i in range(200)]
+    outcomes = run_to_the_end(executor, sink, [attempt(helpers.add, tmp_path, a=i, b=1)
+                                               for i in range(200)])
+    assert [o.output["sum"] for o in outcomes] == [i + 1 for i in range(200)]
     assert len(set(sink.pids.values())) <= 2, "two warm processes ran all 200 attempts"
 
 
@@ -278,3 +293,26 @@ def test_shutdown_waits_for_attempts_not_for_warm_processes_to_end(tmp_path):
         assert not ex._slots
     finally:
         multiprocessing.forkserver._forkserver._stop()
+
+
+@pytest.mark.slow
+def test_each_process_is_sent_a_worker_code_once_whatever_the_number_of_attempts(
+        executor, tmp_path):
+    """Attempts carry no payload: the executor reads the code from its source only for a
+    process that lacks it (once per process and key), never once per attempt."""
+    key, payload = serialize_worker(helpers.add, "add")
+    reads = []
+
+    def source(code_key):
+        reads.append(code_key)
+        return len(payload), iter([payload[:10], payload[10:]])  # sent in pieces
+
+    executor.set_code_source(source)
+    sink = Sink()
+    outcomes = run_to_the_end(executor, sink, [
+        AttemptSpec(work_id=str(uuid.uuid4()), token=uuid.uuid4().hex, worker_name="w",
+                    code_key=key, payload=None, input_data={"a": i, "b": 1},
+                    log_path=str(tmp_path / "log")) for i in range(40)])
+    assert [o.output["sum"] for o in outcomes] == list(range(1, 41))
+    # Two processes (capacity 2), so two reads at most for 40 attempts.
+    assert set(reads) == {key} and len(reads) <= 2

@@ -6,6 +6,7 @@ access) and a ``Sink`` to report to. Executors never import the store.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,13 +21,19 @@ class AttemptSpec:
     token: str
     worker_name: str
     code_key: str
-    payload: bytes
+    payload: bytes | None  # None: the executor reads it from its CodeSource when it needs it
     input_data: dict[str, Any]
     tags: tuple[str, ...] = ()
     run_attempt_count: int = 0
     generation: int = 0
     log_path: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+CodeSource = Callable[[str], tuple[int, Iterator[bytes]]]
+"""Code key -> ``(size, pieces)`` of its blob. An executor that keeps each worker process's
+code (``LocalExecutor.set_code_source``) gets attempts without a payload and reads a blob
+only for a process that lacks it: the scheduler never holds one copy per queued attempt."""
 
 
 class Sink(Protocol):

@@ -73,6 +73,16 @@ def end_own_group() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def exit_reason(exc: BaseException) -> str:
+    """The first line of the error of a worker that called ``sys.exit()``: even
+    ``sys.exit(0)`` fails the work (a work succeeds only by returning), and says so."""
+    if isinstance(exc, SystemExit):
+        code = "" if exc.code is None else repr(exc.code)
+        return (f"worker called sys.exit({code}): a work succeeds only by returning "
+                "(a Result or a dict), so it FAILED\n")
+    return ""
+
+
 def run_attempt(conn: Any, attempt: Any) -> None:
     """Entry point of the worker process (``attempt`` is an ``AttemptSpec``)."""
     become_group_leader()
@@ -119,11 +129,7 @@ def run_attempt(conn: Any, attempt: Any) -> None:
     except BaseException as exc:  # anything the worker raises fails the work, with its traceback
         error = traceback.format_exc()
         sys.stderr.write(error)
-        output: dict = {}
-        if isinstance(exc, SystemExit) and not exc.code:
-            message = ("result", Result.SUCCESS, output, None)
-        else:
-            message = ("result", Result.FAILURE, output, error)
+        message = ("result", Result.FAILURE, {}, exit_reason(exc) + error)
     try:
         send(message)
     except Exception:  # an output that cannot be sent is the worker's failure, not ours

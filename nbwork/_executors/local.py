@@ -12,6 +12,8 @@ running, so no grandchild outlives its attempt. A slot is retired after
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -25,8 +27,8 @@ import psutil
 
 from .._rules import Outcome
 from ..info import StopReason
-from .base import AttemptSpec, DiscardSink, Sink
-from .slot import remove_stale_scratch, salvage_scratch, slot_main
+from .base import AttemptSpec, CodeSource, DiscardSink, Sink
+from .slot import CODE_CACHE_SIZE, remove_stale_scratch, salvage_scratch, slot_main
 
 log = logging.getLogger("nbwork.executor")
 
@@ -91,6 +93,10 @@ class _Slot:
     dead: bool = False  # its process ended (set by poll)
     log_dir: str | None = None  # where its scratch output file is (see slot.py)
     log_paths: dict[str, str | None] = field(default_factory=dict)  # token -> its log
+    # The code keys this process holds, least recently used first (it keeps what it is sent
+    # until told to forget it), and the key of each attempt handed to it.
+    codes: collections.OrderedDict[str, None] = field(default_factory=collections.OrderedDict)
+    code_of: dict[str, str] = field(default_factory=dict)
 
     @property
     def alive(self) -> bool:
@@ -117,6 +123,12 @@ class LocalExecutor:
         self._by_token: dict[str, _Slot] = {}
         self._tidied: set[str] = set()  # log folders cleared of dead processes' scratch files
         self._handed_over: list[str] = []  # tokens whose process the sink has not heard of
+        self._code_source: CodeSource | None = None
+
+    def set_code_source(self, source: CodeSource) -> None:
+        """Where attempts without a payload get their code: read for a process that lacks
+        it, streamed to it in pieces, and kept there (see ``_send_code``)."""
+        self._code_source = source
 
     def running(self) -> set[str]:
         """Attempts handed to a slot (running, or queued right behind a short one)."""
@@ -161,12 +173,20 @@ class LocalExecutor:
         if not slot.tokens:
             slot.started_at = time.monotonic()
         try:
-            slot.conn.send(("run", attempt))
+            self._send_code(slot, attempt)
+            slot.conn.send(("run", dataclasses.replace(attempt, payload=None)))
         except OSError:  # it died since the last poll: poll() retires it; try another
             slot.dead = True
             self.submit(attempt)
             return
+        except BaseException:
+            # The code could not be read midway through: the process waits for the rest
+            # of it, so it is ended (poll() reports what it was running).
+            slot.dead = True
+            slot.conn.close()
+            raise
         slot.tokens.append(attempt.token)
+        slot.code_of[attempt.token] = attempt.code_key
         self._handed_over.append(attempt.token)
         slot.log_paths[attempt.token] = attempt.log_path
         if attempt.log_path:
@@ -176,6 +196,32 @@ class LocalExecutor:
                 remove_stale_scratch(slot.log_dir)
         slot.runs += 1
         self._by_token[attempt.token] = slot
+
+    def _send_code(self, slot: _Slot, attempt: AttemptSpec) -> None:
+        """Send the attempt's code to the slot unless it has it: once per process and key,
+        never once per attempt, and in pieces (``("code", key, size)`` then raw bytes)."""
+        key = attempt.code_key
+        if key in slot.codes:
+            slot.codes.move_to_end(key)
+            return
+        if attempt.payload is not None:
+            size, pieces = len(attempt.payload), iter([attempt.payload])
+        elif self._code_source is not None:
+            size, pieces = self._code_source(key)
+        else:
+            raise RuntimeError(f"attempt {attempt.token} has no payload and no code source")
+        slot.conn.send(("code", key, size))
+        for piece in pieces:
+            slot.conn.send_bytes(piece)
+        slot.codes[key] = None
+        if len(slot.codes) > CODE_CACHE_SIZE:
+            # Forget the least recently used, never one a queued attempt still needs.
+            needed = {slot.code_of.get(t) for t in slot.tokens} | {key}
+            for old in [k for k in slot.codes if k not in needed]:
+                if len(slot.codes) <= CODE_CACHE_SIZE:
+                    break
+                del slot.codes[old]
+                slot.conn.send(("forget", old))
 
     def stop(self, token: str, reason: str) -> None:
         slot = self._by_token.get(token)
@@ -302,6 +348,7 @@ class LocalExecutor:
                 del self._by_token[token]
                 slot.tokens.remove(token)
                 slot.log_paths.pop(token, None)
+                slot.code_of.pop(token, None)
                 now = time.monotonic()
                 slot.unqueuing.discard(token)
                 if len(message) > 5:  # measured in the slot: no pipe or scheduler delay in it

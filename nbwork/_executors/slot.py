@@ -15,8 +15,11 @@ local executor keeps a few of these alive (one per slot of its capacity). Each o
 What an attempt leaves in module globals stays for the next attempt in the same process,
 as in one Android app process; threads it leaves running keep running.
 
-Messages from the parent: ``("run", AttemptSpec)`` (queued here in order: the executor may
-hand a slot a few short works at once), ``("stop", token, reason)`` (a queued attempt that
+Messages from the parent: ``("code", key, size)`` followed by the code blob's bytes in
+pieces (``send_bytes``; kept here until ``("forget", key)``: the executor sends each blob
+once per process, whatever the number of attempts that use it), ``("run", AttemptSpec)``
+(without its payload; queued here in order: the executor may hand a slot a few short works
+at once), ``("stop", token, reason)`` (a queued attempt that
 is stopped is skipped), ``("unqueue", token)`` (if it has not begun, it is skipped and
 reported ``not_started``; if it has, nothing happens). Which process runs an attempt the
 executor knows when it hands it over: no message says so (one fewer per attempt).
@@ -26,7 +29,6 @@ To the parent: ``("progress", token, dict)``,
 
 from __future__ import annotations
 
-import collections
 import os
 import queue
 import sys
@@ -40,7 +42,7 @@ import psutil
 from .._code import load_worker
 from ..data import Data
 from ..worker import Result, WorkerParameters, instantiate
-from .child import become_group_leader, end_own_group
+from .child import become_group_leader, end_own_group, exit_reason
 
 CODE_CACHE_SIZE = 64
 
@@ -218,6 +220,7 @@ def slot_main(conn: Any) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False, errors="replace")  # noqa: SIM115
     send_lock = threading.Lock()
     inbox: queue.SimpleQueue = queue.SimpleQueue()
+    codes = _Codes()
     current: dict[str, WorkerParameters] = {}
     stopped_early: set[str] = set()  # stopped while still queued here: never run them
     unqueued: set[str] = set()  # taken back by the executor while still queued here
@@ -235,7 +238,15 @@ def slot_main(conn: Any) -> None:
             except (EOFError, OSError):
                 end_own_group()
                 return
-            if message[0] == "run":
+            if message[0] == "code":
+                blob = bytearray(message[2])
+                view, received = memoryview(blob), 0
+                while received < len(blob):
+                    received += conn.recv_bytes_into(view[received:])
+                codes.received(message[1], blob)
+            elif message[0] == "forget":
+                codes.forget(message[1])
+            elif message[0] == "run":
                 inbox.put(message[1])
             elif message[0] == "unqueue":
                 # Answered at once (the main loop may be busy with a long attempt for a
@@ -259,7 +270,6 @@ def slot_main(conn: Any) -> None:
 
     threading.Thread(target=listen, name="nbwork-slot-listener", daemon=True).start()
     output = _Output()
-    codes: collections.OrderedDict[str, Any] = collections.OrderedDict()
     home = os.getcwd()
     while True:
         attempt = inbox.get()
@@ -296,21 +306,40 @@ def slot_main(conn: Any) -> None:
         claimed.discard(token)  # only now: a late "unqueue" must not answer before the result
 
 
-def _run(attempt: Any, params: WorkerParameters, codes: collections.OrderedDict) -> tuple:
-    try:
-        worker = codes.get(attempt.code_key)
+class _Codes:
+    """The worker code this process was sent, by key: blobs until first loaded, then the
+    loaded class or function. Which keys stay is the executor's choice (it knows which
+    queued attempts need which): received and forgotten in the order it sent them."""
+
+    def __init__(self) -> None:
+        self._blobs: dict[str, bytes | bytearray] = {}
+        self._loaded: dict[str, Any] = {}
+
+    def received(self, key: str, blob: bytes | bytearray) -> None:
+        self._blobs[key] = blob
+
+    def forget(self, key: str) -> None:
+        self._blobs.pop(key, None)
+        self._loaded.pop(key, None)
+
+    def load(self, key: str, payload: bytes | None) -> Any:
+        worker = self._loaded.get(key)
         if worker is None:
-            worker = load_worker(attempt.payload)
-            codes[attempt.code_key] = worker
-            if len(codes) > CODE_CACHE_SIZE:
-                codes.popitem(last=False)
-        else:
-            codes.move_to_end(attempt.code_key)
+            blob = payload if payload is not None else self._blobs.get(key)
+            if blob is None:
+                raise RuntimeError(f"nbwork: the code {key[:12]} was never sent to this process")
+            worker = load_worker(blob)  # a blob that does not load stays: each try says why
+            self._loaded[key] = worker
+            self._blobs.pop(key, None)
+        return worker
+
+
+def _run(attempt: Any, params: WorkerParameters, codes: _Codes) -> tuple:
+    try:
+        worker = codes.load(attempt.code_key, attempt.payload)
         result = instantiate(worker, params).run()
         return ("result", attempt.token, result.kind, result.output_data.to_dict(), None)
     except BaseException as exc:  # anything the worker raises fails the work, with its traceback
         error = traceback.format_exc()
         sys.stderr.write(error)
-        if isinstance(exc, SystemExit) and not exc.code:
-            return ("result", attempt.token, Result.SUCCESS, {}, None)
-        return ("result", attempt.token, Result.FAILURE, {}, error)
+        return ("result", attempt.token, Result.FAILURE, {}, exit_reason(exc) + error)

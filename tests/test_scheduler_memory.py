@@ -1,0 +1,69 @@
+"""A worker that captured a big global (an image, a DataFrame, a model) must not take the
+scheduler down: its code blob is read once and sent to each worker process once, whatever
+the number of queued works, and an enqueue of such a worker warns, naming the global.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+
+from nbwork import OneTimeWorkRequest, WorkManager, WorkState
+from nbwork._code import LARGE_WORKER
+from nbwork.errors import LargeWorkerWarning
+from tests.conftest import stop_scheduler, wait_until
+
+MiB = 1 << 20
+
+
+def worker_with_global(size: int, name: str = "BIG"):
+    """A notebook-style function worker whose code refers to a global of ``size`` bytes
+    (defined as if in a notebook cell, so it is pickled by value with that global)."""
+    namespace = {"__name__": "__main__", name: os.urandom(size)}
+    exec(f"def use_global(n: int) -> dict:\n    return {{'n': n, 'size': len({name})}}\n",
+         namespace)
+    return namespace["use_global"]
+
+
+def peak_rss(pid: int) -> int:
+    """The peak resident set size of a live process (``VmHWM``), in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+def scheduler_peak_for(path: str, global_size: int, works: int) -> int:
+    wm = WorkManager(path)
+    worker = worker_with_global(global_size)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LargeWorkerWarning)
+        wm.enqueue([OneTimeWorkRequest(worker, input_data={"n": i}) for i in range(works)])
+    # One enqueue of 300 works serializes (and warns about) the worker once.
+    assert len(caught) == (global_size > LARGE_WORKER)
+    if caught:
+        assert "captured globals: `BIG` (20 MiB)" in str(caught[0].message)
+        assert caught[0].filename == __file__
+    pid = wm.daemon.start()
+    try:
+        wait_until(lambda: all(i.state.is_finished for i in wm.get_work_infos()),
+                   timeout=300, what=f"{works} works to finish")
+        assert {i.state for i in wm.get_work_infos()} == {WorkState.SUCCEEDED}
+        assert wm.daemon.pid == pid, "the scheduler must have lived through the whole run"
+        return peak_rss(pid)
+    finally:
+        stop_scheduler(path)
+
+
+@pytest.mark.slow
+def test_scheduler_memory_does_not_grow_with_payload_times_queued_works(tmp_path):
+    works = 300
+    small = scheduler_peak_for(str(tmp_path / "small"), 1024, works)
+    big = scheduler_peak_for(str(tmp_path / "big"), 20 * MiB, works)
+    # One copy of the blob while its attempts are in flight, and none per attempt: before,
+    # each queued attempt held its own copy (300 × 20 MiB peaked at 2.65 GiB).
+    assert big < 2 * small, f"scheduler peak RSS {big / MiB:.0f} MiB with a 20 MiB global, " \
+                            f"{small / MiB:.0f} MiB with 1 KiB"
