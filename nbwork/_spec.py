@@ -13,6 +13,7 @@ from typing import Any
 
 from .data import Data
 from .info import StopReason, WorkInfo, WorkState
+from .request import Constraints
 
 SCHEMA_VERSION = 1
 
@@ -124,11 +125,15 @@ class WorkSpec:
             finish_time=when(self.finish_time),
             log_path=f"{log_dir}/{self.log_name}" if log_dir and self.log_name else None,
             is_periodic=self.is_periodic,
+            constraints=Constraints.from_dict(self.constraints) if self.constraints
+            else _NO_CONSTRAINTS,
+            initial_delay=self.initial_delay,
         )
 
 
 _SHOWS_PROGRESS = frozenset({WorkState.RUNNING, WorkState.ENQUEUED})
 """An ENQUEUED work shows the progress kept from an attempt stopped for a constraint."""
 # Field names, computed once: records are converted on every store read and write.
+_NO_CONSTRAINTS = Constraints()
 _FIELDS = frozenset(f.name for f in dataclasses.fields(WorkSpec))
 _ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(Attempt))

@@ -71,8 +71,12 @@ class Subscription:
     """
 
     def __init__(self, wm: WorkManager, query: WorkQuery,
-                 draw: Callable[[list[WorkInfo]], None], hub: "Hub | None" = None) -> None:
+                 draw: Callable[[list[WorkInfo]], None], hub: "Hub | None" = None,
+                 tick: float | None = None) -> None:
         self.wm = wm
+        self.tick = tick
+        """Redraw the same infos at least this often (seconds) while some work is unfinished,
+        for what changes with time alone (an age, a delay that runs out); None: never."""
         self.query = query
         self._draw = draw
         self._hub = hub or HUB
@@ -100,6 +104,11 @@ class Subscription:
         if first and first[-1] is not shown:
             self._hub.changed(self, first[-1])
 
+    def ticking(self) -> bool:
+        """Whether the infos drawn last have unfinished work that ``tick`` should redraw."""
+        drawn = self.drawn
+        return bool(self.tick and drawn and any(not i.state.is_finished for i in drawn))
+
     def _changed(self, infos: list[WorkInfo]) -> None:
         """The observe callback (on the watcher thread, or in ``__init__`` the first time)."""
         with self._first_lock:
@@ -120,6 +129,8 @@ class Subscription:
             with self._cond:
                 self.drawn = infos
                 self._cond.notify_all()
+        if self.tick:
+            self._hub.poke()  # its next tick is counted from this draw
 
     @property
     def handle(self) -> ObserverHandle:
@@ -179,6 +190,11 @@ class Hub:
             self._pending.pop(subscription, None)
             self._cond.notify_all()
 
+    def poke(self) -> None:
+        """Wake the thread to recompute when the next redraw is due."""
+        with self._cond:
+            self._cond.notify_all()
+
     def changed(self, subscription: Subscription, infos: list[WorkInfo]) -> None:
         with self._cond:
             if subscription in self._subscriptions:
@@ -193,10 +209,16 @@ class Hub:
                     self._thread = None
                     return None
                 now = time.monotonic()
+                ticking = [s for s in self._subscriptions
+                           if s not in self._pending and s.ticking()]
+                for s in ticking:
+                    if now - s.last_draw >= s.tick:
+                        self._pending[s] = s.drawn  # the same infos, as of now
                 due = [s for s in self._pending if now - s.last_draw >= self.interval]
                 if due:
                     return [(s, self._pending.pop(s)) for s in due]
                 waits = [s.last_draw + self.interval - now for s in self._pending]
+                waits += [s.last_draw + s.tick - now for s in ticking]
                 self._cond.wait(min(waits) if waits else None)
 
     def _run(self) -> None:
@@ -218,10 +240,14 @@ class LiveWidget:
 
     _subscription: Subscription | None = None
 
-    def _start_live(self, wm: WorkManager | None, query: WorkQuery) -> None:
+    _tick: float | None = None
+
+    def _start_live(self, wm: WorkManager | None, query: WorkQuery,
+                    tick: float | None = None) -> None:
         self.wm = wm or WorkManager.get_instance()
         self.query = query
-        self._subscription = Subscription(self.wm, query, self._draw)
+        self._tick = tick
+        self._subscription = Subscription(self.wm, query, self._draw, tick=tick)
 
     def _draw(self, infos: list[WorkInfo]) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -238,7 +264,7 @@ class LiveWidget:
         if old is not None:
             old.close()
         self.query = query
-        self._subscription = Subscription(self.wm, query, self._draw)
+        self._subscription = Subscription(self.wm, query, self._draw, tick=self._tick)
 
     def wait(self, timeout: float | None = None) -> list[WorkInfo]:
         """Block until all the work shown is finished *and drawn* (so a notebook executed
