@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from .errors import NbworkError
+from .explain import why_waiting
 from .info import WorkInfo, WorkQuery, WorkState
 from .manager import WorkManager, default_store_path
 
@@ -110,6 +111,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     info = wm.get_work_info_by_id(_resolve_id(wm, args.id))
     assert info is not None
     values = _info_dict(info)
+    waiting = why_waiting(info, wm.get_work_info_by_id)
+    if waiting:  # right after the state, where a reader looks for it
+        at = list(values).index("state") + 1
+        items = list(values.items())
+        values = dict([*items[:at], ("waiting", waiting), *items[at:]])
     if args.json:
         _dump_json(values)
         return 0

@@ -78,7 +78,9 @@ def elapsed(info: WorkInfo, now: datetime | None = None) -> tuple[str, str]:
     from its start (else its enqueue) to its end."""
     if info.state.is_finished and info.finish_time is not None:
         began = info.start_time or info.enqueue_time
-        took = span((info.finish_time - began).total_seconds()) if began else ""
+        seconds = (info.finish_time - began).total_seconds() if began else None
+        took = "" if seconds is None else f"{max(0.0, seconds):.1f} s" if seconds < 10 \
+            else span(seconds)
         return took, (f"ran {took}, finished {info.finish_time:%Y-%m-%d %H:%M:%S}"
                       if info.start_time else
                       f"finished {info.finish_time:%Y-%m-%d %H:%M:%S} without running")
