@@ -1,4 +1,4 @@
-"""Imports point down only (STYLE.md): a lower layer never imports an upper one."""
+"""Imports point down only (docs/architecture.md): a lower layer never imports an upper one."""
 
 from __future__ import annotations
 
