@@ -197,7 +197,8 @@ def work_infos_html(infos: Sequence[WorkInfo], details: bool = False) -> str:
     rows = []
     for info in in_chain_order(infos):
         percent = info.progress.get("percent")
-        progress = (f'<progress value="{percent}" max="100"></progress> {percent}%'
+        progress = (f'<progress value="{percent}" max="100"></progress> '
+                    f'{f"{percent:.1f}".removesuffix(".0")} %'
                     if isinstance(percent, (int, float)) else _data_html(info.progress))
         last_error = info.error.strip().splitlines()[-1] if info.error else ""
         cells = [f'<code title="{info.id}">{info.short_id}</code>',

@@ -39,6 +39,7 @@ def test_numbers_are_rounded(wm):
     assert _html.percent_text(50.0) == "50 %"
     details = _html.details(running, "")
     assert "8.333" in details and "8.33333" not in details and "0.667" in details
+    assert "</progress> 8.3 %" in running._repr_html_()  # without widgets too
 
 
 def test_a_finished_work_shows_how_long_it_ran(wm):
