@@ -71,6 +71,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps, Unidentified
 
 from .data import Data
 from .errors import InvalidInputError
+from .explain import error_headline
 from .info import WorkInfo, WorkQuery, WorkState
 from .manager import WorkContinuation, WorkManager, default_store_path
 from .request import BackoffPolicy, Constraints, ExistingWorkPolicy, OneTimeWorkRequest
@@ -366,12 +367,6 @@ def _one(value: Any) -> Any:
     return value
 
 
-def _error_line(error: str | None) -> str:
-    """The last line of a traceback: the exception and its message."""
-    lines = [line for line in (error or "").strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
-
-
 def _thumbnail(path: str) -> Image.Image | None:
     try:
         with _open_checked(path) as image:
@@ -448,7 +443,7 @@ def _branch_entries(infos: list[WorkInfo]) -> list[_Entry]:
     for source, branch in branches.items():
         states = {i.state for i in branch}
         if WorkState.FAILED in states:
-            errors = [_error_line(i.error) for i in branch if i.error]
+            errors = [error_headline(i.error) for i in branch if i.error]
             entries.append(_Entry(source, "FAILED", error=errors[0] if errors else
                                   "a step of this branch failed"))
         elif WorkState.CANCELLED in states:

@@ -17,7 +17,7 @@ from pathlib import Path
 import ipywidgets as w
 
 from ..errors import InvalidInputError
-from ..explain import why_waiting
+from ..explain import error_headline, why_waiting
 from ..imaging import (
     DEFAULT_RADIUS,
     DEFAULT_STRIPS,
@@ -249,8 +249,7 @@ class BlurOMaticApp(LiveWidget, w.VBox):
             self._say("Pick an image and a blur, then press Go.")
         elif WorkState.FAILED in states:
             error = next((i.error for i in infos if i.error), "") or ""
-            self._say("Failed: " + (error.strip().splitlines() or ["a step failed"])[-1],
-                      error=True)
+            self._say("Failed: " + (error_headline(error) or "a step failed"), error=True)
         elif WorkState.CANCELLED in states:
             self._say("Cancelled.")
         elif self.saved_path:
