@@ -4,18 +4,21 @@ first), a batch's aggregate bar, and the Blur-O-Matic app re-attaching to a chai
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from nbwork import Constraints, OneTimeWorkRequest, WorkInfo, WorkState
+from nbwork import Constraints, OneTimeWorkRequest, WorkInfo, WorkManager, WorkState
 from nbwork.imaging import blur_o_matic, sample_images
 from nbwork.testing import TestDriver
 from nbwork.widgets import HUB, BlurOMaticApp, WorkCard, WorkTable, _html
 from nbwork.widgets.table import WorkView
 from tests.conftest import wait_until
 from tests.helpers import boom, echo, wait_for_gate
+from tests.kernels import kernel, run
 
 
 @pytest.fixture
@@ -136,3 +139,32 @@ def test_a_new_app_shows_the_image_and_level_of_the_chain_under_way(wm, widgets)
     assert app.level.value == 3
     wm.cancel_all_work()
     driver.clear_device_state()
+
+
+@pytest.mark.slow
+def test_after_a_kernel_restart_the_app_shows_the_chain_under_way(store_path, tmp_path):
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {"NBWORK_HOME": store_path,
+           "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    image = str(sample_images()[-1])
+    start = ("from nbwork import WorkManager\n"
+             "from nbwork.testing import TestDriver\n"
+             "from nbwork.widgets import BlurOMaticApp\n"
+             "TestDriver(WorkManager.get_instance()).set_device_state(charging=False)\n"
+             "app = BlurOMaticApp()\n"
+             "app.requires_charging.value = True\n"
+             f"app.go({image!r}, level=3)\n")
+    show = ("from nbwork.widgets import BlurOMaticApp\n"
+            "app = BlurOMaticApp()\n"
+            "print(app.image_path, app.level.value)\n"
+            "app.close()")
+    try:
+        with kernel(str(tmp_path), env) as (km, kc):
+            run(kc, start)
+            km.restart_kernel(now=True)
+            kc.wait_for_ready(timeout=60)
+            assert run(kc, show).strip() == f"{image} 3"  # not the defaults: the first sample, 1
+    finally:
+        wm = WorkManager(store_path)
+        wm.cancel_all_work()
+        TestDriver(wm).clear_device_state()
