@@ -6,7 +6,9 @@ observes that store in this process). The callback only records the newest infos
 pokes the ``Hub``: one thread per kernel, whatever the number of widgets, that redraws
 each subscription at most ``MAX_REDRAWS_PER_SECOND`` times a second, always with the
 newest infos (a burst of progress reports becomes one redraw; the last state is never
-lost). Redraws set widget traits from this thread, never ``with output:`` (output
+lost). A subscription with a ``tick`` is also redrawn with the same infos that often while
+some of its work is unfinished, for what changes with time alone (an age, a delay that runs
+out). Redraws set widget traits from this thread, never ``with output:`` (output
 routing follows the cell being executed, not the widget). The thread ends when the last
 subscription is closed, and starts again with the next one.
 """

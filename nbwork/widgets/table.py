@@ -1,8 +1,12 @@
 """``WorkTable``: the live list of the work a query matches; ``WorkCard``: one work.
 
-Per work: short id, worker, a coloured state badge, a progress bar, attempts, tags, age,
-and a Cancel button while it is not finished; the ▸ button expands a row to the work's
-input, output, error traceback and captured log (``wm.read_log``).
+Per work: short id, worker, a coloured state badge, a progress bar, attempts, tags, the age
+of unfinished work (redrawn every second, so it keeps counting) or the duration of finished
+work, and a Cancel button while it is not finished. The row's tooltip says why a waiting
+work waits (``nbwork.explain.why_waiting``). The ▸ button expands a row to the work's input,
+output and captured log (``wm.read_log``); a failed work shows its exception line first and
+its traceback folded under it, once (not again in the log). A table of several works has
+one aggregate bar (done, running, failed of N).
 """
 
 from __future__ import annotations
