@@ -7,6 +7,7 @@ code that wrote them, so unknown keys are kept out and missing keys take default
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -125,8 +126,7 @@ class WorkSpec:
             finish_time=when(self.finish_time),
             log_path=f"{log_dir}/{self.log_name}" if log_dir and self.log_name else None,
             is_periodic=self.is_periodic,
-            constraints=Constraints.from_dict(self.constraints) if self.constraints
-            else _NO_CONSTRAINTS,
+            constraints=_constraints(tuple(self.constraints.items())),
             initial_delay=self.initial_delay,
         )
 
@@ -134,6 +134,12 @@ class WorkSpec:
 _SHOWS_PROGRESS = frozenset({WorkState.RUNNING, WorkState.ENQUEUED})
 """An ENQUEUED work shows the progress kept from an attempt stopped for a constraint."""
 # Field names, computed once: records are converted on every store read and write.
-_NO_CONSTRAINTS = Constraints()
+@functools.lru_cache(maxsize=64)
+def _constraints(items: tuple[tuple[str, Any], ...]) -> Constraints:
+    """The ``Constraints`` of a record, built once per distinct value: every read of every
+    work makes a ``WorkInfo``, and almost all works share a few constraint sets."""
+    return Constraints.from_dict(dict(items))
+
+
 _FIELDS = frozenset(f.name for f in dataclasses.fields(WorkSpec))
 _ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(Attempt))
