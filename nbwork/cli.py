@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from .errors import NbworkError
-from .explain import why_waiting
+from .explain import error_headline, why_waiting
 from .info import WorkInfo, WorkQuery, WorkState
 from .manager import WorkManager, default_store_path
 
@@ -100,9 +100,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _error_line(error: str | None, limit: int = 80) -> str:
-    """The line of an error that says what happened (a traceback's last line)."""
-    lines = (error or "").strip().splitlines()
-    line = lines[-1].strip() if lines else "failed"
+    """The line of an error that says what happened (its exception line)."""
+    line = error_headline(error) or "failed"
     return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
