@@ -7,12 +7,14 @@ code that wrote them, so unknown keys are kept out and missing keys take default
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from .data import Data
 from .info import StopReason, WorkInfo, WorkState
+from .request import Constraints
 
 SCHEMA_VERSION = 1
 
@@ -124,11 +126,27 @@ class WorkSpec:
             finish_time=when(self.finish_time),
             log_path=f"{log_dir}/{self.log_name}" if log_dir and self.log_name else None,
             is_periodic=self.is_periodic,
+            constraints=_constraints_of(self.constraints),
+            initial_delay=self.initial_delay,
         )
 
 
 _SHOWS_PROGRESS = frozenset({WorkState.RUNNING, WorkState.ENQUEUED})
 """An ENQUEUED work shows the progress kept from an attempt stopped for a constraint."""
 # Field names, computed once: records are converted on every store read and write.
+@functools.lru_cache(maxsize=64)
+def _cached_constraints(items: tuple[tuple[str, Any], ...]) -> Constraints:
+    return Constraints.from_dict(dict(items))
+
+
+def _constraints_of(values: dict[str, Any]) -> Constraints:
+    """The ``Constraints`` of a record, built once per distinct value: every read of every
+    work makes a ``WorkInfo``, and almost all works share a few constraint sets."""
+    try:
+        return _cached_constraints(tuple(values.items()))
+    except TypeError:  # a value that cannot be a cache key (a list): build it each time
+        return Constraints.from_dict(values)
+
+
 _FIELDS = frozenset(f.name for f in dataclasses.fields(WorkSpec))
 _ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(Attempt))

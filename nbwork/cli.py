@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from .errors import NbworkError
+from .explain import error_headline, why_waiting
 from .info import WorkInfo, WorkQuery, WorkState
 from .manager import WorkManager, default_store_path
 
@@ -101,9 +102,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _error_line(error: str | None, limit: int = 80) -> str:
-    """The line of an error that says what happened (a traceback's last line)."""
-    lines = (error or "").strip().splitlines()
-    line = lines[-1].strip() if lines else "failed"
+    """The line of an error that says what happened (its exception line)."""
+    line = error_headline(error) or "failed"
     return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
@@ -112,6 +112,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     info = wm.get_work_info_by_id(_resolve_id(wm, args.id))
     assert info is not None
     values = _info_dict(info)
+    waiting = why_waiting(info, wm.get_work_info_by_id)
+    if waiting:  # right after the state, where a reader looks for it
+        at = list(values).index("state") + 1
+        items = list(values.items())
+        values = dict([*items[:at], ("waiting", waiting), *items[at:]])
     if args.json:
         _dump_json(values)
         return 0

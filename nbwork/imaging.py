@@ -71,6 +71,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps, Unidentified
 
 from .data import Data
 from .errors import InvalidInputError
+from .explain import error_headline
 from .info import WorkInfo, WorkQuery, WorkState
 from .manager import WorkContinuation, WorkManager, default_store_path
 from .request import BackoffPolicy, Constraints, ExistingWorkPolicy, OneTimeWorkRequest
@@ -218,35 +219,46 @@ def _require_image_uri(worker: Worker) -> str:
     return uri
 
 
+PARTIAL_PREFIX = ".writing-"
+"""Files being written carry this prefix (and no image suffix) until they are complete."""
+
+
 def _write_png(image: Image.Image, folder: Path, prefix: str) -> Path:
-    """Write ``image`` as a new ``prefix*.png`` in ``folder``; no half-written file is left."""
+    """Write ``image`` as a new ``prefix*.png`` in ``folder``. It is written under a
+    temporary name and renamed once complete, so a worker killed mid-write (a cancel that
+    ran out of grace) leaves no truncated image, only a ``.writing-*`` file that
+    ``CleanupWorker`` removes."""
     folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".png", dir=folder)
+    fd, partial = tempfile.mkstemp(prefix=PARTIAL_PREFIX, dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             image.save(f, "PNG")
+        target = folder / f"{prefix}{uuid.uuid4().hex}.png"
+        os.replace(partial, target)
     except BaseException:
-        os.unlink(name)
+        os.unlink(partial)
         raise
-    return Path(name)
+    return target
 
 
 # --- the codelab's workers --------------------------------------------------------------
 
 
 class CleanupWorker(Worker):
-    """Deletes the temporary files (``blur-*.png``) earlier blurs left in the blur output
-    folder (input ``output_dir``, default ``blur_outputs`` in the store). Nothing else in
-    the folder is touched, nor its sub-folders. Output: ``deleted`` (how many)."""
+    """Deletes the temporary files (``blur-*.png``, and ``.writing-*`` left by a blur
+    killed while writing) earlier blurs left in the blur output folder (input
+    ``output_dir``, default ``blur_outputs`` in the store). Nothing else in the folder is
+    touched, nor its sub-folders. Output: ``deleted`` (how many)."""
 
     def do_work(self) -> Result:
         folder = _input_dir(self.input_data, "output_dir", BLUR_DIR_NAME)
         deleted = 0
         if folder.is_dir():
-            for path in folder.glob(f"{TEMP_PREFIX}*.png"):
-                if path.is_file() and not path.is_symlink():
-                    path.unlink(missing_ok=True)
-                    deleted += 1
+            for pattern in (f"{TEMP_PREFIX}*.png", f"{PARTIAL_PREFIX}*"):
+                for path in folder.glob(pattern):
+                    if path.is_file() and not path.is_symlink():
+                        path.unlink(missing_ok=True)
+                        deleted += 1
         return Result.success({"deleted": deleted})
 
 
@@ -309,7 +321,7 @@ class SaveImageToFileWorker(Worker):
                                     f"name, not {name!r}")
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / name
-        fd, partial = tempfile.mkstemp(prefix=".saving-", dir=folder)
+        fd, partial = tempfile.mkstemp(prefix=PARTIAL_PREFIX, dir=folder)
         os.close(fd)
         try:
             shutil.copyfile(source, partial)
@@ -353,12 +365,6 @@ def _one(value: Any) -> Any:
             raise InvalidInputError(f"expected one value, got {value!r}")
         return distinct[0]
     return value
-
-
-def _error_line(error: str | None) -> str:
-    """The last line of a traceback: the exception and its message."""
-    lines = [line for line in (error or "").strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
 
 
 def _thumbnail(path: str) -> Image.Image | None:
@@ -408,7 +414,7 @@ def make_contact_sheet(entries: Sequence[tuple[str | None, str, str | None]],
 
 def _write_final(target: Path, write: Any) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(prefix=".writing-", dir=target.parent)
+    fd, partial = tempfile.mkstemp(prefix=PARTIAL_PREFIX, dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -437,7 +443,7 @@ def _branch_entries(infos: list[WorkInfo]) -> list[_Entry]:
     for source, branch in branches.items():
         states = {i.state for i in branch}
         if WorkState.FAILED in states:
-            errors = [_error_line(i.error) for i in branch if i.error]
+            errors = [error_headline(i.error) for i in branch if i.error]
             entries.append(_Entry(source, "FAILED", error=errors[0] if errors else
                                   "a step of this branch failed"))
         elif WorkState.CANCELLED in states:

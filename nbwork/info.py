@@ -10,6 +10,7 @@ from datetime import datetime
 
 from .data import Data
 from .errors import InvalidInputError
+from .request import Constraints
 
 
 class WorkState(str, enum.Enum):
@@ -93,7 +94,9 @@ class WorkInfo:
     Times are ``datetime`` (local time) or None. ``error`` holds the traceback text of a
     failed attempt (for a work failed because a prerequisite failed: which one);
     ``progress`` is the last one its worker reported, while it runs and, after a stop for a
-    constraint, while it waits to run again (a result clears it).
+    constraint, while it waits to run again (a result clears it). ``constraints`` and
+    ``initial_delay`` (seconds) are the request's, as in WorkManager's ``WorkInfo``
+    (``nbwork.explain.why_waiting`` uses them to say why a work waits).
     """
 
     id: str
@@ -116,6 +119,8 @@ class WorkInfo:
     finish_time: datetime | None = None
     log_path: str | None = None
     is_periodic: bool = False
+    constraints: Constraints = Constraints()
+    initial_delay: float = 0.0
 
     @property
     def short_id(self) -> str:
@@ -192,7 +197,8 @@ def work_infos_html(infos: Sequence[WorkInfo], details: bool = False) -> str:
     rows = []
     for info in in_chain_order(infos):
         percent = info.progress.get("percent")
-        progress = (f'<progress value="{percent}" max="100"></progress> {percent}%'
+        progress = (f'<progress value="{percent}" max="100"></progress> '
+                    f'{f"{percent:.1f}".removesuffix(".0")} %'
                     if isinstance(percent, (int, float)) else _data_html(info.progress))
         last_error = info.error.strip().splitlines()[-1] if info.error else ""
         cells = [f'<code title="{info.id}">{info.short_id}</code>',

@@ -1,4 +1,4 @@
-"""The public API of DESIGN.md is a contract: its names exist with their meanings."""
+"""The public API (docs/api.md) is a contract: its names exist with their meanings."""
 
 from __future__ import annotations
 

@@ -90,15 +90,47 @@ WorkTable(request, title="a long job")
 """
 
 
-def _write_notebooks(root: Path) -> None:
+NARROW_CELLS = [LONG_JOB.replace('tags=["browser-long"]', 'tags=["narrow-long", '
+                                 '"a-rather-long-tag-name", "another-long-tag-name"]'), """\
+from nbwork.imaging import BadImageError
+
+def bad_blur() -> dict:
+    print("opening holiday.png")
+    raise BadImageError("cannot blur 'holiday.png': the file is damaged or truncated")
+
+failing = OneTimeWorkRequest(bad_blur, tags=["narrow-failed"])
+wm.enqueue(failing)
+failed_table = WorkTable(failing, title="a failed blur")
+failed_table.wait(60)
+failed_table.rows[failing.id].expand.value = True
+failed_table
+""", """\
+from nbwork.testing import TestDriver
+from nbwork.widgets import BlurOMaticApp
+
+TestDriver(wm).set_device_state(charging=False)  # the save step waits for the charger
+app = BlurOMaticApp()
+app.requires_charging.value = True
+app.go(level=3)
+app
+"""]
+"""A table, a failed work expanded and the app with a chain under way, for a laptop screen."""
+
+
+def _write_notebook(path: Path, cells: list[str]) -> None:
     import nbformat
 
-    shutil.copy(ROOT / "notebooks" / "blur_o_matic.ipynb", root)
     nb = nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell(LONG_JOB)],
+        cells=[nbformat.v4.new_code_cell(cell) for cell in cells],
         metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}})
-    nbformat.write(nb, root / "long_job.ipynb")
+    nbformat.write(nb, path)
+
+
+def _write_notebooks(root: Path) -> None:
+    shutil.copy(ROOT / "notebooks" / "blur_o_matic.ipynb", root)
+    _write_notebook(root / "long_job.ipynb", [LONG_JOB])
+    _write_notebook(root / "narrow.ipynb", NARROW_CELLS)
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +192,8 @@ def lab(browser, tmp_path_factory):
         stop_scheduler(str(store))
 
 
-def _open(browser, url: str, name: str):
-    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+def _open(browser, url: str, name: str, width: int = 1400, height: int = 1600):
+    page = browser.new_page(viewport={"width": width, "height": height})
     page.set_default_timeout(60_000)
     page.goto(f"{url}/lab/tree/{name}?reset")
     page.wait_for_selector(".jp-NotebookPanel .jp-CodeCell .cm-editor")
@@ -253,3 +285,76 @@ def test_cancel_button_cancels_a_long_job(browser, lab):
         page.close()
     infos = WorkManager(store).get_work_infos_by_tag("browser-long")
     assert [i.state for i in infos] == [WorkState.CANCELLED]
+
+
+IN_SIGHT = """button => {
+    button.scrollIntoView({block: "center", inline: "nearest"});
+    const box = button.getBoundingClientRect();
+    const x = box.left + box.width / 2, y = box.top + box.height / 2;
+    const top = document.elementFromPoint(x, y);
+    for (let box = button.parentElement; box; box = box.parentElement)
+        if (box.scrollLeft > 0) return false;  // shown only by scrolling sideways
+    return box.width > 0 && box.right <= window.innerWidth && box.left >= 0
+        && top !== null && (top === button || button.contains(top));
+}"""
+"""Whether a button is in sight once scrolled to vertically: not cut off (the element at its
+centre is the button itself, so an ``overflow: hidden`` box fails this) and not reachable
+only by scrolling a box sideways."""
+
+
+def test_laptop_screen_with_the_sidebar_open(browser, lab):
+    """1280x800 with JupyterLab's file browser open: every unfinished row's Cancel button
+    is in sight, in a table and in the Blur-O-Matic app, and a failed work shows its
+    exception line first, its traceback folded and shown once."""
+    url, store = lab
+    page = _open(browser, url, "narrow.ipynb", width=1280, height=800)
+    try:
+        if not page.locator("#filebrowser").is_visible():
+            page.click(".jp-SideBar [data-id='filebrowser']")
+        page.locator("#filebrowser").wait_for(state="visible")
+        _run_all(page)
+        outputs = page.locator(".jp-OutputArea")
+        long_table = outputs.locator(".nbwork-table:has-text('a long job')")
+        long_table.locator(".nbwork-row .nbwork-badge.nbwork-running").wait_for(timeout=120_000)
+        assert long_table.locator("button:has-text('Cancel')").evaluate(IN_SIGHT)
+        # The tags that do not fit are cut with an ellipsis, the whole list in a tooltip.
+        assert long_table.locator("[title*='a-rather-long-tag-name']").count() >= 1
+        _shot(page, "laptop_table.png")
+
+        failed = outputs.locator(".nbwork-table:has-text('a failed blur')")
+        details = failed.locator(".nbwork-details")
+        details.wait_for(timeout=120_000)
+        headline = details.locator(".nbwork-error-line")
+        assert headline.inner_text().endswith(
+            "BadImageError: cannot blur 'holiday.png': the file is damaged or truncated")
+        headline.scroll_into_view_if_needed()
+        assert headline.is_visible()
+        traceback = details.locator("details.nbwork-traceback pre")
+        assert traceback.is_hidden()  # folded under the exception line
+        assert details.inner_html().count("Traceback (most recent call last)") == 1
+        assert "opening holiday.png" in details.locator(".nbwork-log").inner_text()
+        _shot(page, "laptop_failed_work.png", failed)
+        details.locator("details.nbwork-traceback summary").click()
+        traceback.wait_for(state="visible")
+        box, line = traceback.bounding_box(), headline.bounding_box()
+        assert line["y"] < box["y"]  # the exception line stays first
+
+        app = outputs.locator(".nbwork-blur-app")
+        rows = app.locator(".nbwork-table .nbwork-row")
+        wait_until(lambda: rows.count() == 5, timeout=120, what="the app's five rows")
+        waiting = app.locator(".nbwork-row:has(.nbwork-enqueued) button:has-text('Cancel')")
+        waiting.first.wait_for(timeout=120_000)
+        assert waiting.first.evaluate(IN_SIGHT)
+        assert app.locator("button:has-text('Go')").evaluate(IN_SIGHT)
+        _shot(page, "laptop_app.png", app)
+    except BaseException:
+        _shot(page, "laptop_failure.png")
+        raise
+    finally:
+        page.close()
+        wm = WorkManager(store)
+        wm.cancel_all_work_by_tag("narrow-long")
+        wm.cancel_unique_work("image_manipulation_work")
+        from nbwork.testing import TestDriver
+
+        TestDriver(wm).clear_device_state()

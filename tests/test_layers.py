@@ -1,4 +1,4 @@
-"""Imports point down only (STYLE.md): a lower layer never imports an upper one."""
+"""Imports point down only (docs/architecture.md): a lower layer never imports an upper one."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ PACKAGE = pathlib.Path(__file__).parent.parent / "nbwork"
 
 LAYERS = {
     "errors": 0, "_time": 0,
-    "data": 1, "info": 1, "worker": 1, "request": 1, "_spec": 1, "_code": 1,
+    "data": 1, "info": 1, "explain": 1, "worker": 1, "request": 1, "_spec": 1, "_code": 1,
     "_rules": 2,
     "_store": 3, "_lock": 3, "_liveness": 3, "_wake": 3, "_ops": 3, "_conditions": 3,
     "_executors": 3, "_executors.base": 3, "_executors.child": 3, "_executors.local": 3,

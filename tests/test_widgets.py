@@ -164,7 +164,7 @@ def test_table_rows_follow_state_changes(wm, widgets, tmp_path):
                what="the first row RUNNING at 50 %")
     assert badge_state(after) == "BLOCKED"
     assert row.cancel.layout.visibility == "visible" and not row.cancel.disabled
-    assert ">50%<" in row.facts.value and row.bar.bar_style == "info"
+    assert ">50 %<" in row.facts.value and row.bar.bar_style == "info"
     assert ">second<" in after.facts.value and ">live<" in after.facts.value
     assert first.id[:8] in row.who.value and "Progressing" in row.who.value
     touch(gate)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from ..data import Data
+from ..explain import error_headline
 from ..info import STATE_COLOURS, WorkInfo, WorkState, in_chain_order
 
 LOG_TAIL_CHARS = 8000
@@ -40,15 +41,86 @@ def percent_of(info: WorkInfo) -> float:
     return 0.0
 
 
-def age(when: datetime | None, now: datetime | None = None) -> str:
-    """``12 s``, ``3 min``, ``2 h``, ``4 d`` since ``when`` ('' if unknown)."""
-    if when is None:
-        return ""
-    seconds = max(0.0, ((now or datetime.now()) - when).total_seconds())
+def percent_text(value: float) -> str:
+    """``8.3 %``: a percentage rounded to one decimal (none when whole)."""
+    text = f"{value:.1f}".removesuffix(".0")
+    return f"{text} %"
+
+
+def number_text(value: object) -> str:
+    """A value as a person reads it: floats rounded to three decimals, the rest as ``repr``."""
+    if isinstance(value, float):
+        return f"{round(value, 3):g}" if abs(value) < 1e15 else f"{value:.3g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(number_text(v) for v in value) + "]"
+    return repr(value)
+
+
+def span(seconds: float) -> str:
+    """``12 s``, ``3 min``, ``2 h``, ``4 d`` (whole units, rounded down)."""
+    seconds = max(0.0, seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return f"{int(seconds // size)} {unit}"
     return f"{int(seconds)} s"
+
+
+def age(when: datetime | None, now: datetime | None = None) -> str:
+    """The time since ``when`` as ``span`` shows it ('' if unknown)."""
+    if when is None:
+        return ""
+    return span(((now or datetime.now()) - when).total_seconds())
+
+
+def elapsed(info: WorkInfo, now: datetime | None = None) -> tuple[str, str]:
+    """(text, tooltip) of a work's time: an unfinished work's age since it was enqueued
+    (as of ``now``: it grows while the work waits or runs), a finished work's duration,
+    from its start (else its enqueue) to its end."""
+    if info.state.is_finished and info.finish_time is not None:
+        began = info.start_time or info.enqueue_time
+        seconds = (info.finish_time - began).total_seconds() if began else None
+        took = "" if seconds is None else f"{max(0.0, seconds):.1f} s" if seconds < 10 \
+            else span(seconds)
+        return took, (f"ran {took}, finished {info.finish_time:%Y-%m-%d %H:%M:%S}"
+                      if info.start_time else
+                      f"finished {info.finish_time:%Y-%m-%d %H:%M:%S} without running")
+    if info.enqueue_time is None:
+        return "", ""
+    tip = f"enqueued {info.enqueue_time:%Y-%m-%d %H:%M:%S}"
+    if info.start_time is not None and info.state is WorkState.RUNNING:
+        tip += f", running for {age(info.start_time, now)}"
+    return age(info.enqueue_time, now), tip
+
+
+AGGREGATE_PARTS = (("done", (WorkState.SUCCEEDED,)), ("running", (WorkState.RUNNING,)),
+                   ("failed", (WorkState.FAILED,)), ("cancelled", (WorkState.CANCELLED,)))
+"""The segments of ``aggregate_bar``, left to right; the rest of the bar is waiting work."""
+
+
+def aggregate_counts(infos: Sequence[WorkInfo]) -> dict[str, int]:
+    """How many works are done, running, failed, cancelled and waiting."""
+    counts = {name: sum(1 for i in infos if i.state in states)
+              for name, states in AGGREGATE_PARTS}
+    counts["waiting"] = len(infos) - sum(counts.values())
+    return counts
+
+
+def aggregate_bar(infos: Sequence[WorkInfo]) -> str:
+    """One bar for many works (a batch), as Dask's progress bar: a segment each for the
+    done, running, failed and cancelled ones, out of all of them, with the counts in words
+    (``12 done · 2 running · 1 failed of 20``)."""
+    total = len(infos)
+    counts = aggregate_counts(infos)
+    segments = "".join(
+        f'<div class="nbwork-aggregate-{name}" title="{counts[name]} {name}" style="width:'
+        f'{100 * counts[name] / total:.2f}%;background:{STATE_COLOURS[states[0]]}"></div>'
+        for name, states in AGGREGATE_PARTS if counts[name]) if total else ""
+    words = " · ".join(f"{counts[name]} {name}" for name, _ in AGGREGATE_PARTS if counts[name])
+    return (f'<div class="nbwork-aggregate" style="display:flex;align-items:center;gap:8px;'
+            f'margin:4px 0"><div style="flex:1 1 auto;min-width:60px;max-width:480px;'
+            f'height:10px;display:flex;background:#e0e0e0;border-radius:5px;overflow:hidden">'
+            f'{segments}</div><span class="nbwork-aggregate-text" style="white-space:nowrap">'
+            f"{words or 'none started'} of {total}</span></div>")
 
 
 def tags_html(tags: frozenset[str]) -> str:
@@ -63,7 +135,7 @@ def tags_html(tags: frozenset[str]) -> str:
 def _data(data: Data) -> str:
     if not data:
         return '<span style="color:#999">-</span>'
-    return "<br>".join(f"<code>{html.escape(k)}</code> = {html.escape(repr(v))[:300]}"
+    return "<br>".join(f"<code>{html.escape(k)}</code> = {html.escape(number_text(v))[:300]}"
                        for k, v in data.items())
 
 
@@ -71,13 +143,34 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
-def details(info: WorkInfo, log: str) -> str:
-    """An expanded row: everything about one work, its error traceback and its log."""
+def error_html(error: str) -> str:
+    """A failed work's error: the exception line first, the traceback folded under it."""
+    pre = ('style="max-height:16em;overflow:auto;background:#f7f7f7;padding:6px;'
+           'font-size:11px;white-space:pre-wrap;margin:2px 0"')
+    return (f'<div class="nbwork-error"><b class="nbwork-error-line" style="color:'
+            f'{STATE_COLOURS[WorkState.FAILED]}">{html.escape(error_headline(error))}</b>'
+            f'<details class="nbwork-traceback"><summary style="cursor:pointer;color:#555">'
+            f"traceback</summary><pre {pre}>{html.escape(error)}</pre></details></div>")
+
+
+def log_without(log: str, error: str | None) -> str:
+    """The log, less the traceback the worker process also wrote into it (shown once, as
+    the error)."""
+    if error and error in log:
+        return log.replace(error, "").rstrip("\n") + "\n(the traceback is shown above)\n"
+    return log
+
+
+def details(info: WorkInfo, log: str, waiting: str | None = None) -> str:
+    """An expanded row: everything about one work, its error (once) and its log.
+    ``waiting`` says why an unfinished work has not started (``explain.why_waiting``)."""
     facts = [
         ("id", f"<code>{info.id}</code>"),
         ("worker", f"<code>{html.escape(info.worker_name)}</code>"),
         ("state", badge(info.state) + (f" stop reason {info.stop_reason.value}"
                                        if info.stop_reason else "")),
+        *([("waiting", f'<span class="nbwork-waiting">{html.escape(waiting)}</span>')]
+          if waiting else []),
         ("attempts", f"{info.run_attempt_count} (generation {info.generation})"),
         ("unique work", html.escape(info.unique_work_name or "-")
          + (" (periodic)" if info.is_periodic else "")),
@@ -96,15 +189,16 @@ def details(info: WorkInfo, log: str) -> str:
                    for k, v in facts)
     pre = ('style="max-height:16em;overflow:auto;background:#f7f7f7;padding:6px;'
            'font-size:11px;white-space:pre-wrap"')
-    parts = [f'<table style="font-size:12px">{rows}</table>']
-    if info.error:
-        parts.append(f'<b style="color:{STATE_COLOURS[WorkState.FAILED]}">error</b>'
-                     f"<pre {pre}>{html.escape(info.error)}</pre>")
+    parts = [error_html(info.error)] if info.error else []
+    parts.append(f'<table style="font-size:12px">{rows}</table>')
+    log = log_without(log, info.error)
     tail = log[-LOG_TAIL_CHARS:]
     cut = "…" if len(log) > len(tail) else ""
-    parts.append(f"<b>log</b><pre {pre}>{cut}{html.escape(tail) or '(nothing printed)'}</pre>")
+    parts.append(f'<b>log</b><pre class="nbwork-log" {pre}>{cut}'
+                 f"{html.escape(tail) or '(nothing printed)'}</pre>")
     return ('<div class="nbwork-details" style="border-left:3px solid #ccc;padding-left:8px;'
-            'margin:2px 0 8px 30px;line-height:1.4">' + "".join(parts) + "</div>")
+            'margin:2px 0 8px 30px;line-height:1.4;overflow-wrap:anywhere">'
+            + "".join(parts) + "</div>")
 
 
 # --- the chain graph --------------------------------------------------------------------
@@ -162,7 +256,7 @@ def chain_svg(infos: Sequence[WorkInfo]) -> str:
         colour = STATE_COLOURS[info.state]
         tip = f"{info.worker_name}\n{info.id}\n{info.state.value}"
         if info.error:
-            tip += "\n" + info.error.strip().splitlines()[-1]
+            tip += "\n" + error_headline(info.error)
         parts.append(
             f'<g class="nbwork-node" data-id="{info.id}" data-state="{info.state.value}">'
             f"<title>{html.escape(tip)}</title>"

@@ -6,7 +6,9 @@ observes that store in this process). The callback only records the newest infos
 pokes the ``Hub``: one thread per kernel, whatever the number of widgets, that redraws
 each subscription at most ``MAX_REDRAWS_PER_SECOND`` times a second, always with the
 newest infos (a burst of progress reports becomes one redraw; the last state is never
-lost). Redraws set widget traits from this thread, never ``with output:`` (output
+lost). A subscription with a ``tick`` is also redrawn with the same infos that often while
+some of its work is unfinished, for what changes with time alone (an age, a delay that runs
+out). Redraws set widget traits from this thread, never ``with output:`` (output
 routing follows the cell being executed, not the widget). The thread ends when the last
 subscription is closed, and starts again with the next one.
 """
@@ -71,8 +73,12 @@ class Subscription:
     """
 
     def __init__(self, wm: WorkManager, query: WorkQuery,
-                 draw: Callable[[list[WorkInfo]], None], hub: "Hub | None" = None) -> None:
+                 draw: Callable[[list[WorkInfo]], None], hub: "Hub | None" = None,
+                 tick: float | None = None) -> None:
         self.wm = wm
+        self.tick = tick
+        """Redraw the same infos at least this often (seconds) while some work is unfinished,
+        for what changes with time alone (an age, a delay that runs out); None: never."""
         self.query = query
         self._draw = draw
         self._hub = hub or HUB
@@ -100,6 +106,11 @@ class Subscription:
         if first and first[-1] is not shown:
             self._hub.changed(self, first[-1])
 
+    def ticking(self) -> bool:
+        """Whether the infos drawn last have unfinished work that ``tick`` should redraw."""
+        drawn = self.drawn
+        return bool(self.tick and drawn and any(not i.state.is_finished for i in drawn))
+
     def _changed(self, infos: list[WorkInfo]) -> None:
         """The observe callback (on the watcher thread, or in ``__init__`` the first time)."""
         with self._first_lock:
@@ -120,6 +131,8 @@ class Subscription:
             with self._cond:
                 self.drawn = infos
                 self._cond.notify_all()
+        if self.tick:
+            self._hub.poke()  # its next tick is counted from this draw
 
     @property
     def handle(self) -> ObserverHandle:
@@ -179,6 +192,11 @@ class Hub:
             self._pending.pop(subscription, None)
             self._cond.notify_all()
 
+    def poke(self) -> None:
+        """Wake the thread to recompute when the next redraw is due."""
+        with self._cond:
+            self._cond.notify_all()
+
     def changed(self, subscription: Subscription, infos: list[WorkInfo]) -> None:
         with self._cond:
             if subscription in self._subscriptions:
@@ -193,10 +211,16 @@ class Hub:
                     self._thread = None
                     return None
                 now = time.monotonic()
+                ticking = [s for s in self._subscriptions
+                           if s not in self._pending and s.ticking()]
+                for s in ticking:
+                    if now - s.last_draw >= s.tick:
+                        self._pending[s] = s.drawn  # the same infos, as of now
                 due = [s for s in self._pending if now - s.last_draw >= self.interval]
                 if due:
                     return [(s, self._pending.pop(s)) for s in due]
                 waits = [s.last_draw + self.interval - now for s in self._pending]
+                waits += [s.last_draw + s.tick - now for s in ticking]
                 self._cond.wait(min(waits) if waits else None)
 
     def _run(self) -> None:
@@ -218,10 +242,14 @@ class LiveWidget:
 
     _subscription: Subscription | None = None
 
-    def _start_live(self, wm: WorkManager | None, query: WorkQuery) -> None:
+    _tick: float | None = None
+
+    def _start_live(self, wm: WorkManager | None, query: WorkQuery,
+                    tick: float | None = None) -> None:
         self.wm = wm or WorkManager.get_instance()
         self.query = query
-        self._subscription = Subscription(self.wm, query, self._draw)
+        self._tick = tick
+        self._subscription = Subscription(self.wm, query, self._draw, tick=tick)
 
     def _draw(self, infos: list[WorkInfo]) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -238,7 +266,7 @@ class LiveWidget:
         if old is not None:
             old.close()
         self.query = query
-        self._subscription = Subscription(self.wm, query, self._draw)
+        self._subscription = Subscription(self.wm, query, self._draw, tick=self._tick)
 
     def wait(self, timeout: float | None = None) -> list[WorkInfo]:
         """Block until all the work shown is finished *and drawn* (so a notebook executed

@@ -17,6 +17,7 @@ from pathlib import Path
 import ipywidgets as w
 
 from ..errors import InvalidInputError
+from ..explain import error_headline, why_waiting
 from ..imaging import (
     DEFAULT_RADIUS,
     DEFAULT_STRIPS,
@@ -63,6 +64,7 @@ class BlurOMaticApp(LiveWidget, w.VBox):
         wm = wm or WorkManager.get_instance()
         self.radius, self.strips = radius, strips
         self.job: BlurJob | None = None
+        self._chain_shown: str | None = None  # the first step of the chain last adopted
         self.saved_path: str | None = None
         samples = sample_images()
         self.picker = w.Dropdown(
@@ -93,17 +95,21 @@ class BlurOMaticApp(LiveWidget, w.VBox):
             return w.VBox([w.HTML(f"<b>{title}</b>"), *children], layout=w.Layout(
                 margin="0 16px 0 0", flex="0 0 auto" if fixed else "1 1 0%", min_width="0"))
 
+        # Rows wrap rather than overflow: in a narrow output area (JupyterLab's sidebar
+        # open on a laptop) a panel or a button moves down instead of out of sight.
+        wrap = w.Layout(flex_flow="row wrap", align_items="flex-start")
+        self.buttons = w.HBox([self.go_button, self.cancel_button, self.see_file_button],
+                              layout=w.Layout(flex_flow="row wrap"))
         super().__init__([
             w.HTML("<h3 style='margin:4px 0'>Blur-O-Matic</h3>"),
             w.HBox([panel("1. the image", self.picker, self.path, self.upload, self.source,
                           fixed=True),
-                    panel("2. the blur", self.level, self.requires_charging,
-                          w.HBox([self.go_button, self.cancel_button, self.see_file_button]),
-                          self.progress, self.status)]),
+                    panel("2. the blur", self.level, self.requires_charging, self.buttons,
+                          self.progress, self.status)], layout=wrap),
             w.HBox([panel("preview", self.preview, fixed=True),
-                    panel("saved file", self.saved, self.saved_caption)]),
+                    panel("saved file", self.saved, self.saved_caption)], layout=wrap),
             self.table,
-        ], layout=w.Layout(border="1px solid #ccc", padding="8px"))
+        ], layout=w.Layout(border="1px solid #ccc", padding="8px", min_width="0"))
         self.add_class("nbwork-blur-app")
         self.progress.add_class("nbwork-chain-progress")
         self.saved.add_class("nbwork-saved")
@@ -174,6 +180,7 @@ class BlurOMaticApp(LiveWidget, w.VBox):
         except InvalidInputError as exc:
             self._say(str(exc), error=True)
             raise
+        self._chain_shown = self.job.cleanup_id
         self.saved_path = None
         with self.saved.hold_sync():
             self.saved.layout.display = "none"
@@ -204,7 +211,28 @@ class BlurOMaticApp(LiveWidget, w.VBox):
 
     # --- live -----------------------------------------------------------------------
 
+    def _adopt(self, infos: list[WorkInfo]) -> None:
+        """Show the image and level of a chain this app did not start (one enqueued before
+        a kernel restart, in another notebook, or by ``nbwork blur``), once per chain."""
+        first = [i for i in infos if not i.prerequisites]
+        blurs = [i for i in infos if i.worker_name.endswith(".BlurWorker")]
+        if not first or first[0].id == self._chain_shown or not blurs:
+            return
+        self._chain_shown = first[0].id
+        image = next((str(i.input_data[KEY_IMAGE_URI]) for i in blurs
+                      if KEY_IMAGE_URI in i.input_data), None)
+        if image:
+            samples = [value for _, value in self.picker.options]
+            if image in samples:
+                self.path.value = ""
+                self.picker.value = image
+            else:
+                self.path.value = image  # selects "your own image"
+        if len(blurs) in (level for _, level in LEVELS):
+            self.level.value = len(blurs)
+
     def _draw(self, infos: list[WorkInfo]) -> None:
+        self._adopt(infos)
         states = {i.state for i in infos}
         unfinished = [i for i in infos if not i.state.is_finished]
         with self.progress.hold_sync():
@@ -221,8 +249,7 @@ class BlurOMaticApp(LiveWidget, w.VBox):
             self._say("Pick an image and a blur, then press Go.")
         elif WorkState.FAILED in states:
             error = next((i.error for i in infos if i.error), "") or ""
-            self._say("Failed: " + (error.strip().splitlines() or ["a step failed"])[-1],
-                      error=True)
+            self._say("Failed: " + (error_headline(error) or "a step failed"), error=True)
         elif WorkState.CANCELLED in states:
             self._say("Cancelled.")
         elif self.saved_path:
@@ -232,8 +259,8 @@ class BlurOMaticApp(LiveWidget, w.VBox):
             now = (running or unfinished)[0]
             done = sum(1 for i in infos if i.state is WorkState.SUCCEEDED)
             doing = "working on" if running else "waiting to run"
-            hint = " (its constraints, e.g. the charger)" if not running and \
-                now.state is WorkState.ENQUEUED and done else ""
+            why = None if running else why_waiting(now, {i.id: i for i in infos})
+            hint = f" ({why})" if why else ""
             self._say(f"Step {done + 1} of {len(infos)}: {doing} "
                       f"{_html.short_name(now.worker_name)}{hint}.")
 

@@ -1,92 +1,136 @@
 """``WorkTable``: the live list of the work a query matches; ``WorkCard``: one work.
 
-Per work: short id, worker, a coloured state badge, a progress bar, attempts, tags, age,
-and a Cancel button while it is not finished; the ▸ button expands a row to the work's
-input, output, error traceback and captured log (``wm.read_log``).
+Per work: short id, worker, a coloured state badge, a progress bar, attempts, tags, the age
+of unfinished work (redrawn every second, so it keeps counting) or the duration of finished
+work, and a Cancel button while it is not finished. The row's tooltip says why a waiting
+work waits (``nbwork.explain.why_waiting``). The ▸ button expands a row to the work's input,
+output and captured log (``wm.read_log``); a failed work shows its exception line first and
+its traceback folded under it, once (not again in the log). A table of several works has
+one aggregate bar (done, running, failed of N).
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import ipywidgets as w
 
 from ..errors import InvalidInputError
+from ..explain import error_headline, why_waiting
 from ..info import WorkInfo, WorkState, in_chain_order
 from ..manager import WorkManager
 from . import _html
 from ._live import LiveWidget, Target, as_query, close_tree
 
 COLUMNS = (("", "30px"), ("id", "82px"), ("worker", "180px"), ("state", "112px"),
-           ("progress", "120px"), ("", "46px"), ("attempts", "80px"), ("tags", "130px"),
-           ("age", "60px"), ("", "86px"))
+           ("progress", "120px"), ("", "52px"), ("attempts", "72px"), ("tags", "130px"),
+           ("time", "62px"), ("", "86px"))
 """(header, width) of each column of a row: the ▸ button, three cells of text, the progress
-bar, four cells of text, the Cancel button."""
+bar, four cells of text, the Cancel button. The widths are what a column gets when there is
+room; in a narrower output area (a laptop screen with JupyterLab's sidebar open) the text
+columns and the bar shrink, cutting their text with … (the full text is in its tooltip),
+so the ▸ and Cancel buttons always stay in view."""
+
+MIN_BAR_WIDTH = "40px"
+"""The progress bar shrinks down to this width, never less."""
+
+TICK_SECONDS = 1.0
+"""Rows of unfinished work are redrawn this often, so their age keeps growing."""
+
+ROW_CSS = (
+    "<style>"
+    ".nbwork-row,.nbwork-header{width:100%;min-width:0;flex-wrap:nowrap}"
+    ".nbwork-row>.widget-html,.nbwork-header>.widget-html{min-width:0}"
+    ".nbwork-row .widget-html-content,.nbwork-header .widget-html-content"
+    "{min-width:0;width:100%;overflow:hidden;flex:1 1 auto}"
+    "</style>")
+"""CSS the row layout needs beyond ``Layout`` traits: an ``HTML`` widget's inner box does
+not shrink below its text by default, which pushed the Cancel button out of the table."""
 
 _BAR_STYLE = {WorkState.SUCCEEDED: "success", WorkState.FAILED: "danger",
               WorkState.CANCELLED: "warning", WorkState.RUNNING: "info"}
 
 
 def _fixed(width: str, **layout: str) -> w.Layout:
-    """A column's layout: its width, never squeezed by a narrow output area."""
+    """A column that keeps its width (the buttons)."""
     return w.Layout(width=width, flex="0 0 auto", **layout)
+
+
+def _shrinking(width: str, min_width: str = "0", **layout: str) -> w.Layout:
+    """Columns that take ``width`` when there is room and shrink in proportion when not."""
+    return w.Layout(flex=f"1 1 {width}", width=width, min_width=min_width, overflow="hidden",
+                    **layout)
 
 
 def _px(width: str) -> int:
     return int(width.removesuffix("px"))
 
 
-def _cells(columns: list[tuple[str, str]]) -> str:
-    """Cells of text in one line, each of its column's width: a row needs a few ``HTML``
-    widgets rather than one per cell (a table of 50 works is then ~1,000 models, not 2,000)."""
-    return '<div style="display:flex;align-items:center">' + "".join(
-        f'<div style="flex:0 0 {width};width:{width};overflow:hidden;white-space:nowrap;'
-        f'text-overflow:ellipsis;padding:0 2px;box-sizing:border-box">{value}</div>'
-        for width, value in columns) + "</div>"
+def _sum(widths: Iterable[str]) -> str:
+    return f"{sum(_px(x) for x in widths)}px"
 
 
-def _cell(width: str, value: str = "") -> w.HTML:
-    return w.HTML(value, layout=_fixed(width, overflow="hidden"))
+def _cells(columns: list[tuple[str, str] | tuple[str, str, str]]) -> str:
+    """Cells of text in one line, each of its column's width (shrinking in proportion when
+    the row is narrow, text cut with …; a third item is the cell's tooltip): a row needs a
+    few ``HTML`` widgets rather than one per cell (a table of 50 works is then ~1,000
+    models, not 2,000)."""
+    parts = []
+    for width, value, *tip in columns:
+        title = f' title="{html.escape(tip[0])}"' if tip and tip[0] else ""
+        parts.append(f'<div{title} style="flex:1 1 {width};width:{width};min-width:0;'
+                     f'overflow:hidden;white-space:nowrap;text-overflow:ellipsis;padding:0 2px;'
+                     f'box-sizing:border-box">{value}</div>')
+    return '<div style="display:flex;align-items:center;min-width:0">' + "".join(parts) + \
+        "</div>"
 
 
 def header_row() -> w.HBox:
-    """The column names, in widgets laid out as a row's (margins included), so they align."""
+    """The column names, in widgets laid out as a row's (margins and shrinking included),
+    so they stay aligned at any width."""
     names = [f"<b style='color:#555'>{name}</b>" for name, _ in COLUMNS]
     widths = [width for _, width in COLUMNS]
 
-    def part(first: int, last: int, **layout: str) -> w.HTML:
-        width = f"{sum(_px(x) for x in widths[first:last])}px"
+    def text(first: int, last: int, layout: w.Layout) -> w.HTML:
         return w.HTML(_cells(list(zip(widths[first:last], names[first:last], strict=True))),
-                      layout=_fixed(width, overflow="hidden", **layout))
+                      layout=layout)
 
-    return w.HBox([part(0, 1), part(1, 4), part(4, 5, margin="0 4px"), part(5, 9),
-                   part(9, 10)], layout=w.Layout(align_items="center"))
+    header = w.HBox([w.HTML(ROW_CSS, layout=_fixed(widths[0])),
+                     text(1, 4, _shrinking(_sum(widths[1:4]))),
+                     text(4, 5, _shrinking(widths[4], MIN_BAR_WIDTH, margin="0 4px")),
+                     text(5, 9, _shrinking(_sum(widths[5:9]))),
+                     text(9, 10, _fixed(widths[9]))], layout=w.Layout(align_items="center"))
+    header.add_class("nbwork-header")
+    return header
 
 
 class WorkView:
     """The widgets that show one work (a table row or a card) and keep them up to date.
 
     ``who`` shows the id, worker and state badge (only the badge with ``identity=False``,
-    for a card whose header names the work), ``bar`` the progress, ``facts`` the percent,
-    attempts, tags and age; ``cancel`` is the Cancel button, ``details`` the expanded part.
+    for a card whose header names the work), with the row's tooltip (why the work waits);
+    ``bar`` the progress, ``facts`` the percent, attempts, tags and age (unfinished work)
+    or duration (finished work); ``cancel`` is the Cancel button, ``details`` the expanded part.
     """
 
     def __init__(self, wm: WorkManager, info: WorkInfo, expanded: bool = False,
-                 identity: bool = True) -> None:
+                 identity: bool = True,
+                 lookup: Callable[[str], WorkInfo | None] | None = None) -> None:
         self.wm = wm
         self.id = info.id
         self.info = info
         self.identity = identity
+        self.lookup: Callable[[str], WorkInfo | None] = lookup or wm.get_work_info_by_id
+        """Finds a prerequisite's info, to say which one a BLOCKED work waits for."""
         self.widths = [width for _, width in COLUMNS]
         widths = self.widths
         self.expand = w.ToggleButton(value=expanded, description="▸", tooltip="details",
                                      layout=_fixed(widths[0], padding="0"))
-        who = widths[1:4] if identity else widths[3:4]
-        self.who = _cell(f"{sum(_px(x) for x in who)}px")
-        self.bar = w.FloatProgress(min=0, max=100, value=0,
-                                   layout=_fixed(widths[4], margin="0 4px"))
-        self.facts = _cell(f"{sum(_px(x) for x in widths[5:9])}px")
+        self.who = w.HTML(layout=_shrinking(_sum(widths[1:4] if identity else widths[3:4])))
+        self.bar = w.FloatProgress(min=0, max=100, value=0, layout=_shrinking(
+            widths[4], MIN_BAR_WIDTH, margin="0 4px"))
+        self.facts = w.HTML(layout=_shrinking(_sum(widths[5:9])))
         self.cancel = w.Button(description="Cancel", button_style="danger", icon="stop",
                                tooltip="cancel this work (and the work that depends on it)",
                                layout=_fixed(widths[9]))
@@ -114,34 +158,46 @@ class WorkView:
 
     def _show_details(self) -> None:
         if self.expand.value:
-            self.details.value = _html.details(self.info, self.wm.read_log(self.id))
+            self.details.value = _html.details(self.info, self.wm.read_log(self.id),
+                                               self.waiting())
             self.details.layout.display = ""
         else:
             self.details.layout.display = "none"
 
+    def waiting(self) -> str | None:
+        """Why the work has not started yet (``nbwork.explain.why_waiting``), as of now."""
+        return why_waiting(self.info, self.lookup)
+
+    def tooltip(self) -> str:
+        """The row's tooltip: the work, its state and why it waits, if it does."""
+        info = self.info
+        waiting = self.waiting()
+        return (f"{info.worker_name}\n{info.id}\n{info.state.value}"
+                + (f": {waiting}" if waiting else "")
+                + (f"\n{error_headline(info.error)}" if info.error else ""))
+
     def show_facts(self) -> None:
-        """The percent, attempts, tags and age (the time since enqueued, as of now)."""
+        """Everything in the row that changes with time as well as with the work: the
+        tooltip (why it waits: a delay runs out) and its age or duration."""
         info, widths = self.info, self.widths
+        tip = self.tooltip()
+        name = info.worker_name
+        identity = [
+            (widths[1], f"<code>{info.short_id}</code>", tip),
+            (widths[2], html.escape(_html.short_name(name)), tip),
+        ] if self.identity else []
+        self.who.value = _cells([*identity, (widths[3], _html.badge(info.state), tip)])
         has_percent = info.state is WorkState.SUCCEEDED or "percent" in info.progress
-        when = info.enqueue_time
-        age = (f'<span title="enqueued {when:%Y-%m-%d %H:%M:%S}">{_html.age(when)}</span>'
-               if when else "")
+        time_text, time_tip = _html.elapsed(info)
         self.facts.value = _cells([
-            (widths[5], f"{_html.percent_of(info):.0f}%" if has_percent else ""),
-            (widths[6], str(info.run_attempt_count)),
+            (widths[5], _html.percent_text(_html.percent_of(info)) if has_percent else ""),
+            (widths[6], str(info.run_attempt_count), "attempts"),
             (widths[7], _html.tags_html(info.tags)),
-            (widths[8], age)])
+            (widths[8], time_text, time_tip)])
 
     def update(self, info: WorkInfo) -> None:
         """Show ``info`` (traits set from whatever thread draws; never ``with output:``)."""
         self.info = info
-        name, widths = info.worker_name, self.widths
-        identity = [
-            (widths[1], f'<code title="{info.id}">{info.short_id}</code>'),
-            (widths[2], f'<span title="{html.escape(name)}">'
-                        f"{html.escape(_html.short_name(name))}</span>"),
-        ] if self.identity else []
-        self.who.value = _cells([*identity, (widths[3], _html.badge(info.state))])
         with self.bar.hold_sync():
             self.bar.value = _html.percent_of(info)
             self.bar.bar_style = _BAR_STYLE.get(info.state, "")
@@ -171,6 +227,7 @@ class WorkTable(LiveWidget, w.VBox):
                          states=states)
         self.max_rows = max_rows
         self.rows: dict[str, WorkView] = {}
+        self._by_id: dict[str, WorkInfo] = {}
         self.title = title
         self.summary = w.HTML()
         self.header = header_row()
@@ -180,15 +237,21 @@ class WorkTable(LiveWidget, w.VBox):
                          layout=w.Layout(border="1px solid #ddd", padding="4px",
                                          overflow="auto"))
         self.add_class("nbwork-table")
-        self._start_live(wm, query)
+        self._start_live(wm, query, tick=TICK_SECONDS)
+
+    def _lookup(self, id: str) -> WorkInfo | None:
+        """A prerequisite's info: from the infos drawn, else from the store."""
+        found = self._by_id.get(id)
+        return found if found is not None else self.wm.get_work_info_by_id(id)
 
     def _draw(self, infos: list[WorkInfo]) -> None:
+        self._by_id = {i.id: i for i in infos}
         ordered = in_chain_order(infos)
         shown = ordered[-self.max_rows:] if self.max_rows else ordered
         for info in shown:
             view = self.rows.get(info.id)
             if view is None:
-                self.rows[info.id] = WorkView(self.wm, info)
+                self.rows[info.id] = WorkView(self.wm, info, lookup=self._lookup)
             elif view.info != info:
                 view.update(info)
             else:
@@ -204,7 +267,8 @@ class WorkTable(LiveWidget, w.VBox):
         title = f"<b>{html.escape(self.title)}</b> · " if self.title else ""
         self.summary.value = (
             f"{title}{len(infos)} work{'s' if len(infos) != 1 else ''} "
-            + " ".join(f"{_html.badge(s)}&nbsp;{n}" for s, n in counts.items() if n))
+            + " ".join(f"{_html.badge(s)}&nbsp;{n}" for s, n in counts.items() if n)
+            + (_html.aggregate_bar(infos) if len(infos) > 1 else ""))
         hidden = len(ordered) - len(shown)
         self.footer.value = (f"<i>{hidden} older work{'s' if hidden != 1 else ''} not shown</i>"
                              if hidden else "" if infos else "<i>no work matches</i>")
@@ -233,7 +297,7 @@ class WorkCard(LiveWidget, w.VBox):
         if len(query.ids) != 1:
             raise InvalidInputError("a WorkCard shows one work: pass its id or its request, "
                                     "or use a WorkTable for several")
-        self._start_live(wm, query)
+        self._start_live(wm, query, tick=TICK_SECONDS)
 
     def _draw(self, infos: list[WorkInfo]) -> None:
         if not infos:
@@ -244,9 +308,13 @@ class WorkCard(LiveWidget, w.VBox):
         if self.view is None:
             self.view = WorkView(self.wm, info, expanded=True, identity=False)
             self.children = (self.message, self.view.row, self.view.details)
-        else:
+        elif info != self.view.info:
             self.view.update(info)
-        self.message.value = (f"<b style='font-size:14px'>"
+        else:  # a tick: the age and why it waits, as of now
+            self.view.show_facts()
+            if not info.state.is_finished:
+                self.view._show_details()
+        self.message.value = (f"{ROW_CSS}<b style='font-size:14px'>"
                               f"{html.escape(_html.short_name(info.worker_name))}</b> "
                               f"<code>{info.id}</code>")
 
