@@ -11,6 +11,7 @@ import asyncio
 import os
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ moved: a short work's result is seen within a millisecond, while a wait for a fl
 does not spend a core re-reading the state indexes after every commit of the scheduler (it
 ends at most 1 % late)."""
 ENSURE_RUNNING_INTERVAL = 0.5
+READ_LOG_MAX_BYTES = 1 << 20
+"""Bytes ``read_log`` returns by default: the end of a log, never all of a big one."""
 
 
 def default_store_path() -> str:
@@ -331,13 +334,29 @@ class WorkManager:
         specs.sort(key=_enqueue_order)
         return [self._info(s) for s in specs]
 
-    def read_log(self, id: str) -> str:
-        """The captured stdout and stderr of a work's attempts ('' if it printed nothing)."""
+    def read_log(self, id: str, max_bytes: int | None = READ_LOG_MAX_BYTES) -> str:
+        """The captured stdout and stderr of a work's attempts ('' if it printed nothing).
+
+        Only the last ``max_bytes`` bytes (1 MiB by default; ``None`` for all of it), after
+        a line saying how much came before: a log can be big (up to
+        ``NBWORK_LOG_MAX_BYTES``, 16 MiB by default).
+        """
+        work_id = _check_work_id(id)
+        if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 0):
+            raise InvalidInputError(f"max_bytes is a number of bytes >= 0 or None, not "
+                                    f"{max_bytes!r}")
         try:
-            with open(self._store.log_path(_check_id(id)), errors="replace") as f:
-                return f.read()
+            with open(self._store.log_path(work_id), "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                skipped = 0 if max_bytes is None else max(0, size - max_bytes)
+                f.seek(skipped)
+                text = f.read().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return ""
+        if skipped:
+            text = (f"[nbwork: {skipped} earlier bytes of this log not shown; "
+                    f"read_log(id, max_bytes=None) reads all of it]\n{text}")
+        return text
 
     # --- waiting and observing ----------------------------------------------------------
 
@@ -611,6 +630,18 @@ def _check_id(id: object) -> str:
     if not isinstance(id, str):
         raise InvalidInputError(f"a work id is a string (request.id), not {type(id).__name__}")
     return id
+
+
+def _check_work_id(id: object) -> str:
+    """A work id that names a file safely: a UUID, as every request's id is."""
+    work_id = _check_id(id)
+    try:
+        canonical = str(uuid.UUID(work_id))
+    except ValueError:
+        raise InvalidInputError(
+            f"{work_id!r} is not a work id: a work id is a UUID such as "
+            "'1b4e28ba-2fa1-11d2-883f-0016d3cca427' (request.id, or a WorkInfo's id)") from None
+    return canonical
 
 
 def _target_query(target: Any) -> tuple[WorkQuery, bool]:

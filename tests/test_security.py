@@ -41,7 +41,7 @@ def test_a_store_and_everything_in_it_are_private(wm, tmp_path):
     assert _mode(os.path.join(store, "scheduler.lock")) == 0o600
     fifo = os.path.join(store, "wake.fifo")
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and _mode(fifo) == 0o600
-    # A running attempt's log file appears once it has run LOG_PROMOTE_AFTER (before, its
+    # A running attempt's log file appears once it has run LOG_COPY_AFTER (before, its
     # output goes to a scratch file of the worker process, private too).
     log = wm._store.log_path(request.id)
     wait_until(lambda: os.path.exists(log), what="the running attempt's log file")

@@ -46,6 +46,7 @@ from .._rules import Outcome
 from ..errors import InvalidInputError
 from ..info import StopReason
 from .base import AttemptSpec, DiscardSink, Sink
+from .capture import LogWriter, log_max_bytes
 from .dask_task import KILL_AFTER_TERM, end_strays, run_attempt_task, stop_attempt, task_key
 from .local import DEFAULT_STOP_GRACE
 
@@ -397,8 +398,11 @@ class DaskExecutor:
             outcome = Outcome("stopped", stop_reason=run.stop_reason)
         if text and run.attempt.log_path:
             try:
-                with open(run.attempt.log_path, "a", encoding="utf-8") as f:
-                    f.write(text)
+                writer = LogWriter(run.attempt.log_path, log_max_bytes())
+                try:
+                    writer.write(text.encode("utf-8", errors="replace"))
+                finally:
+                    writer.close()
             except OSError as exc:
                 log.warning("cannot write the log of %s: %s", run.attempt.work_id, exc)
         sink.finished(token, outcome)

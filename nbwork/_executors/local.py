@@ -28,7 +28,8 @@ import psutil
 from .._rules import Outcome
 from ..info import StopReason
 from .base import AttemptSpec, CodeSource, DiscardSink, Sink
-from .slot import CODE_CACHE_SIZE, remove_stale_scratch, salvage_scratch, slot_main
+from .capture import remove_stale, salvage
+from .slot import CODE_CACHE_SIZE, slot_main
 
 log = logging.getLogger("nbwork.executor")
 
@@ -193,7 +194,7 @@ class LocalExecutor:
             slot.log_dir = os.path.dirname(attempt.log_path)
             if slot.log_dir not in self._tidied:
                 self._tidied.add(slot.log_dir)
-                remove_stale_scratch(slot.log_dir)
+                remove_stale(slot.log_dir)
         slot.runs += 1
         self._by_token[attempt.token] = slot
 
@@ -277,7 +278,7 @@ class LocalExecutor:
             slot.dead = True
             self._read_messages(slot, sink)
             if slot.tokens and slot.log_dir:  # what the attempt printed before it died
-                salvage_scratch(slot.log_dir, slot.process.pid, slot.log_paths.get(slot.tokens[0]))
+                salvage(slot.log_dir, slot.process.pid, slot.log_paths.get(slot.tokens[0]))
             self._retire(slot)
             for position, token in enumerate(slot.tokens):
                 del self._by_token[token]
@@ -326,7 +327,7 @@ class LocalExecutor:
         _kill_group(slot.process.pid, signal.SIGKILL, group_only=reaped)
         slot.process.join()
         if slot.log_dir:
-            salvage_scratch(slot.log_dir, slot.process.pid, None)
+            salvage(slot.log_dir, slot.process.pid, None)
         if not slot.conn.closed:
             slot.conn.close()
 

@@ -42,6 +42,7 @@ import psutil
 from .._code import load_worker
 from ..data import Data
 from ..worker import Result, WorkerParameters, instantiate
+from .capture import Capture
 from .child import become_group_leader, end_own_group, exit_reason
 
 CODE_CACHE_SIZE = 64
@@ -73,143 +74,6 @@ def _kill_leftovers() -> None:
             return
         if pid == 0 and not _has_children():
             return
-
-
-LOG_PROMOTE_AFTER = 0.5
-"""Seconds: an attempt's output goes to a scratch file of the process first, and to the
-work's own log file only once the attempt has run this long (so ``nbwork logs`` follows a
-long one live) or when it ends having written something. Creating a file per attempt cost
-almost a millisecond on these disks: more than a no-op work itself."""
-
-
-def scratch_path(log_dir: str, pid: int) -> str:
-    return os.path.join(log_dir, f".slot-{pid}.out")
-
-
-def salvage_scratch(log_dir: str, pid: int, log_path: str | None) -> None:
-    """After slot ``pid`` died: append what its last attempt wrote to that attempt's log
-    (``log_path``), and remove the scratch file."""
-    path = scratch_path(log_dir, pid)
-    try:
-        if log_path:
-            with open(path, "rb") as scratch:
-                data = scratch.read()
-            if data:
-                fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-                try:
-                    os.write(fd, data)
-                finally:
-                    os.close(fd)
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def remove_stale_scratch(log_dir: str) -> None:
-    """Remove the scratch files of worker processes that are gone (their scheduler was
-    killed, and they ended themselves with nobody left to tidy up)."""
-    try:
-        names = os.listdir(log_dir)
-    except OSError:
-        return
-    for name in names:
-        if name.startswith(".slot-") and name.endswith(".out"):
-            pid = name[len(".slot-"):-len(".out")]
-            if pid.isdigit() and not psutil.pid_exists(int(pid)):
-                try:
-                    os.unlink(os.path.join(log_dir, name))
-                except OSError:
-                    pass
-
-
-class _Output:
-    """Points fds 1 and 2 at an attempt's output, and back at the process's own afterwards."""
-
-    def __init__(self) -> None:
-        self._saved = (os.dup(1), os.dup(2))
-        self._scratch_fd: int | None = None
-        self._lock = threading.Lock()
-        self._path: str | None = None
-        self._due: float | None = None
-        self._promoted = False
-        threading.Thread(target=self._promoter, name="nbwork-log", daemon=True).start()
-
-    def to_log(self, path: str | None) -> None:
-        if not path:
-            return
-        sys.stdout.flush()
-        sys.stderr.flush()
-        if self._scratch_fd is None:
-            # Beside the logs, named by pid: if this process dies mid-attempt, the executor
-            # moves what the attempt wrote into its log (see scratch_path).
-            self._scratch_fd = os.open(scratch_path(os.path.dirname(path), os.getpid()),
-                                       os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        fd = self._scratch_fd
-        os.lseek(fd, 0, os.SEEK_SET)
-        if os.fstat(fd).st_size:
-            os.ftruncate(fd, 0)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        with self._lock:  # the promoter polls: waking it cost more than a no-op work
-            self._path, self._promoted = path, False
-            self._due = time.monotonic() + LOG_PROMOTE_AFTER
-
-    def _copy_scratch(self, log_fd: int, start: int) -> int:
-        """Append the scratch file from ``start`` to ``log_fd``; returns where it ended."""
-        end = os.fstat(self._scratch_fd).st_size
-        while start < end:
-            chunk = os.pread(self._scratch_fd, min(1 << 20, end - start), start)
-            if not chunk:
-                break
-            os.write(log_fd, chunk)
-            start += len(chunk)
-        return start
-
-    def _move_to_log_file(self) -> None:
-        """Called with the lock held: the attempt writes to its own log from now on."""
-        log_fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            copied = self._copy_scratch(log_fd, 0)
-            os.dup2(log_fd, 1)
-            os.dup2(log_fd, 2)
-            # What was written between the copy and the switch (rarely anything) follows.
-            self._copy_scratch(log_fd, copied)
-        finally:
-            os.close(log_fd)
-        os.ftruncate(self._scratch_fd, 0)  # all in the log now: nothing for a salvage
-        self._promoted = True
-
-    def _promoter(self) -> None:
-        while True:
-            time.sleep(LOG_PROMOTE_AFTER / 5)  # polled: late by at most a fifth of it
-            with self._lock:
-                if self._due is None or time.monotonic() < self._due:
-                    continue
-                self._due = None
-                if self._path and not self._promoted:
-                    try:
-                        self._move_to_log_file()
-                    except OSError:
-                        pass  # the log stays in the scratch file; restore() tries again
-
-    def restore(self) -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        with self._lock:
-            self._due = None
-            if (self._path and not self._promoted and self._scratch_fd is not None
-                    and os.fstat(self._scratch_fd).st_size):
-                try:
-                    log_fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-                    try:
-                        self._copy_scratch(log_fd, 0)
-                    finally:
-                        os.close(log_fd)
-                except OSError:
-                    pass
-            self._path = None
-        os.dup2(self._saved[0], 1)
-        os.dup2(self._saved[1], 2)
 
 
 def slot_main(conn: Any) -> None:
@@ -269,7 +133,7 @@ def slot_main(conn: Any) -> None:
                         traceback.print_exc()
 
     threading.Thread(target=listen, name="nbwork-slot-listener", daemon=True).start()
-    output = _Output()
+    output = Capture()
     home = os.getcwd()
     while True:
         attempt = inbox.get()
@@ -292,12 +156,12 @@ def slot_main(conn: Any) -> None:
         output.to_log(attempt.log_path)
         began = time.monotonic()
         message = (*_run(attempt, params, codes), time.monotonic() - began)
+        _kill_leftovers()  # first: what they printed is in the scratch file by then
         output.restore()
         try:
             os.chdir(home)
         except OSError:
             pass
-        _kill_leftovers()
         del current[token]
         try:
             send(message)
