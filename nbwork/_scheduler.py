@@ -35,6 +35,7 @@ from ._conditions import (
     stops_running_work,
     unmet,
 )
+from ._executors import leftovers
 from ._executors.base import AttemptSpec, Executor
 from ._executors.local import DEFAULT_STOP_GRACE, LocalExecutor
 from ._liveness import BeatWriter, read_beat, remove_dead_tmpdir
@@ -87,6 +88,7 @@ class Scheduler:
         self._reports_since: float | None = None  # monotonic time of the oldest unwritten
         self._stopping = False
         self._faulted = False
+        self._mark_before: str | None = None
         self._pending_logged: set[str] = set()  # tokens of outcomes not yet recorded
         self._last_counter = -1
         self._last_heartbeat = 0.0
@@ -145,6 +147,7 @@ class Scheduler:
         self._take_over_from_predecessor()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        self._end_leftovers()
         self._wake = WakeReceiver(self.store.path)
         try:
             recovered = False
@@ -185,6 +188,21 @@ class Scheduler:
         self.beat.tmpdir = own
         self.beat.state = "running"
         self.beat.beat()
+
+    def _end_leftovers(self) -> None:
+        """Kill what the store's dead schedulers' attempts left running (a helper that left
+        its worker's process group, a worker process whose scheduler died before it could
+        act) before their work runs again; then mark every process this one starts, so its
+        successor can do the same (see _executors/leftovers.py)."""
+        try:
+            killed = leftovers.end_leftovers(self.store.path)
+        except Exception:  # best effort: never a reason not to run the store's work
+            log.exception("could not look for processes left by a previous scheduler")
+            killed = 0
+        if killed:
+            log.info("killed %d processes left running by a previous scheduler", killed)
+        self._mark_before = os.environ.get(leftovers.MARK)
+        leftovers.mark_children(self.store.path)
 
     def _store_fault(self, exc: StoreError) -> None:
         """Log a store fault (once per spell) and wait before the next try (or a wake-up)."""
@@ -236,6 +254,10 @@ class Scheduler:
                 wake.close()
             self.beat.close()
             self.lock.release()
+            if self._mark_before is None:  # a scheduler run inside another process (tests)
+                os.environ.pop(leftovers.MARK, None)
+            else:
+                os.environ[leftovers.MARK] = self._mark_before
 
     def _heartbeat(self, force: bool = False) -> None:
         now = time.monotonic()

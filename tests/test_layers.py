@@ -14,6 +14,7 @@ LAYERS = {
     "_store": 3, "_lock": 3, "_liveness": 3, "_wake": 3, "_ops": 3, "_conditions": 3,
     "_executors": 3, "_executors.base": 3, "_executors.child": 3, "_executors.local": 3,
     "_executors.inline": 3, "_executors.slot": 3, "_executors.capture": 3,
+    "_executors.leftovers": 3, "_executors.reaper": 3,
     "_executors.launcher": 3, "_executors.dask_task": 3, "_executors.dask": 3,
     "_scheduler": 4, "_daemon": 4, "_supervisor": 4,
     "manager": 5, "testing": 5, "examples": 5,

@@ -19,6 +19,7 @@ from typing import Any
 from .._code import load_worker
 from ..data import Data
 from ..worker import Result, WorkerParameters, instantiate
+from .leftovers import kill_descendants
 
 NICE_INCREMENT = 10
 """Worker processes run niced so the notebook stays responsive."""
@@ -51,10 +52,15 @@ def become_group_leader(subreaper: bool = False) -> None:
     except OSError:
         pass
     if subreaper:
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        except (OSError, AttributeError):  # not Linux: descendants are found while parents live
-            pass
+        become_subreaper()
+
+
+def become_subreaper() -> None:
+    """Processes orphaned below this one become its children (Linux), so none escapes."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: descendants are found while parents live
+        pass
 
 
 def end_own_group() -> None:
@@ -65,6 +71,10 @@ def end_own_group() -> None:
             stream.flush()
         except Exception:
             pass
+    try:  # first what left the group (start_new_session=True), while this process lives
+        kill_descendants()
+    except Exception:
+        pass
     try:
         if os.getpgid(0) == os.getpid():  # only a group of our own (see become_group_leader)
             os.killpg(0, signal.SIGKILL)
@@ -85,7 +95,7 @@ def exit_reason(exc: BaseException) -> str:
 
 def run_attempt(conn: Any, attempt: Any) -> None:
     """Entry point of the worker process (``attempt`` is an ``AttemptSpec``)."""
-    become_group_leader()
+    become_group_leader(subreaper=True)
     _redirect_output(attempt.log_path)
     send_lock = threading.Lock()
 
@@ -130,6 +140,9 @@ def run_attempt(conn: Any, attempt: Any) -> None:
         error = traceback.format_exc()
         sys.stderr.write(error)
         message = ("result", Result.FAILURE, {}, exit_reason(exc) + error)
+    # What the attempt left running dies before its result is told (as a subreaper this
+    # process has every orphan below it, whatever its session).
+    kill_descendants()
     try:
         send(message)
     except Exception:  # an output that cannot be sent is the worker's failure, not ours

@@ -29,6 +29,8 @@ from .._rules import Outcome
 from ..info import StopReason
 from .base import AttemptSpec, CodeSource, DiscardSink, Sink
 from .capture import remove_stale, salvage
+from .leftovers import MARK, Cgroups, kill_orphans_of, kill_processes
+from .reaper import REAPER_PARENT
 from .slot import CODE_CACHE_SIZE, slot_main
 
 log = logging.getLogger("nbwork.executor")
@@ -78,6 +80,19 @@ def exit_description(exitcode: int | None) -> str:
     return f"worker process exited with code {exitcode} before returning a result"
 
 
+def _kill_slot_tree(slot: _Slot) -> None:
+    """SIGKILL a live worker process and everything below it, in or out of its group."""
+    try:
+        process = psutil.Process(slot.process.pid)
+        if slot.create_time is None or abs(process.create_time() - slot.create_time) < 0.01:
+            kill_processes([process])
+    except psutil.Error:
+        pass
+    _kill_group(slot.process.pid, signal.SIGKILL, group_only=True)
+    Cgroups.kill(slot.cgroup)
+    slot.cgroup = None
+
+
 @dataclass
 class _Slot:
     process: Any
@@ -98,6 +113,8 @@ class _Slot:
     # until told to forget it), and the key of each attempt handed to it.
     codes: collections.OrderedDict[str, None] = field(default_factory=collections.OrderedDict)
     code_of: dict[str, str] = field(default_factory=dict)
+    cgroup: str | None = None  # its own cgroup, where the machine allows (see leftovers.py)
+    parent_pid: int | None = None  # the forkserver that started it (a subreaper)
 
     @property
     def alive(self) -> bool:
@@ -119,7 +136,10 @@ class LocalExecutor:
         self.stop_grace = stop_grace
         self.max_runs_per_process = max_runs_per_process
         self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["nbwork._executors.slot"])
+        # The forkserver adopts what a dying worker process orphans (see reaper.py).
+        os.environ[REAPER_PARENT] = str(os.getpid())
+        self._ctx.set_forkserver_preload(["nbwork._executors.reaper", "nbwork._executors.slot"])
+        self._cgroups: Cgroups | None = None  # made with the first worker process
         self._slots: list[_Slot] = []
         self._by_token: dict[str, _Slot] = {}
         self._tidied: set[str] = set()  # log folders cleared of dead processes' scratch files
@@ -152,8 +172,14 @@ class LocalExecutor:
         process.start()
         child_conn.close()
         slot = _Slot(process, parent_conn)
+        if self._cgroups is None:
+            self._cgroups = Cgroups(os.environ.get(MARK))
+        # Before its first attempt: it has started nothing yet, so everything it will start
+        # is in its cgroup.
+        slot.cgroup = self._cgroups.add(process.pid)
         try:
-            slot.create_time = psutil.Process(process.pid).create_time()
+            ps = psutil.Process(process.pid)
+            slot.create_time, slot.parent_pid = ps.create_time(), ps.ppid()
         except psutil.Error:
             pass
         self._slots.append(slot)
@@ -265,7 +291,7 @@ class LocalExecutor:
             self._read_messages(slot, sink)
             if slot.process.exitcode is None:
                 if slot.kill_at is not None and now >= slot.kill_at:
-                    _kill_group(slot.process.pid, signal.SIGKILL)
+                    _kill_slot_tree(slot)
                     slot.kill_at = None
                 elif slot.term_at is not None and now >= slot.term_at:
                     log.info("attempt %s ignored its stop; terminating it", slot.tokens[:1])
@@ -326,6 +352,11 @@ class LocalExecutor:
         # Grandchildren left behind die with it (only the group once the pid is reaped).
         _kill_group(slot.process.pid, signal.SIGKILL, group_only=reaped)
         slot.process.join()
+        # And what escaped its group: in its cgroup, or orphaned to the forkserver.
+        Cgroups.kill(slot.cgroup)
+        slot.cgroup = None
+        if slot.parent_pid is not None:
+            kill_orphans_of(slot.parent_pid, keep={s.process.pid for s in self._slots})
         if slot.log_dir:
             salvage(slot.log_dir, slot.process.pid, None)
         if not slot.conn.closed:
@@ -389,3 +420,6 @@ class LocalExecutor:
             self._retire(slot)
         self._slots.clear()
         self._by_token.clear()
+        if self._cgroups is not None:
+            self._cgroups.close()
+            self._cgroups = None

@@ -37,13 +37,12 @@ import time
 import traceback
 from typing import Any
 
-import psutil
-
 from .._code import load_worker
 from ..data import Data
 from ..worker import Result, WorkerParameters, instantiate
 from .capture import Capture
 from .child import become_group_leader, end_own_group, exit_reason
+from .leftovers import kill_descendants
 
 CODE_CACHE_SIZE = 64
 
@@ -59,14 +58,11 @@ def _has_children() -> bool:
 
 
 def _kill_leftovers() -> None:
-    """Kill every process the last attempt left behind, and reap them."""
+    """Kill every process the last attempt left behind (whatever its session or group:
+    as a subreaper this process has them all below it), and reap them."""
     if not _has_children():
         return
-    for child in psutil.Process().children(recursive=True):
-        try:
-            child.kill()
-        except psutil.Error:
-            pass
+    kill_descendants()
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
