@@ -90,7 +90,7 @@ class LogWriter:
     def full(self) -> bool:
         return self.fd is not None and self.head_left == 0
 
-    def _open(self) -> int:
+    def open(self) -> int:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         size = os.fstat(fd).st_size
         if self.fresh and size > self.limit // 2:
@@ -106,7 +106,7 @@ class LogWriter:
         return fd
 
     def write(self, data: bytes) -> None:
-        fd = self.fd if self.fd is not None else self._open()
+        fd = self.fd if self.fd is not None else self.open()
         if self.head_left:
             head = data[:self.head_left]
             _write_all(fd, head)
@@ -205,6 +205,8 @@ class Capture:
         """Called with the lock held."""
         writer, scratch = self._writer, self._scratch_fd
         assert writer is not None and scratch is not None
+        if not writer.opened:
+            writer.open()  # the log of a running attempt exists, if empty, to be followed
         self._copied = _copy(scratch, self._copied, writer)
         # Past the cap nothing more goes into the log but its last part (kept in memory by
         # the writer): empty the scratch file so a flood fills no disk. Bytes written between
