@@ -346,28 +346,147 @@ class _RaisesWhenLoaded:
 
 
 class ChaosStep(Worker):
-    """One step of a chaos chain. Writes ``<markers>/<pid>`` (its work id) while it runs, so
-    the chaos driver knows which work a process is running when it kills it; works for
-    ``pause`` seconds (the window in which it can be killed); fails if ``fail``; on success
-    appends "<run_attempt_count> <nonce>" to ``record`` and outputs n + 1 and the nonce."""
+    """One step of a chaos chain; writes its history (see tests/history.py) to ``history``.
+
+    Writes ``<markers>/<pid>`` (its work id) while it runs, so the chaos driver knows which
+    work a process runs when it kills it; starts a helper in a session of its own (forked,
+    so it costs no interpreter start) that beats every ``beat`` seconds until it is killed
+    (nbwork must kill it: two beating helpers of one work would be a side effect run twice
+    at once); works for ``pause`` seconds, beating too; fails if ``fail``; on success
+    outputs n + 1 and its nonce."""
 
     def do_work(self) -> Result:
+        from tests.history import append, now
+
         data = self.input_data
+        history, nonce, beat = data["history"], uuid.uuid4().hex, data.get("beat", 0.02)
+        append(history, f"S {self.id} {nonce} {self.run_attempt_count} {now()}")
         marker = os.path.join(data["markers"], str(os.getpid()))
         with open(f"{marker}.tmp", "w") as f:
             f.write(f"{self.id} {psutil.Process().create_time()}")
         os.replace(f"{marker}.tmp", marker)
+        helper = os.fork()
+        if helper == 0:  # the helper: beats until killed (at most HELPER_LIFETIME)
+            try:
+                os.setsid()
+                give_up = time.monotonic() + HELPER_LIFETIME
+                while time.monotonic() < give_up:
+                    append(history, f"H {self.id} {nonce} {now()}")
+                    time.sleep(beat)
+            finally:
+                os._exit(0)
         try:
-            time.sleep(data["pause"])  # the work itself (the chaos driver kills in this window)
+            ends = time.monotonic() + data["pause"]
+            while time.monotonic() < ends:  # the work itself (the chaos driver kills here)
+                time.sleep(min(beat, max(0.0, ends - time.monotonic())))
+                append(history, f"B {self.id} {nonce} {now()}")
             if data.get("fail"):
+                append(history, f"E {self.id} {nonce} fail {now()}")
                 return Result.failure({"failed": self.id})
-            nonce = uuid.uuid4().hex
-            append_line(data["record"], f"{self.run_attempt_count} {nonce}")
+            append(history, f"E {self.id} {nonce} ok {now()}")
             return Result.success({"n": data.get("n", 0) + 1, "nonce": nonce,
                                    "attempt": self.run_attempt_count})
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(marker)
+
+
+HELPER_LIFETIME = 120.0
+
+
+class LeavesAHelper(Worker):
+    """Checks that no helper of an earlier attempt still runs (else appends a line to
+    ``<dir>/overlaps``), starts a helper in a session of its own, records "<attempt pid>
+    <helper pid> <helper start time>" in ``<dir>/helpers``, then ends as ``how`` says:
+    ``return``, ``exit`` (os._exit), ``ignore`` (ignores its stop for ever), ``wait`` (until
+    the file ``gate`` exists)."""
+
+    def do_work(self) -> Result:
+        folder, how = self.input_data["dir"], self.input_data["how"]
+        for line in read_lines(os.path.join(folder, "helpers")):
+            _, pid, created = line.split()
+            if is_running(int(pid), float(created)):
+                append_line(os.path.join(folder, "overlaps"), f"{self.run_attempt_count} {pid}")
+        helper = subprocess.Popen(["sleep", "600"], start_new_session=True)
+        created = psutil.Process(helper.pid).create_time()
+        append_line(os.path.join(folder, "helpers"), f"{os.getpid()} {helper.pid} {created}")
+        if how == "exit":
+            os._exit(3)
+        if how == "ignore":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            while True:
+                time.sleep(0.01)
+        gate = self.input_data.get("gate")
+        while gate and not os.path.exists(gate):
+            time.sleep(0.01)
+        return Result.success({"attempt": self.run_attempt_count})
+
+
+def read_lines(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            return [line for line in f.read().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def is_running(pid: int, created: float) -> bool:
+    try:
+        process = psutil.Process(pid)
+        return (abs(process.create_time() - created) < 0.01
+                and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def helper_lines(folder) -> list[tuple[int, int, float]]:
+    return [(int(a), int(h), float(c)) for a, h, c in
+            (line.split() for line in read_lines(os.path.join(folder, "helpers")))]
+
+
+def kill_helpers(folder) -> None:
+    """A failing test leaves helpers running: stop them by PID."""
+    for _, helper, created in helper_lines(folder):
+        if is_running(helper, created):
+            os.kill(helper, signal.SIGKILL)
+
+
+# --- a client process of the chaos suite -------------------------------------------------------
+
+
+def chaos_client(store: str, plan_path: str, index: int, journal: str, pause: float) -> None:
+    """Enqueue this client's chains of the chaos plan (``plan_path``, JSON: chains with their
+    step ids and inputs), one chain per enqueue, ``pause`` seconds apart. Around each it
+    appends "I <chain>" (about to enqueue) and "A <chain>" (acknowledged) to ``journal``;
+    a client started again (after it was killed) skips every chain it had begun."""
+    from nbwork import BackoffPolicy, OneTimeWorkRequest, WorkManager
+    from tests.history import append
+
+    with open(plan_path) as f:
+        plan = json.load(f)
+    begun = {line.split()[1] for line in read_lines(journal)}
+    wm = WorkManager(store)
+    for chain in plan["chains"]:
+        if chain["client"] != index or str(chain["c"]) in begun:
+            continue
+        steps = [OneTimeWorkRequest(ChaosStep, id=step["id"], tags=["chaos", f"chain-{chain['c']}"],
+                                    backoff_policy=BackoffPolicy.LINEAR, backoff_delay=0,
+                                    input_data=step["input"]) for step in chain["steps"]]
+        continuation = wm.begin_with(steps[0])
+        for step in steps[1:]:
+            continuation = continuation.then(step)
+        append(journal, f"I {chain['c']}")
+        continuation.enqueue()
+        append(journal, f"A {chain['c']}")
+        time.sleep(pause)
+
+
+def start_chaos_client(store: str, plan: str, index: int, journal: str,
+                       pause: float) -> subprocess.Popen:
+    code = ("import sys; from tests.reliability import chaos_client; chaos_client(sys.argv[1], "
+            "sys.argv[2], int(sys.argv[3]), sys.argv[4], float(sys.argv[5]))")
+    return subprocess.Popen([sys.executable, "-c", code, store, plan, str(index), journal,
+                             str(pause)], cwd=REPO, stdin=subprocess.DEVNULL)
 
 
 # --- a client process for the concurrency test ------------------------------------------------

@@ -38,6 +38,7 @@ from nbwork.imaging import blur_batch, sample_images
 from tests import helpers
 from tests.conftest import stop_scheduler, wait_until
 from tests.helpers import is_dead, read_ints
+from tests.reliability import LeavesAHelper, helper_lines, is_running, kill_helpers
 
 pytestmark = pytest.mark.slow
 
@@ -457,3 +458,25 @@ def test_a_stray_attempt_of_a_dead_scheduler_is_ended(store_path, cluster, tmp_p
     assert info.state is WorkState.SUCCEEDED and info.output_data["pid"] != first_pid
     assert info.run_attempt_count == 2
     stop_scheduler(store_path)
+
+
+@pytest.mark.parametrize("how", ["exit", "ignore"])
+def test_a_helper_that_left_the_attempts_process_group_ends_with_it(
+        store_path, cluster, tmp_path, monkeypatch, how):
+    """A helper in a session of its own, started by an attempt that then exits (os._exit)
+    or ignores its cancel, is killed too (the attempt launcher is a subreaper)."""
+    monkeypatch.setenv("NBWORK_STOP_GRACE", "0.5")
+    wm = WorkManager(store_path, executor=cluster.address)
+    try:
+        request = OneTimeWorkRequest(LeavesAHelper, backoff_delay=3600,
+                                     input_data={"dir": str(tmp_path), "how": how})
+        wm.enqueue(request)
+        wait_until(lambda: helper_lines(tmp_path), timeout=60, what="the helper to start")
+        if how == "ignore":
+            wm.cancel_work_by_id(request.id)
+        _, helper, created = helper_lines(tmp_path)[0]
+        wait_until(lambda: not is_running(helper, created), timeout=30,
+                   what=f"helper {helper} (in a session of its own) to be killed")
+    finally:
+        stop_scheduler(store_path)
+        kill_helpers(tmp_path)

@@ -11,76 +11,24 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 
 import psutil
 import pytest
 
-from nbwork import BackoffPolicy, OneTimeWorkRequest, Result, Worker, WorkManager, WorkState
+from nbwork import BackoffPolicy, OneTimeWorkRequest, WorkManager, WorkState
 from nbwork._executors.leftovers import MARK, Cgroups, end_leftovers
 from nbwork._lock import holder_pid
 from tests.conftest import wait_until
-from tests.helpers import append_line
-from tests.reliability import stop_store_processes
+from tests.reliability import (
+    LeavesAHelper,
+    helper_lines,
+    is_running,
+    kill_helpers,
+    read_lines,
+    stop_store_processes,
+)
 
 pytestmark = pytest.mark.slow
-
-
-class LeavesAHelper(Worker):
-    """Checks that no helper of an earlier attempt still runs (else appends a line to
-    ``<dir>/overlaps``), starts a helper in a session of its own, records "<attempt pid>
-    <helper pid> <helper start time>" in ``<dir>/helpers``, then ends as ``how`` says:
-    ``return``, ``exit`` (os._exit), ``ignore`` (ignores its stop for ever), ``wait`` (until
-    the file ``gate`` exists)."""
-
-    def do_work(self) -> Result:
-        folder, how = self.input_data["dir"], self.input_data["how"]
-        for line in _lines(os.path.join(folder, "helpers")):
-            _, pid, created = line.split()
-            if _running(int(pid), float(created)):
-                append_line(os.path.join(folder, "overlaps"), f"{self.run_attempt_count} {pid}")
-        helper = subprocess.Popen(["sleep", "600"], start_new_session=True)
-        created = psutil.Process(helper.pid).create_time()
-        append_line(os.path.join(folder, "helpers"), f"{os.getpid()} {helper.pid} {created}")
-        if how == "exit":
-            os._exit(3)
-        if how == "ignore":
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            while True:
-                time.sleep(0.01)
-        gate = self.input_data.get("gate")
-        while gate and not os.path.exists(gate):
-            time.sleep(0.01)
-        return Result.success({"attempt": self.run_attempt_count})
-
-
-def _lines(path: str) -> list[str]:
-    try:
-        with open(path) as f:
-            return [line for line in f.read().splitlines() if line.strip()]
-    except FileNotFoundError:
-        return []
-
-
-def _running(pid: int, created: float) -> bool:
-    try:
-        process = psutil.Process(pid)
-        return (abs(process.create_time() - created) < 0.01
-                and process.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
-
-
-def _helpers(folder) -> list[tuple[int, int, float]]:
-    return [(int(a), int(h), float(c)) for a, h, c in
-            (line.split() for line in _lines(os.path.join(folder, "helpers")))]
-
-
-def _kill_helpers(folder) -> None:
-    """A failing test leaves helpers running: stop them by PID."""
-    for _, helper, created in _helpers(folder):
-        if _running(helper, created):
-            os.kill(helper, signal.SIGKILL)
 
 
 @pytest.fixture(params=["cgroups", "no-cgroups"])
@@ -90,7 +38,7 @@ def lwm(request, store_path, tmp_path, monkeypatch):
     manager = WorkManager(store_path)
     yield manager
     stop_store_processes(store_path)
-    _kill_helpers(tmp_path)
+    kill_helpers(tmp_path)
 
 
 def _enqueue(wm, folder, how: str, **extra) -> OneTimeWorkRequest:
@@ -102,17 +50,18 @@ def _enqueue(wm, folder, how: str, **extra) -> OneTimeWorkRequest:
 
 
 def _helper_ends(folder, index: int = 0) -> None:
-    wait_until(lambda: len(_helpers(folder)) > index, what="the attempt to start its helper")
-    _, helper, created = _helpers(folder)[index]
-    wait_until(lambda: not _running(helper, created), timeout=20,
+    wait_until(lambda: len(helper_lines(folder)) > index,
+               what="the attempt to start its helper")
+    _, helper, created = helper_lines(folder)[index]
+    wait_until(lambda: not is_running(helper, created), timeout=20,
                what=f"helper {helper} (in a session of its own) to be killed")
 
 
 def test_a_helper_ends_when_its_attempt_returns(lwm, tmp_path):
     request = _enqueue(lwm, tmp_path, "return")
     assert lwm.wait(request.id, timeout=60).state is WorkState.SUCCEEDED
-    _, helper, created = _helpers(tmp_path)[0]
-    assert not _running(helper, created)  # killed before the result was recorded
+    _, helper, created = helper_lines(tmp_path)[0]
+    assert not is_running(helper, created)  # killed before the result was recorded
 
 
 def test_a_helper_ends_when_its_worker_process_exits(lwm, tmp_path):
@@ -126,7 +75,7 @@ def test_a_helper_ends_when_its_worker_process_exits(lwm, tmp_path):
 
 def test_a_helper_ends_when_its_attempt_ignores_a_cancel(lwm, tmp_path):
     request = _enqueue(lwm, tmp_path, "ignore")
-    wait_until(lambda: _helpers(tmp_path), what="the attempt to start its helper")
+    wait_until(lambda: helper_lines(tmp_path), what="the attempt to start its helper")
     lwm.cancel_work_by_id(request.id)
     wait_until(lambda: lwm.get_work_info_by_id(request.id).state is WorkState.CANCELLED,
                what="the cancel")
@@ -142,20 +91,20 @@ def test_after_a_scheduler_sigkill_the_work_never_runs_beside_its_first_helper(
     gate = tmp_path / "gate"
     request = _enqueue(lwm, tmp_path, "wait", gate=str(gate), backoff_delay=0)
     scheduler = lwm.daemon.start()
-    wait_until(lambda: _helpers(tmp_path), what="the first attempt to start its helper")
-    worker, helper, created = _helpers(tmp_path)[0]
+    wait_until(lambda: helper_lines(tmp_path), what="the first attempt to start its helper")
+    worker, helper, created = helper_lines(tmp_path)[0]
     if worker_too:
         os.kill(worker, signal.SIGSTOP)
     os.kill(scheduler, signal.SIGKILL)
     if worker_too:
         os.kill(worker, signal.SIGKILL)
-    wait_until(lambda: len(_helpers(tmp_path)) >= 2, timeout=30,
+    wait_until(lambda: len(helper_lines(tmp_path)) >= 2, timeout=30,
                what="the new scheduler to run the work again")
     gate.touch()
     assert lwm.wait(request.id, timeout=60).state is WorkState.SUCCEEDED
     assert holder_pid(lwm.store_path) not in (None, scheduler)
-    assert _lines(os.path.join(tmp_path, "overlaps")) == []
-    assert not _running(helper, created)
+    assert read_lines(os.path.join(tmp_path, "overlaps")) == []
+    assert not is_running(helper, created)
 
 
 def test_worker_processes_get_cgroups_of_their_own_where_the_machine_allows(
@@ -167,8 +116,8 @@ def test_worker_processes_get_cgroups_of_their_own_where_the_machine_allows(
     wm = WorkManager(store_path)
     try:
         request = _enqueue(wm, tmp_path, "wait", gate=str(tmp_path / "gate"))
-        wait_until(lambda: _helpers(tmp_path), what="the attempt to start its helper")
-        worker, helper, _ = _helpers(tmp_path)[0]
+        wait_until(lambda: helper_lines(tmp_path), what="the attempt to start its helper")
+        worker, helper, _ = helper_lines(tmp_path)[0]
         with open(f"/proc/{worker}/cgroup") as f:
             worker_cgroup = f.read()
         with open(f"/proc/{helper}/cgroup") as f:
@@ -177,7 +126,7 @@ def test_worker_processes_get_cgroups_of_their_own_where_the_machine_allows(
         wm.wait(request.id, timeout=60)
     finally:
         stop_store_processes(store_path)
-        _kill_helpers(tmp_path)
+        kill_helpers(tmp_path)
     if allowed:
         assert f"/worker-{worker}" in worker_cgroup and "/nbwork-" in worker_cgroup
         assert helper_cgroup == worker_cgroup

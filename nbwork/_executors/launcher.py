@@ -13,6 +13,9 @@ of an exit pipe); the server forks and answers the child's pid (4 bytes). When t
 ends, the server writes its exit code (4 bytes: ``-N`` for signal N) to the exit pipe. The
 client learns that the server died from its control socket; the server ends when its client
 does (end-of-file), and an attempt ends itself when its connection closes (see child.py).
+The server is a child subreaper: what an attempt process leaves when it dies (a helper that
+left its process group) becomes the server's child, and is killed when that attempt is
+reaped.
 """
 
 from __future__ import annotations
@@ -163,8 +166,12 @@ def _run_forked(conn_fd: int, closing: list[int]) -> None:
 
 def serve(control_fd: int) -> None:
     """The server's loop (in its own process); returns when its client is gone."""
-    from . import child  # noqa: F401  (imported once here, inherited by every fork)
+    from . import child  # (imported once here, inherited by every fork)
+    from .leftovers import kill_orphans_of
 
+    # What a dead attempt process orphaned (a helper in a session of its own) becomes our
+    # child, and is killed when we reap that attempt.
+    child.become_subreaper()
     control = socket.socket(fileno=control_fd)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
@@ -199,7 +206,8 @@ def serve(control_fd: int) -> None:
                         pass
                 except BlockingIOError:
                     pass
-        while exits:
+        ended = False
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -208,8 +216,11 @@ def serve(control_fd: int) -> None:
                 break
             fd = exits.pop(pid, None)
             if fd is not None:
+                ended = True
                 try:
                     os.write(fd, _INT.pack(os.waitstatus_to_exitcode(status)))
                 except OSError:
                     pass
                 os.close(fd)
+        if ended:
+            kill_orphans_of(os.getpid(), keep=set(exits))
