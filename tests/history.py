@@ -5,7 +5,7 @@ Every attempt of a chaos step appends lines to one history file (one ``write`` e
 
     S <work> <nonce> <attempt> <time>      the attempt started
     B <work> <nonce> <time>                it is still running (a heartbeat)
-    H <work> <nonce> <time>                its helper, a process in a session of its own, runs
+    H <work> <nonce> <pid> <time>          its helper, a process in a session of its own, runs
     E <work> <nonce> ok|fail <time>        it returned (success or failure)
 
 Times are ``time.time()`` of the writing process (one clock for the whole machine).
@@ -106,6 +106,10 @@ def parse(lines: list[str]) -> tuple[dict[str, list[Run]], int]:
     for work_runs in by_work.values():
         work_runs.sort(key=lambda r: r.start if r.start is not None else r.last)
     return by_work, helper_beats
+
+
+def helper_pids(history: list[str]) -> set[int]:
+    return {int(line.split()[3]) for line in history if line.startswith("H ")}
 
 
 def check(history: list[str], expected: dict[str, str], final: dict[str, tuple[str, str | None]],

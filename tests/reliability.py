@@ -371,7 +371,7 @@ class ChaosStep(Worker):
                 os.setsid()
                 give_up = time.monotonic() + HELPER_LIFETIME
                 while time.monotonic() < give_up:
-                    append(history, f"H {self.id} {nonce} {now()}")
+                    append(history, f"H {self.id} {nonce} {os.getpid()} {now()}")
                     time.sleep(beat)
             finally:
                 os._exit(0)

@@ -31,6 +31,7 @@ import time
 import uuid
 from collections import Counter
 
+import psutil
 import pytest
 
 from nbwork import WorkManager, WorkState, _ops
@@ -40,7 +41,7 @@ from nbwork._store import Store
 from nbwork._wake import notify
 from nbwork.info import FINISHED_STATES
 from tests.conftest import wait_until
-from tests.history import check
+from tests.history import check, helper_pids
 from tests.reliability import (
     REPO,
     consistency_problems,
@@ -63,7 +64,7 @@ CHAIN = 5
 FAILS_AT = 2      # the step at which a failing chain fails
 CANCEL_AT = 2     # the step that is cancelled in a cancelled chain
 CLIENTS = 4
-CLIENT_PAUSE = 0.05
+CLIENT_PAUSE = 0.5
 RESUME_WITHIN = 5.0
 FAULTS = {        # share of each fault
     "kill_scheduler": 0.2, "kill_worker": 0.35, "kill_supervisor": 0.05,
@@ -359,3 +360,18 @@ def test_chaos(tmp_path, store_path):
                 client.kill()
                 client.wait()
         stop_store_processes(store_path)
+        _kill_surviving_helpers(tmp_path / "history", store_path)
+
+
+def _kill_surviving_helpers(history, store_path: str) -> None:
+    """Helpers nbwork failed to kill (a failing run) are stopped by PID: those still running
+    in the store's folder (where the scheduler, and so its workers, run)."""
+    try:
+        lines = history.read_text().splitlines()
+    except FileNotFoundError:
+        return
+    for pid in helper_pids(lines):
+        with contextlib.suppress(psutil.Error):
+            process = psutil.Process(pid)
+            if process.cwd() == store_path:
+                process.kill()

@@ -13,15 +13,15 @@ def _report(lines, state="SUCCEEDED", kept="n2", successes=1, expected="SUCCEEDE
 
 def test_a_clean_history_with_a_killed_first_run_passes():
     report = _report([
-        f"S {W} n1 0 1.0", f"H {W} n1 1.01", f"B {W} n1 1.02",   # killed here, helper too
-        f"S {W} n2 1 2.0", f"H {W} n2 2.01", f"B {W} n2 2.02", f"E {W} n2 ok 2.1",
-        f"H {W} n2 2.11",   # the kept run's helper, killed right after it returned
+        f"S {W} n1 0 1.0", f"H {W} n1 7 1.01", f"B {W} n1 1.02",   # killed here, helper too
+        f"S {W} n2 1 2.0", f"H {W} n2 8 2.01", f"B {W} n2 2.02", f"E {W} n2 ok 2.1",
+        f"H {W} n2 8 2.11",   # the kept run's helper, killed right after it returned
     ])
     assert report.ok and report.summary()["runs"] == 2 and report.helper_beats == 3
 
 
 def test_a_helper_that_outlives_its_attempt_into_the_rerun_is_an_overlap():
-    report = _report([f"S {W} n1 0 1.0", f"H {W} n1 1.01", f"H {W} n1 2.5",
+    report = _report([f"S {W} n1 0 1.0", f"H {W} n1 7 1.01", f"H {W} n1 7 2.5",
                       f"S {W} n2 1 2.0", f"E {W} n2 ok 2.1"])
     assert report.overlapping and "its helper alive until 2.500" in report.overlapping[0]
     assert not (report.lost or report.doubled or report.after_success)

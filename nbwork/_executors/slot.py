@@ -161,6 +161,8 @@ def slot_main(conn: Any) -> None:
         del current[token]
         try:
             send(message)
+        except OSError:  # the scheduler is gone (killed): nobody to tell, end as it would
+            end_own_group()
         except Exception:  # an output that cannot be sent is the worker's failure, not ours
             send(("result", token, Result.FAILURE, {}, traceback.format_exc()))
         claimed.discard(token)  # only now: a late "unqueue" must not answer before the result
