@@ -229,7 +229,9 @@ class Cgroups:
         name = f"nbwork-{_cgroup_key(store_path)}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         try:
             os.mkdir(os.path.join(base, name), 0o755)
-        except OSError:
+        except OSError as exc:
+            log.info("no cgroup per worker process here (%s): subreapers and the process "
+                     "list take their place", exc)
             return
         self.root = os.path.join(base, name)
 
