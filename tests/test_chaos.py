@@ -235,7 +235,16 @@ def test_chaos(tmp_path, store_path):
         if not alive:
             return
         i = rng.choice(alive)
-        time.sleep(rng.uniform(0, CLIENT_PAUSE))  # anywhere in its loop, mid-enqueue too
+        if rng.random() < 0.5:  # anywhere in its loop
+            time.sleep(rng.uniform(0, CLIENT_PAUSE))
+        else:  # as it begins an enqueue: mid-transaction, if it is quick enough
+            seen = len(read_lines(journal(i)))
+            give_up = time.monotonic() + 2 * CLIENT_PAUSE
+            while time.monotonic() < give_up and clients[i].poll() is None:
+                lines = read_lines(journal(i))
+                if len(lines) > seen and lines[-1].startswith("I "):
+                    break
+                time.sleep(0.001)
         clients[i].kill()
         clients[i].wait()
         stats["client_kills"] += 1
