@@ -245,7 +245,15 @@ class Capture:
                 writer.close()
             except OSError as exc:
                 print(f"nbwork: could not write the log {writer.path}: {exc}", file=sys.stderr)
+            # All of it is in the log now: a death before the next attempt's to_log must not
+            # salvage it into that attempt's log.
             self._copied = 0
+            self._writer = None
+            if os.fstat(self._scratch_fd).st_size:  # type: ignore[arg-type]
+                os.ftruncate(self._scratch_fd, 0)  # type: ignore[arg-type]
+            if self._state_dirty:
+                os.pwrite(self._state_fd, _STATE.pack(0, 0), 0)  # type: ignore[arg-type]
+                self._state_dirty = False
 
 
 def salvage(log_dir: str, pid: int, log_path: str | None) -> None:

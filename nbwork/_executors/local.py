@@ -80,6 +80,11 @@ def exit_description(exitcode: int | None) -> str:
     return f"worker process exited with code {exitcode} before returning a result"
 
 
+_SLOT_PIDS: set[int] = set()
+"""The worker processes of every local executor in this process: they share one forkserver,
+so none of them is taken for an orphan there."""
+
+
 def _kill_slot_tree(slot: _Slot) -> None:
     """SIGKILL a live worker process and everything below it, in or out of its group."""
     try:
@@ -137,7 +142,6 @@ class LocalExecutor:
         self.max_runs_per_process = max_runs_per_process
         self._ctx = multiprocessing.get_context("forkserver")
         # The forkserver adopts what a dying worker process orphans (see reaper.py).
-        os.environ[REAPER_PARENT] = str(os.getpid())
         self._ctx.set_forkserver_preload(["nbwork._executors.reaper", "nbwork._executors.slot"])
         self._cgroups: Cgroups | None = None  # made with the first worker process
         self._slots: list[_Slot] = []
@@ -169,7 +173,14 @@ class LocalExecutor:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(target=slot_main, args=(child_conn,), name="nbwork-slot",
                                     daemon=False)
-        process.start()
+        # Only for the forkserver, which the first start() spawns: no other process of ours
+        # may take itself for it (a supervisor a test starts, say).
+        os.environ[REAPER_PARENT] = str(os.getpid())
+        try:
+            process.start()
+        finally:
+            os.environ.pop(REAPER_PARENT, None)
+        _SLOT_PIDS.add(process.pid)
         child_conn.close()
         slot = _Slot(process, parent_conn)
         if self._cgroups is None:
@@ -355,8 +366,9 @@ class LocalExecutor:
         # And what escaped its group: in its cgroup, or orphaned to the forkserver.
         Cgroups.kill(slot.cgroup)
         slot.cgroup = None
+        _SLOT_PIDS.discard(slot.process.pid)
         if slot.parent_pid is not None:
-            kill_orphans_of(slot.parent_pid, keep={s.process.pid for s in self._slots})
+            kill_orphans_of(slot.parent_pid, keep=_SLOT_PIDS)
         if slot.log_dir:
             salvage(slot.log_dir, slot.process.pid, None)
         if not slot.conn.closed:
