@@ -66,11 +66,13 @@ def test_no_output_is_lost_when_many_works_write_big_chunks(wm):
 
 
 def flood(megabytes: int, last: str) -> dict:
+    """Writes ``megabytes`` MiB, then ``last``; outputs the disk space its stdout's file
+    takes by then."""
     for n in range(megabytes):
         os.write(1, _chunk("flood", n))
         time.sleep(0.04)
     print(last, flush=True)
-    return {}
+    return {"stdout_disk_bytes": os.fstat(1).st_blocks * 512}
 
 
 @pytest.mark.slow
@@ -78,14 +80,17 @@ def test_a_log_is_capped_with_a_marker_and_keeps_its_end(store_path, monkeypatch
     limit = 1 << 20
     monkeypatch.setenv("NBWORK_LOG_MAX_BYTES", str(limit))
     wm = WorkManager(store_path)
-    request = OneTimeWorkRequest(flood, input_data={"megabytes": 24, "last": "THE-END"})
+    request = OneTimeWorkRequest(flood, input_data={"megabytes": 40, "last": "THE-END"})
     wm.enqueue(request)
-    assert wm.wait(request.id, timeout=300).state is WorkState.SUCCEEDED
+    info = wm.wait(request.id, timeout=300)
+    assert info.state is WorkState.SUCCEEDED
+    # Past the cap, what was copied is freed as it comes: the flood did not fill the disk.
+    assert info.output_data["stdout_disk_bytes"] < 20 * CHUNK
     with open(wm._store.log_path(request.id), "rb") as f:
         log = f.read()
     assert len(log) <= limit + 200
     assert log.startswith(_chunk("flood", 0)[:CHUNK // 2])
-    assert log.endswith(b"<flood:23>\nTHE-END\n")
+    assert log.endswith(b"<flood:39>\nTHE-END\n")
     marker = re.search(rb"\n\[nbwork: (\d+) bytes of output cut here: a work's log is capped "
                        rb"at 1048576 bytes \(NBWORK_LOG_MAX_BYTES\); the last (\d+) bytes "
                        rb"follow\]\n", log)
@@ -93,8 +98,8 @@ def test_a_log_is_capped_with_a_marker_and_keeps_its_end(store_path, monkeypatch
     cut, tail = int(marker.group(1)), int(marker.group(2))
     kept = marker.start() + tail
     assert log[marker.end():] and len(log) - marker.end() == tail
-    total = 24 * CHUNK + len(b"THE-END\n")
-    assert total - kept - cut >= 0 and cut > 20 * CHUNK  # the middle was cut, no more
+    total = 40 * CHUNK + len(b"THE-END\n")
+    assert total - kept - cut >= 0 and cut > 36 * CHUNK  # the middle was cut, no more
 
 
 def test_read_log_refuses_what_is_not_a_work_id(store_path):

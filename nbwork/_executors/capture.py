@@ -26,6 +26,7 @@ the copy had got.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import struct
 import sys
@@ -41,8 +42,9 @@ DEFAULT_LOG_MAX_BYTES = 16 << 20
 TAIL_MAX = 1 << 20
 """Bytes of the end of an attempt's output kept after a cut (at most a quarter of the cap)."""
 SCRATCH_TRIM = 8 << 20
-"""Once an attempt's output is past the cap, its scratch file is emptied whenever it grows
-past this, so a flood fills no disk (its last part is kept in memory)."""
+"""Once an attempt's output is past the cap, what was copied of its scratch file is freed
+whenever this much more was written, so a flood fills no disk (its last part is kept in
+memory)."""
 _CHUNK = 1 << 20
 _STATE = struct.Struct("qq")  # bytes of the scratch file already in the log; log opened?
 
@@ -135,6 +137,20 @@ class LogWriter:
             self.fd = None
 
 
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+
+
+def _punch_hole(fd: int, end: int) -> bool:
+    """Free the disk space of bytes 0..end of ``fd``, keeping its size (Linux); False where
+    the system or file system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        return libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, 0, end) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def scratch_path(log_dir: str, pid: int) -> str:
     return os.path.join(log_dir, f".slot-{pid}.out")
 
@@ -166,6 +182,7 @@ class Capture:
         self._lock = threading.Lock()
         self._writer: LogWriter | None = None
         self._copied = 0
+        self._freed = 0  # the scratch file's bytes before this have been freed (see _copy_now)
         self._due: float | None = None
         self._state_dirty = False
         threading.Thread(target=self._copier, name="nbwork-log", daemon=True).start()
@@ -188,7 +205,7 @@ class Capture:
             os.ftruncate(self._scratch_fd, 0)
         with self._lock:  # the copier polls: waking it cost more than a no-op work
             self._writer = LogWriter(path, self._limit)
-            self._copied = 0
+            self._copied = self._freed = 0
             if self._state_dirty:
                 self._save_state()
             self._due = time.monotonic() + LOG_COPY_AFTER
@@ -209,13 +226,16 @@ class Capture:
             writer.open()  # the log of a running attempt exists, if empty, to be followed
         self._copied = _copy(scratch, self._copied, writer)
         # Past the cap nothing more goes into the log but its last part (kept in memory by
-        # the writer): empty the scratch file so a flood fills no disk. Bytes written between
-        # the size check and the truncation are lost, but they would have been cut anyway
-        # unless they were the very last (a window of microseconds).
-        if (writer.full and self._copied > SCRATCH_TRIM
-                and os.fstat(scratch).st_size == self._copied):
-            os.ftruncate(scratch, 0)
-            self._copied = 0
+        # the writer): free what was copied, so a flood fills no disk. Punching a hole frees
+        # the copied bytes while the writers append on; where a file system cannot, the file
+        # is emptied only while nobody writes (one size check before: a write in between
+        # would be lost, but it would have been cut anyway unless it was the very last).
+        if writer.full and self._copied - self._freed > SCRATCH_TRIM:
+            if _punch_hole(scratch, self._copied):
+                self._freed = self._copied
+            elif os.fstat(scratch).st_size == self._copied:
+                os.ftruncate(scratch, 0)
+                self._copied = self._freed = 0
         self._save_state()
 
     def _copier(self) -> None:
@@ -247,7 +267,7 @@ class Capture:
                 print(f"nbwork: could not write the log {writer.path}: {exc}", file=sys.stderr)
             # All of it is in the log now: a death before the next attempt's to_log must not
             # salvage it into that attempt's log.
-            self._copied = 0
+            self._copied = self._freed = 0
             self._writer = None
             if os.fstat(self._scratch_fd).st_size:  # type: ignore[arg-type]
                 os.ftruncate(self._scratch_fd, 0)  # type: ignore[arg-type]
