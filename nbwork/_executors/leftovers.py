@@ -152,7 +152,9 @@ def _own_cgroup_dir() -> str | None:
                 fields = line.split()
                 separator = fields.index("-")
                 if fields[separator + 1] == "cgroup2":
-                    mount = fields[4]
+                    root, mount = fields[3], fields[4]
+                    if root != "/" and (path == root or path.startswith(root + "/")):
+                        path = path[len(root):]  # a mount of a subtree (a container's)
                     return os.path.join(mount, path.lstrip("/"))
     except (OSError, ValueError, IndexError):
         return None
