@@ -1,0 +1,198 @@
+"""The Work panel in a real JupyterLab, driven by headless Chromium: work started from the
+CLI shows up live with no kernel, Cancel stops a running work, the details tab tails the
+log, a failure toasts, and user text is never HTML. Uses test_browser's recipe (its
+``browser`` fixture, ``running_lab`` and screenshots into ``test-artifacts/``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from nbwork import OneTimeWorkRequest, WorkManager, WorkState, is_stopped
+from tests import helpers
+from tests.conftest import wait_until
+from tests.test_browser import ROOT, _shot, browser, lab_env, running_lab  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+XSS_TAG = '<img src=x onerror="window.nbworkXss=1">'
+
+
+def talk_until_gates(first_gate: str, second_gate: str) -> dict:
+    """Prints a line, waits for ``first_gate``, prints another, waits for ``second_gate``."""
+    print("first line from the worker", flush=True)
+    while not os.path.exists(first_gate) and not is_stopped():
+        time.sleep(0.02)
+    print("second line, printed later", flush=True)
+    while not os.path.exists(second_gate) and not is_stopped():
+        time.sleep(0.02)
+    return {"said": 2}
+
+
+@pytest.fixture(scope="module")
+def panel_lab(browser, tmp_path_factory):  # noqa: F811 - the fixture imported above
+    """(url, store) of a JupyterLab for this module (no notebook opened: no kernel)."""
+    base = tmp_path_factory.mktemp("panel")
+    root, store = base / "root", base / "store"
+    root.mkdir()
+    with running_lab(base, root, store) as url:
+        yield url, str(store), base
+
+
+@pytest.fixture
+def page(browser, panel_lab):  # noqa: F811
+    url, _, _ = panel_lab
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(f"{url}/lab?reset")
+    page.locator("li.lm-TabBar-tab[data-id='nbwork-panel']").click()
+    page.locator("#nbwork-panel .nbwork-Status").wait_for()
+    yield page
+    page.close()
+
+
+def rows(page):
+    return page.locator("#nbwork-panel .nbwork-Row")
+
+
+def row(page, id: str):
+    return page.locator(f"#nbwork-panel .nbwork-Row[data-work-id='{id}']")
+
+
+RECORD_ROWS = """() => {
+    window.nbworkSeen = [];
+    setInterval(() => {
+        const rows = [...document.querySelectorAll('#nbwork-panel .nbwork-Row')];
+        window.nbworkSeen.push(rows.map(r => [r.dataset.workId, r.dataset.state,
+            r.querySelector('.nbwork-ProgressFill').style.width]));
+    }, 50);
+}"""
+
+
+def test_a_cli_batch_appears_and_moves_live_with_no_kernel(page, panel_lab):
+    url, store, base = panel_lab
+    images = base / "images"
+    images.mkdir()
+    from PIL import Image
+
+    for name in sorted(os.listdir(ROOT / "nbwork" / "samples"))[:4]:
+        # Bigger than the samples, so the blurs take long enough to be seen running.
+        Image.open(ROOT / "nbwork" / "samples" / name).convert("RGB").resize(
+            (1600, 1200)).save(images / (os.path.splitext(name)[0] + ".png"))
+    page.evaluate(RECORD_ROWS)
+    try:
+        subprocess.run([sys.executable, "-m", "nbwork.cli", "batch", str(images), "--level",
+                        "2", "--detach", "--store", store], check=True, timeout=120,
+                       env=lab_env(base, base / "store"), capture_output=True)
+        wm = WorkManager(store)
+        ids = [i.id for i in wm.get_work_infos()]
+        wait_until(lambda: rows(page).count() == len(ids), what="a row per work of the batch")
+        assert sorted(rows(page).evaluate_all("rs => rs.map(r => r.dataset.workId)")) == \
+            sorted(ids)
+        wm.wait(ids, timeout=300)
+        wait_until(lambda: page.locator("#nbwork-panel .nbwork-Row[data-state='SUCCEEDED']")
+                   .count() == len(ids), what="every row SUCCEEDED in the panel")
+        _shot(page, "lab_panel_batch.png", page.locator("#nbwork-panel"))
+    except BaseException:
+        _shot(page, "lab_panel_batch_failure.png")
+        raise
+    seen = page.evaluate("window.nbworkSeen")
+    done_counts = [sum(state == "SUCCEEDED" for _, state, _ in sample) for sample in seen]
+    # Live: the panel showed the batch part-done on its way, without a reload.
+    assert len({c for c in done_counts if 0 < c < len(ids)}) >= 2, sorted(set(done_counts))
+    states_of = {}
+    for sample in seen:
+        for id, state, _ in sample:
+            states_of.setdefault(id, []).append(state)
+    sheet = [id for id, states in states_of.items() if "BLOCKED" in states]
+    assert sheet and states_of[sheet[0]][-1] == "SUCCEEDED"
+    with urllib.request.urlopen(f"{url}/api/kernels") as response:
+        assert json.loads(response.read()) == []  # no kernel was needed
+
+
+def test_cancel_in_the_panel_cancels_the_work_in_the_store(page, panel_lab, tmp_path):
+    _, store, _ = panel_lab
+    wm = WorkManager(store)
+    request = OneTimeWorkRequest(helpers.wait_for_gate, input_data={"gate": str(
+        tmp_path / "never")}, tags=["panel-cancel"])
+    wm.enqueue(request)
+    try:
+        row(page, request.id).and_(page.locator("[data-state='RUNNING']")).wait_for()
+        row(page, request.id).locator("button.nbwork-Cancel").click()
+        assert wm.wait(request.id, timeout=60).state is WorkState.CANCELLED
+        row(page, request.id).and_(page.locator("[data-state='CANCELLED']")).wait_for()
+        assert row(page, request.id).locator("button.nbwork-Cancel").count() == 0
+    except BaseException:
+        _shot(page, "lab_panel_cancel_failure.png")
+        raise
+
+
+def test_the_details_tab_tails_the_log_live(page, panel_lab, tmp_path):
+    _, store, _ = panel_lab
+    wm = WorkManager(store)
+    first, second = str(tmp_path / "first"), str(tmp_path / "second")
+    request = OneTimeWorkRequest(talk_until_gates, input_data={
+        "first_gate": first, "second_gate": second})
+    wm.enqueue(request)
+    try:
+        row(page, request.id).click()
+        details = page.locator(f".nbwork-Details[data-work-id='{request.id}']")
+        log = details.locator(".nbwork-Log")
+        log.locator("text=first line from the worker").wait_for()
+        assert "second line" not in log.inner_text()
+        helpers.touch(first)
+        log.locator("text=second line, printed later").wait_for()
+        _shot(page, "lab_panel_details.png", details)
+        helpers.touch(second)
+        details.locator(".nbwork-DetailsHeader .nbwork-Badge-SUCCEEDED").wait_for()
+        assert details.locator("[data-fact='id']").inner_text() == request.id
+    except BaseException:
+        _shot(page, "lab_panel_details_failure.png")
+        raise
+
+
+def test_a_failure_toasts_and_user_text_stays_text(page, panel_lab):
+    _, store, _ = panel_lab
+    wm = WorkManager(store)
+    request = OneTimeWorkRequest(helpers.boom, tags=[XSS_TAG])
+    wm.enqueue(request)
+    try:
+        toast = page.locator(".Toastify__toast:has-text('boom-4711')")
+        toast.wait_for()
+        assert "FAILED" in toast.inner_text()
+        tags = row(page, request.id).locator(".nbwork-Tags")
+        assert tags.inner_text() == XSS_TAG
+        assert row(page, request.id).locator(".nbwork-ErrorLine").inner_text().startswith(
+            "ValueError: boom-4711")
+        toast.locator("button:has-text('Details')").click()
+        details = page.locator(f".nbwork-Details[data-work-id='{request.id}']")
+        details.locator(".nbwork-Exception:has-text('ValueError: boom-4711')").wait_for()
+        assert details.locator("[data-fact='tags']").inner_text() == XSS_TAG
+        _shot(page, "lab_panel_failure.png")
+        assert page.locator("#nbwork-panel img, .nbwork-Details img").count() == 0
+        assert page.evaluate("window.nbworkXss") is None
+    except BaseException:
+        _shot(page, "lab_panel_failure_failure.png")
+        raise
+
+
+def test_a_post_without_the_xsrf_token_is_refused_and_changes_nothing(panel_lab, tmp_path):
+    url, store, _ = panel_lab
+    wm = WorkManager(store)
+    request = OneTimeWorkRequest(helpers.wait_for_gate, initial_delay=3600,
+                                 input_data={"gate": str(tmp_path / "never")})
+    wm.enqueue(request)
+    post = urllib.request.Request(f"{url}/nbwork/api/cancel", method="POST",
+                                  data=json.dumps({"id": request.id}).encode())
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(post, timeout=30)
+    assert refused.value.code == 403
+    assert wm.get_work_info_by_id(request.id).state is WorkState.ENQUEUED
+    wm.cancel_work_by_id(request.id)
