@@ -14,17 +14,8 @@ from .follow import EVENT_SCHEMA, Follower
 from .handlers import handlers
 from .stores import NbworkExtension, StoreViews
 
-LAB_EXTENSION_NAME = "nbwork-labextension"
-
-
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "nbwork.jupyter"}]
-
-
-def _jupyter_labextension_paths() -> list[dict[str, str]]:
-    # For `jupyter labextension develop`; an install finds the extension in
-    # share/jupyter/labextensions without this.
-    return [{"src": "../labextension", "dest": LAB_EXTENSION_NAME}]
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
