@@ -14,6 +14,7 @@ from .follow import EVENT_SCHEMA, Follower
 from .handlers import handlers
 from .stores import NbworkExtension, StoreViews
 
+
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "nbwork.jupyter"}]
 

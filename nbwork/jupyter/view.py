@@ -25,6 +25,7 @@ from nbwork.info import in_chain_order
 
 PAGE_LIMIT = 500
 """The most rows one page of the list may ask for."""
+READ_SLICE = 250
 NOTICES_KEPT = 200
 """How many "a chain finished" notices the view remembers for pages that poll."""
 
@@ -153,7 +154,7 @@ class StoreView:
             gone = self._infos.keys() - ids
             new = ids - self._infos.keys()
             again = (self._unfinished & ids) | new
-            fresh = self.manager.get_work_infos(WorkQuery(ids=sorted(again))) if again else []
+            fresh = self._read(sorted(again))
             for id in gone:
                 del self._infos[id]
             self._unfinished -= gone
@@ -174,6 +175,13 @@ class StoreView:
             self._counter = counter
             self._notice_chains(ended)
             return True
+
+    def _read(self, ids: list[str]) -> list[WorkInfo]:
+        # In slices: a query matches each work against its tuple of ids, so one query of
+        # 10,000 ids costs seconds where 40 of 250 cost a tenth of one.
+        return [info for start in range(0, len(ids), READ_SLICE)
+                for info in self.manager.get_work_infos(
+                    WorkQuery(ids=ids[start:start + READ_SLICE]))]
 
     def _chain_of(self, info: WorkInfo) -> list[WorkInfo]:
         """The works linked to ``info`` through prerequisites and dependents."""
