@@ -194,6 +194,8 @@ export class DetailsWidget extends Widget {
             )
           )
         : null,
+      info.images.length ? this._images(info) : null,
+      info.chain.length > 1 ? this._graph(info, store) : null,
       table,
       el(
         'div',
@@ -208,9 +210,7 @@ export class DetailsWidget extends Widget {
           className: 'nbwork-Data nbwork-Output',
           text: dataText(info.output) || '-'
         })
-      ),
-      info.images.length ? this._images(info) : null,
-      info.chain.length > 1 ? this._graph(info, store) : null
+      )
     ];
     replaceChildren(this._body, ...sections);
   }
