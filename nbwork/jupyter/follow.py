@@ -42,6 +42,7 @@ class Follower:
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
+        self._pushed: dict[str, int | None] = {}  # store -> the counter last pushed
 
     def ensure_running(self) -> None:
         """Start the task (on the server's loop) if it is not running."""
@@ -62,11 +63,14 @@ class Follower:
         while True:
             for view in self.views.open_views():
                 try:
-                    changed = await asyncio.to_thread(view.refresh)
+                    await asyncio.to_thread(view.refresh)
                 except Exception:  # a store gone bad must not stop the others' push
                     log.exception("nbwork: cannot read the store %s", view.path)
                     continue
-                if changed:
+                # Compared with what was pushed, not with the last refresh: a page's request
+                # may have refreshed the view first, and the other pages must hear of it.
+                if view.counter != self._pushed.get(view.path):
+                    self._pushed[view.path] = view.counter
                     self.event_logger.emit(schema_id=EVENT_SCHEMA_ID, data={
                         "store": view.path, "counter": view.counter or 0,
                         "notice_seq": view.last_seq})
