@@ -160,7 +160,8 @@ def lab_env(base: Path, store: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_lab(base: Path, root: Path, store: Path, token: str = ""):
+def running_lab(base: Path, root: Path, store: Path, token: str = "",
+                args: tuple[str, ...] = ()):
     """A JupyterLab serving ``root`` with the nbwork server extension, on a free port;
     yields its URL. Stopped by PID at the end, with the kernels it started and the store's
     scheduler."""
@@ -172,7 +173,7 @@ def running_lab(base: Path, root: Path, store: Path, token: str = ""):
          f"--IdentityProvider.token={token}", "--ServerApp.password=",
          "--ServerApp.ip=127.0.0.1", "--allow-root", f"--ServerApp.root_dir={root}",
          "--ServerApp.port_retries=0",
-         "--ServerApp.jpserver_extensions={'nbwork.jupyter': True}"],
+         "--ServerApp.jpserver_extensions={'nbwork.jupyter': True}", *args],
         env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -31,7 +31,9 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("api")
     root, store = base / "root", base / "store"
     root.mkdir()
-    with running_lab(base, root, store, token=TOKEN) as url:
+    other = base / "other-store"
+    with running_lab(base, root, store, token=TOKEN,
+                     args=(f"--NbworkExtension.stores={other}",)) as url:
         yield url, str(store)
 
 
@@ -278,4 +280,7 @@ def test_the_store_list_offers_the_default_and_configured_stores(server):
     url, default = server
     answer = ok(url, "stores")
     assert answer["default"] == default
-    assert answer["stores"][0] == {"path": default, "default": True, "exists": False}
+    assert answer["stores"] == [
+        {"path": default, "default": True, "exists": False},
+        {"path": os.path.join(os.path.dirname(default), "other-store"), "default": False,
+         "exists": False}]

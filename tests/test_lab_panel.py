@@ -183,6 +183,43 @@ def test_a_failure_toasts_and_user_text_stays_text(page, panel_lab):
         raise
 
 
+def test_a_kernel_restart_changes_nothing_in_the_panel(browser, panel_lab):  # noqa: F811
+    import nbformat
+
+    url, store, base = panel_lab
+    root = base / "root"
+    nbformat.write(nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("1 + 1")],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}}), root / "restart.ipynb")
+    wm = WorkManager(store)
+    wm.enqueue(OneTimeWorkRequest(helpers.echo, initial_delay=3600, tags=["waits"]))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(f"{url}/lab/tree/restart.ipynb?reset")
+        page.locator(".jp-StatusBar-Widget:has-text('| Idle')").first.wait_for()
+        page.locator("li.lm-TabBar-tab[data-id='nbwork-panel']").click()
+        shown = "rs => rs.map(r => [r.dataset.workId, r.dataset.state])"
+        wait_until(lambda: rows(page).count() == len(wm.get_work_ids()), what="every row")
+        before = rows(page).evaluate_all(shown)
+        page.click("li.lm-MenuBar-item:has-text('Kernel')")
+        page.click(".lm-Menu-item[data-command='kernelmenu:restart']")
+        page.click(".jp-Dialog .jp-mod-accept")
+        page.locator(".jp-StatusBar-Widget:has-text('Restarting')").first.wait_for(
+            state="detached")
+        page.locator(".jp-StatusBar-Widget:has-text('| Idle')").first.wait_for()
+        page.locator("#nbwork-panel button.nbwork-Count-RUNNING").click()  # a fresh fetch
+        page.locator("#nbwork-panel button.nbwork-Count-RUNNING").click()
+        wait_until(lambda: rows(page).evaluate_all(shown) == before,
+                   what="the same rows after the restart")
+    except BaseException:
+        _shot(page, "lab_panel_restart_failure.png")
+        raise
+    finally:
+        page.close()
+
+
 def test_a_post_without_the_xsrf_token_is_refused_and_changes_nothing(panel_lab, tmp_path):
     url, store, _ = panel_lab
     wm = WorkManager(store)
