@@ -17,7 +17,7 @@ from nbwork._lock import holder_pid
 from tests import helpers
 from tests.conftest import stop_scheduler, wait_until
 from tests.helpers import scheduler_processes
-from tests.test_browser import running_lab
+from tests.test_browser import ROOT, running_lab
 
 pytestmark = pytest.mark.slow
 
@@ -135,6 +135,27 @@ def test_details_with_log_chain_and_why_a_work_waits(server, store, tmp_path):
     wm.wait(second.id, timeout=30)
     done = ok(url, f"works/{second.id}?store={store}")
     assert done["state"] == "SUCCEEDED" and done["why_waiting"] == ""
+
+
+def test_an_image_named_by_an_output_is_served_and_nothing_else(server, store):
+    url, _ = server
+    wm = WorkManager(store)
+    image = str(ROOT / "nbwork" / "samples" / "rings.png")
+    request = OneTimeWorkRequest(helpers.echo, input_data={"image_uri": image,
+                                                           "note": "/etc/passwd"})
+    wm.enqueue(request)
+    wm.wait(request.id, timeout=60)
+    info = ok(url, f"works/{request.id}?store={store}")
+    assert {(i["where"], i["key"]) for i in info["images"]} == {("input", "image_uri"),
+                                                                 ("output", "image_uri")}
+    fetch = urllib.request.Request(
+        f"{url}/nbwork/api/works/{request.id}/image?store={store}&where=output&key=image_uri",
+        headers={"Authorization": f"token {TOKEN}"})
+    with urllib.request.urlopen(fetch, timeout=30) as response:
+        assert response.headers["Content-Type"] == "image/png"
+        assert response.read() == Path(image).read_bytes()
+    assert "names no image" in refused(
+        url, f"works/{request.id}/image?store={store}&where=output&key=note", 404)
 
 
 def test_the_error_of_a_failed_work_starts_with_its_exception_line(server, store):

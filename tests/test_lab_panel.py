@@ -25,6 +25,10 @@ pytestmark = pytest.mark.slow
 XSS_TAG = '<img src=x onerror="window.nbworkXss=1">'
 
 
+def raise_with_html() -> dict:
+    raise ValueError(f"boom-4711 {XSS_TAG}")
+
+
 def talk_until_gates(first_gate: str, second_gate: str) -> dict:
     """Prints a line, waits for ``first_gate``, prints another, waits for ``second_gate``."""
     print("first line from the worker", flush=True)
@@ -161,22 +165,25 @@ def test_the_details_tab_tails_the_log_live(page, panel_lab, tmp_path):
 def test_a_failure_toasts_and_user_text_stays_text(page, panel_lab):
     _, store, _ = panel_lab
     wm = WorkManager(store)
-    request = OneTimeWorkRequest(helpers.boom, tags=[XSS_TAG])
+    request = OneTimeWorkRequest(raise_with_html, tags=[XSS_TAG])
     wm.enqueue(request)
     try:
         toast = page.locator(".Toastify__toast:has-text('boom-4711')")
         toast.wait_for()
-        assert "FAILED" in toast.inner_text()
+        assert "FAILED" in toast.inner_text() and XSS_TAG in toast.inner_text()
         tags = row(page, request.id).locator(".nbwork-Tags")
         assert tags.inner_text() == XSS_TAG
         assert row(page, request.id).locator(".nbwork-ErrorLine").inner_text().startswith(
-            "ValueError: boom-4711")
+            f"ValueError: boom-4711 {XSS_TAG}")
         toast.locator("button:has-text('Details')").click()
         details = page.locator(f".nbwork-Details[data-work-id='{request.id}']")
         details.locator(".nbwork-Exception:has-text('ValueError: boom-4711')").wait_for()
+        assert details.locator(".nbwork-Exception").inner_text() == \
+            f"ValueError: boom-4711 {XSS_TAG}"
         assert details.locator("[data-fact='tags']").inner_text() == XSS_TAG
         _shot(page, "lab_panel_failure.png")
-        assert page.locator("#nbwork-panel img, .nbwork-Details img").count() == 0
+        assert page.locator(
+            "#nbwork-panel img, .nbwork-Details img, .Toastify__toast img").count() == 0
         assert page.evaluate("window.nbworkXss") is None
     except BaseException:
         _shot(page, "lab_panel_failure_failure.png")
@@ -213,6 +220,13 @@ def test_a_kernel_restart_changes_nothing_in_the_panel(browser, panel_lab):  # n
         page.locator("#nbwork-panel button.nbwork-Count-RUNNING").click()
         wait_until(lambda: rows(page).evaluate_all(shown) == before,
                    what="the same rows after the restart")
+        # "Insert code" in a details tab adds a cell that reads the work to the notebook.
+        waiting = wm.get_work_infos_by_tag("waits")[0]
+        row(page, waiting.id).click()
+        page.locator(f".nbwork-Details[data-work-id='{waiting.id}'] .nbwork-InsertCode").click()
+        page.locator(f".jp-NotebookPanel .jp-Cell .cm-content:has-text('{waiting.id}')").wait_for()
+        assert f'wm.get_work_info_by_id("{waiting.id}")' in page.locator(
+            ".jp-NotebookPanel .jp-Cell .cm-content").nth(1).inner_text()
     except BaseException:
         _shot(page, "lab_panel_restart_failure.png")
         raise

@@ -214,7 +214,8 @@ class ImageHandler(NbworkHandler):
         self.set_header("Content-Type", IMAGE_TYPES[os.path.splitext(path)[1].lower()])
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Cache-Control", "no-store")
-        self.finish(content)
+        # Past APIHandler.finish, which would label the image JSON.
+        super(APIHandler, self).finish(content)
 
 
 def _read_bytes(path: str) -> bytes:

@@ -72,6 +72,7 @@ class StoreViews:
     def __init__(self, settings: NbworkExtension) -> None:
         self.settings = settings
         self._views: dict[str, StoreView] = {}
+        self._awaited: set[str] = set()
         self._lock = threading.Lock()
 
     def default_path(self) -> str:
@@ -95,11 +96,23 @@ class StoreViews:
     def view(self, path: str) -> StoreView | None:
         """The view of the store at ``path``; None for a default store not created yet."""
         if path == self.default_path() and not os.path.exists(path):
+            with self._lock:
+                self._awaited.add(path)  # a page looks at it: open it when it appears
             return None
         check_store(path)  # on every request: a store can become unsafe while open
         with self._lock:
             return self._views.setdefault(path, StoreView(path))
 
     def open_views(self) -> list[StoreView]:
+        """The views pages look at, with those of awaited stores that exist now."""
+        with self._lock:
+            appeared = [p for p in self._awaited if os.path.isdir(
+                os.path.join(p, STORE_DATABASE))]
+            self._awaited.difference_update(appeared)
+        for path in appeared:
+            try:
+                self.view(path)
+            except StoreRefused:
+                pass  # a page's next request says why
         with self._lock:
             return list(self._views.values())

@@ -25,9 +25,17 @@ from nbwork.info import in_chain_order
 
 PAGE_LIMIT = 500
 """The most rows one page of the list may ask for."""
+RECENT = 3600.0
 READ_SLICE = 250
 NOTICES_KEPT = 200
 """How many "a chain finished" notices the view remembers for pages that poll."""
+
+
+def _recent(info: WorkInfo) -> bool:
+    """Enqueued in the last RECENT seconds: on a first look at a store, such finished work
+    may still be news to a page opened before the store was (pages filter by their own
+    start)."""
+    return bool(info.enqueue_time) and info.enqueue_time.timestamp() > time.time() - RECENT
 
 
 def _epoch(when: datetime | None) -> float | None:
@@ -162,7 +170,8 @@ class StoreView:
             for info in fresh:
                 if not info.state.is_finished:
                     self._unfinished.add(info.id)
-                elif info.id in self._unfinished or (info.id in new and not first):
+                elif info.id in self._unfinished or (info.id in new and (
+                        not first or _recent(info))):
                     self._unfinished.discard(info.id)
                     ended.append(info)
                 self._infos[info.id] = info
