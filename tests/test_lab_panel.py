@@ -190,6 +190,33 @@ def test_a_failure_toasts_and_user_text_stays_text(page, panel_lab):
         raise
 
 
+def test_no_toast_when_notifications_are_off(browser, panel_lab):  # noqa: F811
+    url, store, base = panel_lab
+    settings = base / "settings" / "nbwork-labextension" / "plugin.jupyterlab-settings"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps({"notifications": False}))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(f"{url}/lab?reset")
+        page.locator("li.lm-TabBar-tab[data-id='nbwork-panel']").click()
+        page.locator("#nbwork-panel .nbwork-Status").wait_for()
+        wm = WorkManager(store)
+        request = OneTimeWorkRequest(helpers.boom)
+        wm.enqueue(request)
+        row(page, request.id).and_(page.locator("[data-state='FAILED']")).wait_for()
+        # The page has dealt with the notice of that failure, and showed no toast.
+        wait_until(lambda: int(page.locator("#nbwork-panel").get_attribute(
+            "data-notice-seq") or 0) > 0, what="the page to take the notice")
+        assert page.locator(".Toastify__toast:has-text('boom-4711')").count() == 0
+    except BaseException:
+        _shot(page, "lab_panel_quiet_failure.png")
+        raise
+    finally:
+        page.close()
+        settings.unlink()
+
+
 def test_a_kernel_restart_changes_nothing_in_the_panel(browser, panel_lab):  # noqa: F811
     import nbformat
 

@@ -484,6 +484,8 @@ export class WorkPanel extends Widget {
       { store: this._store || undefined, after: this._noticeSeq }
     );
     this._noticeSeq = answer.notice_seq;
+    // Tells tests (and the curious) which notices this page has dealt with.
+    this.node.dataset.noticeSeq = String(answer.notice_seq);
     if (!this._options.notificationsEnabled()) {
       return;
     }
