@@ -138,6 +138,43 @@ def test_cancel_in_the_panel_cancels_the_work_in_the_store(page, panel_lab, tmp_
         raise
 
 
+def test_cancel_all_shown_and_prune_finished_ask_first(page, panel_lab, tmp_path):
+    _, store, _ = panel_lab
+    wm = WorkManager(store)
+    gate = str(tmp_path / "never")
+    shown = [OneTimeWorkRequest(helpers.wait_for_gate, input_data={"gate": gate},
+                                tags=["cancel-these"]) for _ in range(2)]
+    other = OneTimeWorkRequest(helpers.wait_for_gate, initial_delay=3600,
+                               input_data={"gate": gate}, tags=["keep-this"])
+    wm.enqueue([*shown, other])
+    try:
+        panel = page.locator("#nbwork-panel")
+        wait_until(lambda: "cancel-these" in panel.locator(".nbwork-TagFilter").inner_text(),
+                   what="the tag in the tag filter")
+        panel.locator(".nbwork-TagFilter").select_option("cancel-these")
+        wait_until(lambda: rows(page).count() == 2, what="only the two tagged rows")
+        panel.locator("button.nbwork-CancelShown").click()
+        page.locator(".jp-Dialog:has-text('Cancel the 2 unfinished works')").wait_for()
+        page.locator(".jp-Dialog .jp-mod-reject").click()  # "Keep them": nothing happens
+        assert [i.state.is_finished for i in wm.get_work_infos_by_tag("cancel-these")] == \
+            [False, False]
+        panel.locator("button.nbwork-CancelShown").click()
+        page.locator(".jp-Dialog .jp-mod-accept").click()
+        infos = wm.wait([r.id for r in shown], timeout=60)
+        assert [i.state for i in infos] == [WorkState.CANCELLED] * 2
+        assert wm.get_work_info_by_id(other.id).state is WorkState.ENQUEUED
+        panel.locator(".nbwork-TagFilter").select_option("")
+        panel.locator("button.nbwork-Prune").click()
+        page.locator(".jp-Dialog .jp-mod-accept").click()
+        wait_until(lambda: rows(page).count() == 1, what="the finished rows pruned")
+        assert wm.get_work_ids() == [other.id]
+    except BaseException:
+        _shot(page, "lab_panel_cancel_all_failure.png")
+        raise
+    finally:
+        wm.cancel_work_by_id(other.id)
+
+
 def test_the_details_tab_tails_the_log_live(page, panel_lab, tmp_path):
     _, store, _ = panel_lab
     wm = WorkManager(store)
