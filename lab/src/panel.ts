@@ -21,6 +21,7 @@ import {
 import { badge, duration, el, progressBar, replaceChildren, round } from './dom';
 
 const PAGE_SIZE = 100;
+const MAX_ROWS = 500; // the API's largest page: past it, a filter is the way
 const SLOW_POLL_MS = 10000;
 const MIN_REFRESH_GAP_MS = 250;
 const MAX_TOASTS_AT_ONCE = 3;
@@ -77,7 +78,7 @@ export class WorkPanel extends Widget {
       className: 'nbwork-More jp-mod-styled',
       text: 'Show more',
       onclick: () => {
-        this._limit += PAGE_SIZE;
+        this._limit = Math.min(MAX_ROWS, this._limit + PAGE_SIZE);
         void this.refresh();
       }
     });
@@ -262,15 +263,17 @@ export class WorkPanel extends Widget {
       ...[...tags].map(t => el('option', { text: t, attrs: { value: t } }))
     );
     this._tagFilter.value = selectedTag;
+    const capped = page.total > page.works.length && this._limit >= MAX_ROWS;
     this._status.textContent =
       page.total === 0
         ? `no work in ${page.store}`
-        : `${page.works.length} of ${page.total} works in ${page.store}`;
+        : `${page.works.length} of ${page.total} works in ${page.store}` +
+          (capped ? ' (filter to see others)' : '');
     // Rows are kept by id, so a push does not rebuild (or flicker) the whole list.
     const rows = page.works.map(work => this._row(work));
     replaceChildren(this._list, ...rows);
     this._more.style.display =
-      page.total > page.works.length ? '' : 'none';
+      page.total > page.works.length && !capped ? '' : 'none';
   }
 
   private _row(work: IRow): HTMLElement {
