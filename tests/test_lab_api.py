@@ -128,7 +128,7 @@ def test_details_with_log_chain_and_why_a_work_waits(server, store, tmp_path):
     assert tail["truncated"] and len(tail["text"].encode()) <= 10
     blocked = ok(url, f"works/{second.id}?store={store}")
     assert blocked["state"] == "BLOCKED"
-    assert "prerequisites" in blocked["why_waiting"] and first.id[:8] in blocked["why_waiting"]
+    assert "prerequisite" in blocked["why_waiting"] and first.id[:8] in blocked["why_waiting"]
     assert {n["id"] for n in blocked["chain"]} == {first.id, second.id}
     assert blocked["input"] == {"x": 1}
     helpers.touch(gate)

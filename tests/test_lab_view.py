@@ -4,12 +4,10 @@ rows, 'why it waits', and which store paths it refuses."""
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
 
 import pytest
 
 from nbwork import Data, OneTimeWorkRequest, WorkInfo, WorkManager, WorkQuery, WorkState
-from nbwork.jupyter.details import why_waiting
 from nbwork.jupyter.handlers import ApiError, _filter_from
 from nbwork.jupyter.stores import StoreRefused, check_store
 from nbwork.jupyter.view import Filter, StoreView, exception_line, row
@@ -61,20 +59,6 @@ def test_a_bad_filter_is_a_400_that_says_what_to_use():
         _filter_from({"tag": [1]})
     assert _filter_from({"state": "running,failed", "q": " x "}) == Filter(
         states=(WorkState.RUNNING, WorkState.FAILED), text="x")
-
-
-def test_why_a_work_waits():
-    now = datetime.now()
-    later = now + timedelta(seconds=60)
-    parent = info(id="aaaaaaaa-1", state=WorkState.RUNNING, worker_name="m.First")
-    blocked = info(id="bbbbbbbb-2", state=WorkState.BLOCKED, prerequisites=(parent.id,))
-    assert why_waiting(blocked, {parent.id: parent}, now.timestamp()) == (
-        "waiting for its prerequisites to succeed: First aaaaaaaa (RUNNING)")
-    assert "initial delay" in why_waiting(info(next_schedule_time=later), {}, now.timestamp())
-    assert "backing off after 2 attempts" in why_waiting(
-        info(next_schedule_time=later, run_attempt_count=2), {}, now.timestamp())
-    assert why_waiting(info(), {}, now.timestamp()).startswith("due;")
-    assert why_waiting(info(state=WorkState.RUNNING), {}, now.timestamp()) == ""
 
 
 def test_only_an_own_private_store_is_opened(tmp_path):

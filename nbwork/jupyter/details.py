@@ -1,15 +1,16 @@
 """The details of one work for the panel's details tab: the row, its input and output, the
-error with its exception line first, why it waits, its chain, its images and its log tail."""
+error with its exception line first, why it waits (in the words of ``nbwork.explain``, as
+every view), its chain, its images and its log tail."""
 
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
-from nbwork import WorkInfo, WorkManager, WorkQuery, WorkState
+from nbwork import WorkInfo, WorkManager, WorkQuery
+from nbwork.explain import constraint_words, why_waiting
 
-from .view import _epoch, data_dict, exception_line, row
+from .view import data_dict, exception_line, row
 
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                ".gif": "image/gif", ".webp": "image/webp", ".bmp": "image/bmp"}
@@ -17,32 +18,6 @@ IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 CHAIN_LIMIT = 200
 """The most works of a chain the graph shows (a batch of thousands would not be readable)."""
-
-
-def why_waiting(info: WorkInfo, chain: dict[str, WorkInfo], now: float) -> str:
-    """Why an unfinished work is not running yet, in words ('' when it is not waiting)."""
-    if info.state is WorkState.BLOCKED:
-        waits = [p for p in info.prerequisites
-                 if p not in chain or not chain[p].state.is_finished]
-        names = ", ".join(f"{chain[p].worker_name.rsplit('.', 1)[-1]} {p[:8]} "
-                          f"({chain[p].state.value})" if p in chain else p[:8] for p in waits)
-        return f"waiting for its prerequisites to succeed: {names}" if names else \
-            "waiting for its prerequisites"
-    if info.state is not WorkState.ENQUEUED:
-        return ""
-    constraints = getattr(info, "constraints", None)
-    when = _epoch(info.next_schedule_time)
-    if when is not None and when > now:
-        at = time.strftime("%H:%M:%S", time.localtime(when))
-        if info.is_periodic and info.run_attempt_count == 0 and info.start_time:
-            return f"waiting for its next period, due at {at}"
-        if info.run_attempt_count:
-            return (f"backing off after {info.run_attempt_count} attempt"
-                    f"{'s' if info.run_attempt_count > 1 else ''}: next attempt at {at}")
-        return f"waiting for its initial delay: due at {at}"
-    if constraints:
-        return f"due; runs when its constraints are met ({constraints}) and a worker is free"
-    return "due; waiting for a free worker (or for the store's scheduler to start)"
 
 
 def images(info: WorkInfo) -> list[dict[str, str]]:
@@ -83,8 +58,8 @@ def details(manager: WorkManager, info: WorkInfo) -> dict[str, Any]:
         "error": info.error or "",
         "exception": exception_line(info.error),
         "generation": info.generation,
-        "why_waiting": why_waiting(info, chain, time.time()),
-        "constraints": str(getattr(info, "constraints", "") or ""),
+        "why_waiting": why_waiting(info, chain) or "",
+        "constraints": ", ".join(constraint_words(info.constraints)),
         "images": images(info),
         "log_path": info.log_path,
         "chain": [{"id": c.id, "state": c.state.value,

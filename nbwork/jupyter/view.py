@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from nbwork import WorkInfo, WorkManager, WorkQuery, WorkState
+from nbwork.explain import error_headline
 from nbwork.info import in_chain_order
 
 PAGE_LIMIT = 500
@@ -58,12 +59,9 @@ def data_dict(data: Any) -> dict[str, Any]:
 
 
 def exception_line(error: str | None) -> str:
-    """The line that names the exception (``ValueError: bad image``): a traceback's last
-    non-empty line."""
-    if not error:
-        return ""
-    lines = [line for line in error.strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
+    """The line that says what went wrong (``ValueError: bad image``), as every view shows
+    it."""
+    return error_headline(error)
 
 
 def row(info: WorkInfo) -> dict[str, Any]:
