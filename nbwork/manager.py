@@ -334,6 +334,23 @@ class WorkManager:
         specs.sort(key=_enqueue_order)
         return [self._info(s) for s in specs]
 
+    def get_work_ids(self, query: WorkQuery | None = None) -> list[str]:
+        """The ids of the works matching ``query`` (all work when None), in no set order.
+
+        Cheap for a query by state only (or no query): it reads the state indexes, not the
+        works, so a viewer can notice new and removed works in a store of many thousands."""
+        query = query or WorkQuery()
+        if not (query.ids or query.tags or query.unique_work_names):
+            states = query.states or tuple(WorkState)
+            return [i for s in dict.fromkeys(states) for i in self._store.state_index(s)]
+        return [i.id for i in self.get_work_infos(query)]
+
+    def change_counter(self) -> int:
+        """A number that changes whenever anything in the store changes (a state, progress,
+        a new or removed work): two equal readings mean nothing changed in between. One
+        small read: a viewer can follow a store by reading it a few times a second."""
+        return self._store.change_counter()
+
     def read_log(self, id: str, max_bytes: int | None = READ_LOG_MAX_BYTES) -> str:
         """The captured stdout and stderr of a work's attempts ('' if it printed nothing).
 

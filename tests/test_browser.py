@@ -11,6 +11,7 @@ with ``NBWORK_REQUIRE_BROWSER=1`` (CI) they fail instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -133,30 +134,46 @@ def _write_notebooks(root: Path) -> None:
     _write_notebook(root / "narrow.ipynb", NARROW_CELLS)
 
 
-@pytest.fixture(scope="module")
-def lab(browser, tmp_path_factory):
-    """(base url, store path) of a JupyterLab started for this module."""
-    base = tmp_path_factory.mktemp("lab")
-    root, store, settings = base / "root", base / "store", base / "settings"
-    root.mkdir()
-    _write_notebooks(root)
+def lab_env(base: Path, store: Path) -> dict[str, str]:
+    """The environment of a JupyterLab for tests: a temporary store (``NBWORK_HOME``),
+    temporary Lab settings and runtime folders, and this tree's nbwork (kernels, the server
+    extension and the prebuilt Work panel, whatever else is installed)."""
+    settings = base / "settings"
     # The "get notified about Jupyter news" toast would cover the page.
     notification = settings / "@jupyterlab" / "apputils-extension"
-    notification.mkdir(parents=True)
+    notification.mkdir(parents=True, exist_ok=True)
     (notification / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    env = {**os.environ, "NBWORK_HOME": str(store), "JUPYTERLAB_SETTINGS_DIR": str(settings),
-           "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"),
-           "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
-           # The kernels import this tree's nbwork, whatever else is installed.
-           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [
-               os.environ.get("PYTHONPATH")])])}
+    # JupyterLab finds the panel in JUPYTER_PATH first: this tree's build, not an installed one.
+    labextensions = base / "jupyter-data" / "labextensions"
+    labextensions.mkdir(parents=True, exist_ok=True)
+    link = labextensions / "nbwork-labextension"
+    if not link.exists():
+        link.symlink_to(ROOT / "nbwork" / "labextension")
+    return {**os.environ, "NBWORK_HOME": str(store), "JUPYTERLAB_SETTINGS_DIR": str(settings),
+            "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"),
+            "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
+            "JUPYTER_PATH": os.pathsep.join(filter(None, [
+                str(base / "jupyter-data"), os.environ.get("JUPYTER_PATH")])),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [
+                os.environ.get("PYTHONPATH")])])}
+
+
+@contextlib.contextmanager
+def running_lab(base: Path, root: Path, store: Path, token: str = "",
+                args: tuple[str, ...] = ()):
+    """A JupyterLab serving ``root`` with the nbwork server extension, on a free port;
+    yields its URL. Stopped by PID at the end, with the kernels it started and the store's
+    scheduler."""
+    env = lab_env(base, store)
     port = _free_port()
     log = open(base / "lab.log", "wb")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
-         "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.ip=127.0.0.1",
-         "--allow-root", f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0"],
+         f"--IdentityProvider.token={token}", "--ServerApp.password=",
+         "--ServerApp.ip=127.0.0.1", "--allow-root", f"--ServerApp.root_dir={root}",
+         "--ServerApp.port_retries=0",
+         "--ServerApp.jpserver_extensions={'nbwork.jupyter': True}", *args],
         env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -164,14 +181,15 @@ def lab(browser, tmp_path_factory):
     def ready() -> bool:
         assert server.poll() is None, (base / "lab.log").read_text()[-3000:]
         try:
-            with urllib.request.urlopen(f"{url}/api/status", timeout=2) as response:
+            with urllib.request.urlopen(f"{url}/api/status?token={token}",
+                                        timeout=2) as response:
                 return response.status == 200
         except OSError:
             return False
 
     try:
         wait_until(ready, timeout=60, what="JupyterLab to answer /api/status")
-        yield url, str(store)
+        yield url
     finally:
         try:
             kernels = psutil.Process(server.pid).children(recursive=True)
@@ -190,6 +208,17 @@ def lab(browser, tmp_path_factory):
                 pass
         log.close()
         stop_scheduler(str(store))
+
+
+@pytest.fixture(scope="module")
+def lab(browser, tmp_path_factory):
+    """(base url, store path) of a JupyterLab started for this module."""
+    base = tmp_path_factory.mktemp("lab")
+    root, store = base / "root", base / "store"
+    root.mkdir()
+    _write_notebooks(root)
+    with running_lab(base, root, store) as url:
+        yield url, str(store)
 
 
 def _open(browser, url: str, name: str, width: int = 1400, height: int = 1600):

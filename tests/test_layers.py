@@ -21,6 +21,9 @@ LAYERS = {
     "cli": 6, "imaging": 6, "__init__": 7,
     "widgets": 6, "widgets._live": 6, "widgets._html": 6, "widgets._magic": 6,
     "widgets.table": 6, "widgets.preview": 6, "widgets.graph": 6, "widgets.blur_app": 6,
+    # The JupyterLab server extension: on top, like the widgets (public API only).
+    "jupyter": 6, "jupyter.view": 6, "jupyter.details": 6, "jupyter.stores": 6,
+    "jupyter.handlers": 6, "jupyter.follow": 6,
 }
 
 
