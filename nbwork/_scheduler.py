@@ -270,6 +270,8 @@ class Scheduler:
         lease = {
             "pid": os.getpid(), "token": self.token, "heartbeat": self.clock.now(),
             "executor": type(self.executor).__name__, "capacity": self.executor.capacity,
+            # what this process's connection really commits with, for status and tests
+            "synchronous": self.store.synchronous(),
         }
         try:
             self.store.set_value("lease", lease)

@@ -18,7 +18,10 @@ Layout of one diskcache directory (keys are strings so SQLite indexes them nativ
     lease             the running scheduler: pid, token, heartbeat (for status; the lock
                       file is what makes it exclusive)
     device            the simulated device state of the TestDriver, when set
-    config            settings kept with the store: {"executor": "local" | "dask://HOST:PORT"}
+    config            settings kept with the store: {"executor": "local" | "dask://HOST:PORT",
+                      "durability": "process" | "power"}; the durability is also written
+                      to diskcache's own Settings table (sqlite_synchronous), which every
+                      new connection of every process applies
     journal, j:<id>   when ``journal`` is set (``Store.enable_journal``, for fault-injection
                       tests and debugging), every state change of a work is appended to
                       ``j:<id>`` as [from, to, run_attempt_count] in the same transaction
@@ -42,7 +45,7 @@ from typing import Any
 import diskcache
 
 from ._spec import WorkSpec
-from .errors import StoreError
+from .errors import InvalidInputError, StoreError
 from .info import WorkState
 
 STORE_SCHEMA = 1
@@ -50,6 +53,24 @@ _SQLITE_TIMEOUT = 60.0
 
 
 SHARDS = "0123456789abcdef"
+
+# SQLite's synchronous level per durability (WAL mode). "process": a commit is in the WAL
+# file when it returns, so no process crash loses it, but the OS may still hold it in its
+# page cache (a power loss may lose the last commits). "power": every commit is fsynced.
+DURABILITY_LEVELS = {"process": 1, "power": 2}  # NORMAL, FULL
+DEFAULT_DURABILITY = "process"
+
+
+def check_durability(value: object) -> str:
+    """``"process"`` or ``"power"``; anything else is a clear error."""
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in DURABILITY_LEVELS:
+        return text
+    raise InvalidInputError(
+        f"durability must be 'process' (nothing committed is lost when a process crashes; "
+        f"the default) or 'power' (an enqueue that returned survives a power loss; slower "
+        f"commits), not {value!r}"
+    )
 
 
 def _state_key(state: WorkState, id: str) -> str:
@@ -363,6 +384,7 @@ class Store:
         except (OSError, diskcache.Timeout, sqlite3.Error) as exc:
             raise _translate(exc, self.path) from exc
         self.journal = bool(self._cache.get("journal"))
+        self._apply_durability(self.durability())
         meta = self._cache.get("meta") or {}
         if meta.get("schema", STORE_SCHEMA) > STORE_SCHEMA:
             raise StoreError(
@@ -464,6 +486,7 @@ class Store:
                                   timeout=_SQLITE_TIMEOUT, isolation_level=None,
                                   check_same_thread=False)
             con.execute("PRAGMA mmap_size = 0")
+            con.execute(f"PRAGMA synchronous = {DURABILITY_LEVELS[self.durability()]}")
             self._blob_con = (pid, con)
         return self._blob_con[1]
 
@@ -510,6 +533,39 @@ class Store:
             config = dict(txn.get_value("config") or {})
             config["executor"] = address
             txn.set_value("config", config)
+
+    def durability(self) -> str:
+        """What a commit survives: ``"process"`` (the default) or ``"power"``."""
+        level = (self._cache.get("config") or {}).get("durability", DEFAULT_DURABILITY)
+        return level if level in DURABILITY_LEVELS else DEFAULT_DURABILITY
+
+    def set_durability(self, level: str) -> None:
+        level = check_durability(level)
+        with self.transaction() as txn:
+            config = dict(txn.get_value("config") or {})
+            config["durability"] = level
+            txn.set_value("config", config)
+        self._apply_durability(level)
+
+    def _apply_durability(self, level: str) -> None:
+        """Make diskcache's Settings (read by every new connection, in every process and
+        thread) and this thread's connection agree with the store's level. The config is
+        the truth: a crash between its commit and this write is repaired at the next open."""
+        wanted = DURABILITY_LEVELS[level]
+        try:
+            if getattr(self._cache, "sqlite_synchronous", None) != wanted:
+                self._cache.reset("sqlite_synchronous", wanted)
+            if self._blob_con is not None and self._blob_con[0] == os.getpid():
+                self._blob_con[1].execute(f"PRAGMA synchronous = {wanted}")
+        except (OSError, diskcache.Timeout, sqlite3.Error) as exc:
+            raise _translate(exc, self.path) from exc
+
+    def synchronous(self) -> int:
+        """SQLite's synchronous level of this thread's connection (1 NORMAL, 2 FULL)."""
+        try:
+            return self._cache._con.execute("PRAGMA synchronous").fetchone()[0]
+        except (OSError, diskcache.Timeout, sqlite3.Error) as exc:
+            raise _translate(exc, self.path) from exc
 
     def device_state(self) -> dict[str, bool] | None:
         """The simulated device state (``TestDriver``), or None when the host's is used."""

@@ -177,6 +177,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_daemon(args: argparse.Namespace) -> int:
     if args.executor is not None and args.action not in ("start", "run"):
         raise UsageError("--executor goes with 'daemon start' or 'daemon run'")
+    if args.durability is not None and args.action not in ("start", "run"):
+        raise UsageError("--durability goes with 'daemon start' or 'daemon run'")
     path = args.store or default_store_path()
     if args.action == "stop":
         # Only the lock and the processes: a store whose database is broken can be stopped.
@@ -187,7 +189,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         return 0
     if args.action == "status":
         return _daemon_status(path)
-    wm = WorkManager(path, executor=args.executor, resume=False)
+    wm = WorkManager(path, executor=args.executor, resume=False, durability=args.durability)
     if args.action == "start":
         print(f"scheduler running, pid {wm.daemon.start()}")
     else:
@@ -213,6 +215,7 @@ def _daemon_status(path: str) -> int:
               "tries again")
     wm = WorkManager(path, resume=False)
     print(f"executor: {wm.executor}")
+    print(f"durability: {wm.durability}")
     counts = {s.value: len(wm.get_work_infos(WorkQuery(states=[s]))) for s in WorkState}
     print("work: " + (", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none"))
     return 0
@@ -477,6 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where work runs: 'local', or 'dask://HOST:PORT' for a Dask cluster "
                    "(kept in the store; a running scheduler is restarted on it; default: "
                    "the store's choice, 'local' at first)")
+    p.add_argument("--durability", metavar="LEVEL",
+                   help="what an enqueue that returned survives: 'process' (any process "
+                   "crash; the default) or 'power' (a power loss too, slower commits); kept "
+                   "in the store; a running scheduler is restarted on it")
     p.set_defaults(func=cmd_daemon)
     return parser
 

@@ -22,7 +22,7 @@ from ._code import serialize_worker
 from ._daemon import Daemon
 from ._executors.dask import check_executor, require_distributed
 from ._spec import WorkSpec
-from ._store import Store
+from ._store import Store, check_durability
 from ._time import Clock
 from ._wake import notify
 from .errors import InvalidInputError, InvalidRequestError
@@ -167,17 +167,25 @@ class WorkManager:
     _instances: dict[str, "WorkManager"] = {}
 
     def __init__(self, path: str | os.PathLike | None = None,
-                 executor: str | None = None, *, resume: bool = True) -> None:
+                 executor: str | None = None, *, resume: bool = True,
+                 durability: str | None = None) -> None:
         """``executor``: where the store's work runs, ``"local"`` (worker processes on this
         machine) or ``"dask://HOST:PORT"`` (the Dask cluster whose scheduler is there). It is
         kept in the store, for every client and the scheduler; None keeps the store's choice
         (local if none was made). A change restarts a running scheduler: its running
         attempts go back to the queue and run again on the new executor.
 
+        ``durability``: what an enqueue that returned survives, ``"process"`` (the default:
+        any process crash, but a power loss may lose the last commits) or ``"power"`` (a
+        power loss too: every commit waits for the disk). Kept in the store like the
+        executor; None keeps the store's choice. A change restarts a running scheduler;
+        other processes that have the store open take it when they open it again.
+
         ``resume=False``: opening the manager does not start a scheduler for work left
         unfinished (for tools that only look, like ``nbwork list``); an enqueue or a wait
         still does."""
         address = None if executor is None else check_executor(executor)
+        level = None if durability is None else check_durability(durability)
         if address is not None and address != "local":
             require_distributed()
         self._store = Store(os.fspath(path) if path is not None else default_store_path())
@@ -189,6 +197,10 @@ class WorkManager:
         if address is not None and address != self._store.executor():
             self._store.set_executor(address)
             # The scheduler picked its executor when it started: start it again on this one.
+            self.daemon.stop()
+        if level is not None and level != self._store.durability():
+            self._store.set_durability(level)
+            # The scheduler's connections took the level when it opened the store.
             self.daemon.stop()
         # Work left unfinished (a reboot, an idle exit) resumes on the first client use.
         store = self._store
@@ -212,6 +224,11 @@ class WorkManager:
     def executor(self) -> str:
         """Where this store's work runs: ``"local"`` or ``"dask://HOST:PORT"``."""
         return self._store.executor()
+
+    @property
+    def durability(self) -> str:
+        """What a commit survives: ``"process"`` or ``"power"`` (see ``__init__``)."""
+        return self._store.durability()
 
     def __repr__(self) -> str:
         return f"WorkManager({self.store_path!r})"
