@@ -130,9 +130,10 @@ class NbworkStore:
     """A store in a temp dir with its scheduler running; ``stop()`` ends the scheduler,
     its supervisor and its worker processes (``Daemon.stop``, then by pid if any is left)."""
 
-    def __init__(self, path: str, on_stop: Callable[[str], None] | None = None) -> None:
+    def __init__(self, path: str, on_stop: Callable[[str], None] | None = None,
+                 durability: str | None = None) -> None:
         self.path = path
-        self.wm = WorkManager(path)
+        self.wm = WorkManager(path, durability=durability)
         self._on_stop = on_stop
         self._seen: dict[int, psutil.Process] = {}
 

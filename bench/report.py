@@ -37,6 +37,14 @@ TARGETS: list[tuple[str, str, str, tuple[str, ...], str, float, str]] = [
      ("idle", "cpu_percent", "nbwork_processes"), "<", 1.0, "< 1 %"),
     ("table_kernel_cpu", "idle", "kernel CPU with a live table of 1,000 works (%)",
      ("idle", "kernel", "cpu_percent", "table"), "<", 5.0, "< 5 %"),
+    ("enqueue_vs_diskcache_process", "durability",
+     "enqueue(list) of 10,000, diskcache sets / nbwork, durability process",
+     ("durability", "ratios", "enqueue_over_diskcache_process"), ">=", 0.5, "≥ 0.5×"),
+    ("enqueue_vs_diskcache_power", "durability",
+     "enqueue(list) of 10,000, diskcache sets / nbwork, durability power",
+     ("durability", "ratios", "enqueue_over_diskcache_power"), ">=", 0.5, "≥ 0.5×"),
+    ("query_refresh_vs_by_id", "query", "WorkQuery of 2,000 infos (refresh), per info / by id",
+     ("query", "ratios", "refresh_per_info_over_by_id"), "<=", 0.2, "≤ 0.2×"),
     ("memory_big_global", "memory", "scheduler peak RSS, big global / 1 KiB global",
      ("memory", "ratios", "big_over_small"), "<", 2.0, "< 2×"),
 ]
@@ -152,6 +160,29 @@ def _rows(results: dict[str, Any]) -> list[list[str]]:
                      f"1 KiB global {_n(p['global_1kib'])}",
                      f"{_x(mem['ratios']['big_over_small'])} the 1 KiB run", "< 2×",
                      v("memory_big_global")])
+    du = results.get("durability")
+    if du:
+        w, e = du["per_s_worst"], du["enqueue_per_s_worst"]
+        rows.append([f"8. throughput, {du['works']:,} no-ops, worst of {du['rounds']} "
+                     "(works/s): durability process vs power",
+                     f"{_n(w['process'])} vs {_n(w['power'])}", "", "",
+                     f"{_x(du['ratios']['power_over_process_throughput'])} slower with power",
+                     "", ""])
+        for level in ("process", "power"):
+            peer = du["enqueue_count"] / min(du["diskcache_s"][level])
+            rows.append([f"   enqueue(list) of {du['enqueue_count']:,}, {level} (requests/s)",
+                         _n(e[level]), "", f"diskcache sets {_n(peer)}",
+                         f"{_x(du['ratios'][f'enqueue_over_diskcache_{level}'])} of it",
+                         "≥ 0.5×", v(f"enqueue_vs_diskcache_{level}")])
+    q = results.get("query")
+    if q:
+        rows.append([f"9. WorkQuery returning {q['works']:,} infos, per info (ms): refresh",
+                     _n(q["per_info_refresh_ms"], 3), "", f"by id {_n(q['per_id_ms'], 3)}",
+                     f"{_x(q['ratios']['refresh_per_info_over_by_id'])} a by-id read",
+                     "≤ 0.2×", v("query_refresh_vs_by_id")])
+        rows.append(["   first query of a new WorkManager", _n(q["per_info_first_ms"], 3),
+                     "", "", f"{_x(q['ratios']['first_per_info_over_by_id'])} a by-id read",
+                     "", ""])
     return rows
 
 

@@ -72,7 +72,8 @@ from .harness import (
 from .harness import CpuMeter as _CpuMeter
 from .tasks import blur_pipeline, global_carrier, noop
 
-BENCHMARKS = ("throughput", "latency", "chain", "blur", "scale", "idle", "memory")
+BENCHMARKS = ("throughput", "latency", "chain", "blur", "scale", "idle", "memory",
+              "durability", "query")
 
 
 @dataclass(frozen=True)
@@ -96,19 +97,27 @@ class Sizes:
     table_window: float = 5.0
     memory_works: int = 300
     memory_global_mib: int = 20
+    durability_works: int = 2000
+    durability_enqueue: int = 10_000
+    durability_rounds: int = 3
+    query_works: int = 2000
+    query_rounds: int = 3
 
 
 SIZES = {
     "full": Sizes(),
     "quick": Sizes(throughput_works=1000, throughput_rounds=1, latency_tries=40,
                    chain_tries=4, blur_images=16, blur_rounds=1, scale_large=20_000,
-                   scale_tries=40, idle_window=3.0, idle_rounds=1, table_window=3.0),
+                   scale_tries=40, idle_window=3.0, idle_rounds=1, table_window=3.0,
+                   durability_works=1000, durability_enqueue=5000, durability_rounds=1,
+                   query_rounds=1),
     # For the smoke test: every code path, no meaningful figure.
     "tiny": Sizes(throughput_works=20, throughput_rounds=1, latency_tries=3, chain_length=4,
                   chain_tries=1, blur_images=2, blur_pixels=96, blur_level=2, blur_rounds=1,
                   scale_small=30, scale_large=120, scale_tries=3, idle_pending=20,
                   idle_window=0.3, idle_rounds=1, table_window=0.3, memory_works=20,
-                  memory_global_mib=2),
+                  memory_global_mib=2, durability_works=20, durability_enqueue=50,
+                  durability_rounds=1, query_works=30, query_rounds=1),
 }
 
 
@@ -130,13 +139,14 @@ class Run:
         os.makedirs(path, exist_ok=True)
         return path
 
-    def nbwork(self, name: str, fill: Callable[[str], Any] | None = None) -> NbworkStore:
+    def nbwork(self, name: str, fill: Callable[[str], Any] | None = None,
+               durability: str | None = None) -> NbworkStore:
         """A new store ``name`` (``fill(path)`` first, before any scheduler), scheduler on."""
         path = os.path.join(self.root, f"store-{name}")
         self.store_paths.append(path)
         if fill is not None:
             fill(path)
-        store = NbworkStore(path, self.on_stop)
+        store = NbworkStore(path, self.on_stop, durability)
         self.stack.callback(store.stop)
         return store.start()
 
@@ -768,9 +778,131 @@ def bench_memory(run: Run) -> dict[str, Any]:
             "ratios": {"big_over_small": big / small}}
 
 
+# --- 8. durability levels -----------------------------------------------------------------
+
+DURABILITIES = ("process", "power")
+
+
+def nbwork_enqueue_list(wm, count: int, tag: str) -> float:
+    """``enqueue(list)`` of ``count`` requests (built beforehand), until it returned: durable
+    at the store's level. Delayed an hour, so the scheduler does not run them meanwhile."""
+    requests = [OneTimeWorkRequest(noop, tags=[tag], initial_delay=3600) for _ in range(count)]
+    start = time.perf_counter()
+    wm.enqueue(requests)
+    return time.perf_counter() - start
+
+
+def diskcache_sets(path: str, count: int, synchronous: int) -> float:
+    """The peer of ``nbwork_enqueue_list``: one diskcache ``set`` per request (a record of
+    about a request's size) in one transaction, at the same SQLite synchronous level."""
+    import diskcache
+
+    cache = diskcache.Cache(path, sqlite_synchronous=synchronous)
+    try:
+        records = [{"id": f"{i:032x}", "state": "ENQUEUED", "worker": "0" * 64, "input": {},
+                    "tags": ["t"], "enqueue_time": time.time(), "next_run_at": 0.0,
+                    "attempts": 0} for i in range(count)]
+        start = time.perf_counter()
+        with cache.transact():
+            for record in records:
+                cache.set(f"w:{record['id']}", record)
+        elapsed = time.perf_counter() - start
+        cache.clear()
+        return elapsed
+    finally:
+        cache.close()
+
+
+def bench_durability(run: Run) -> dict[str, Any]:
+    """Throughput of no-op works and ``enqueue(list)`` under each durability level."""
+    from nbwork._store import DURABILITY_LEVELS
+
+    n, count, rounds = (run.sizes.durability_works, run.sizes.durability_enqueue,
+                        run.sizes.durability_rounds)
+    stores = {level: run.nbwork(f"durability-{level}", durability=level)
+              for level in DURABILITIES}
+    for store in stores.values():
+        nbwork_batch(store.wm, 20)
+        store.wm.prune_work()
+    throughput: dict[str, list[float]] = {level: [] for level in DURABILITIES}
+    enqueue: dict[str, list[float]] = {level: [] for level in DURABILITIES}
+    peer: dict[str, list[float]] = {level: [] for level in DURABILITIES}
+    for r in range(rounds):
+        for level in _rotated(list(DURABILITIES), r):
+            wm = stores[level].wm
+            throughput[level].append(nbwork_batch(wm, n))
+            wm.prune_work()
+            enqueue[level].append(nbwork_enqueue_list(wm, count, f"round-{r}"))
+            wm.cancel_all_work_by_tag(f"round-{r}")
+            wm.prune_work()
+            peer[level].append(diskcache_sets(run.folder(f"diskcache-{level}"), count,
+                                              DURABILITY_LEVELS[level]))
+            run.log(f"  durability round {r + 1}: {level}: {n / throughput[level][-1]:.0f} "
+                    f"works/s; enqueue of {count:,} {enqueue[level][-1]:.2f} s, diskcache "
+                    f"sets {peer[level][-1]:.2f} s")
+    _close(run, *stores.values())
+    # The worst round is the figure (issue 15): the slowest throughput, the slowest enqueue.
+    return {
+        "works": n, "enqueue_count": count, "rounds": rounds,
+        "throughput_s": throughput, "enqueue_s": enqueue, "diskcache_s": peer,
+        "per_s_worst": {k: round(n / max(v), 1) for k, v in throughput.items()},
+        "enqueue_per_s_worst": {k: round(count / max(v), 1) for k, v in enqueue.items()},
+        "ratios": {
+            **{f"enqueue_over_diskcache_{k}": min(p) / max(enqueue[k])
+               for k, p in peer.items()},
+            "power_over_process_throughput": max(throughput["process"])
+            / max(throughput["power"]),
+        },
+    }
+
+
+# --- 9. a query returning many infos ----------------------------------------------------
+
+
+def bench_query(run: Run) -> dict[str, Any]:
+    """``get_work_infos(WorkQuery(states=[SUCCEEDED]))`` returning N infos, against N ×
+    ``get_work_info_by_id`` of the same works, alternating, in one store. Two query figures:
+    a refresh (the same manager asks again, as a live table does on every change) and a
+    first query (a new ``WorkManager`` that has decoded nothing yet)."""
+    from nbwork import WorkManager
+
+    n, rounds = run.sizes.query_works, run.sizes.query_rounds
+    store = run.nbwork("query", fill=lambda path: fill_finished(path, n))
+    wm = store.wm
+    query = WorkQuery(states=[WorkState.SUCCEEDED])
+    ids = [i.id for i in wm.get_work_infos(query)]
+    by_id: list[float] = []
+    refresh: list[float] = []
+    first: list[float] = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for id in ids:
+            wm.get_work_info_by_id(id)
+        by_id.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        count = len(wm.get_work_infos(query))
+        refresh.append(time.perf_counter() - start)
+        fresh = WorkManager(store.path, resume=False)
+        start = time.perf_counter()
+        count = len(fresh.get_work_infos(query))
+        first.append(time.perf_counter() - start)
+    _close(run, store)
+    per_id_ms = 1000 * median(by_id) / len(ids)
+    refresh_ms = 1000 * max(refresh) / count   # the worst round
+    first_ms = 1000 * max(first) / count
+    return {
+        "works": count, "rounds": rounds, "by_id_s": by_id, "refresh_s": refresh,
+        "first_s": first, "per_id_ms": per_id_ms, "per_info_refresh_ms": refresh_ms,
+        "per_info_first_ms": first_ms,
+        "ratios": {"refresh_per_info_over_by_id": refresh_ms / per_id_ms,
+                   "first_per_info_over_by_id": first_ms / per_id_ms},
+    }
+
+
 RUNNERS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "throughput": bench_throughput, "latency": bench_latency, "chain": bench_chain,
     "blur": bench_blur, "scale": bench_scale, "idle": bench_idle, "memory": bench_memory,
+    "durability": bench_durability, "query": bench_query,
 }
 
 

@@ -87,7 +87,9 @@ class WorkSpec:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "WorkSpec":
-        kept = {k: v for k, v in values.items() if k in _FIELDS}
+        # Records written by this version have exactly the fields: copy them in C.
+        kept = dict(values) if values.keys() <= _FIELDS else {
+            k: v for k, v in values.items() if k in _FIELDS}
         kept["state"] = WorkState(kept.get("state", "ENQUEUED"))
         attempt = kept.get("attempt")
         kept["attempt"] = Attempt(**attempt) if attempt else None

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import pickle
 import sqlite3
 import stat
 import time
@@ -50,6 +51,7 @@ from .info import WorkState
 
 STORE_SCHEMA = 1
 _SQLITE_TIMEOUT = 60.0
+_MANY_CHUNK = 500  # ids per SELECT ... IN (...): well under SQLite's 999 variables
 
 
 SHARDS = "0123456789abcdef"
@@ -421,8 +423,48 @@ class Store:
         raw = self._cache.get(f"w:{id}")
         return WorkSpec.from_dict(raw) if raw is not None else None
 
-    def get_many(self, ids: Iterable[str]) -> list[WorkSpec]:
-        return [s for s in (self.get(i) for i in ids) if s is not None]
+    def get_many(self, ids: Iterable[str],
+                 memo: dict[str, tuple[bytes, WorkSpec]] | None = None) -> list[WorkSpec]:
+        """The records of ``ids`` that exist, in that order, read in one SQL statement per
+        ``_MANY_CHUNK`` ids inside one read transaction (a consistent snapshot): a query
+        returning thousands of works paid a statement and diskcache's per-call overhead
+        for each (issue 15: slower per work than a read by id).
+
+        ``memo`` (``{id: (stored bytes, spec)}``, kept by the caller across calls): a record
+        whose stored bytes did not change is not decoded again, and its spec from the memo
+        is returned (callers must not mutate specs read with a memo)."""
+        ids = list(ids)
+        if len(ids) < 4 and memo is None:
+            return [s for s in (self.get(i) for i in ids) if s is not None]
+        specs: dict[str, WorkSpec] = {}
+        try:
+            con = self._cache._con
+            con.execute("BEGIN")
+            try:
+                for start in range(0, len(ids), _MANY_CHUNK):
+                    keys = [f"w:{i}" for i in ids[start:start + _MANY_CHUNK]]
+                    rows = con.execute(
+                        "SELECT key, mode, filename, value FROM Cache WHERE raw = 1 AND key IN "
+                        f"({','.join('?' * len(keys))})", keys).fetchall()
+                    for key, mode, filename, value in rows:
+                        id = key[2:]
+                        if mode != diskcache.core.MODE_PICKLE or filename is not None:
+                            raw = self._cache.get(key)  # stored another way: diskcache knows
+                            if raw is not None:
+                                specs[id] = WorkSpec.from_dict(raw)
+                            continue
+                        hit = memo.get(id) if memo is not None else None
+                        if hit is not None and hit[0] == value:
+                            specs[id] = hit[1]
+                            continue
+                        specs[id] = spec = WorkSpec.from_dict(pickle.loads(value))
+                        if memo is not None:
+                            memo[id] = (value, spec)
+            finally:
+                con.execute("COMMIT")
+        except (OSError, diskcache.Timeout, sqlite3.Error) as exc:
+            raise _translate(exc, self.path) from exc
+        return [specs[i] for i in ids if i in specs]
 
     def state_index(self, state: WorkState) -> dict[str, float]:
         """``{id: sort key}`` of the works in ``state``; do not mutate the result.

@@ -41,6 +41,8 @@ WATCH_INTERVAL = 0.01
 WAIT_POLL_SHARE = 0.01
 MIN_WAIT_POLL = 0.001
 MAX_WAIT_POLL = 0.05
+# Decoded records and infos kept for queries (per WorkManager), forgotten all at once past it.
+READ_MEMO_LIMIT = 50_000
 """``wait`` reads the store's change counter every this share of the time it has waited so
 far (between MIN_ and MAX_WAIT_POLL seconds), and looks at its works only when the counter
 moved: a short work's result is seen within a millisecond, while a wait for a flood of works
@@ -194,6 +196,9 @@ class WorkManager:
         with _watchers_lock:
             self._watcher = _watchers.setdefault(self._store.path, _Watcher(self._store))
         self._waits_in_progress = 0  # for tests that act while a wait() blocks
+        # Queries reuse what they decoded while a record's stored bytes stay the same.
+        self._read_memo: dict[str, tuple[bytes, WorkSpec]] = {}
+        self._info_memo: dict[str, tuple[WorkSpec, WorkInfo]] = {}
         if address is not None and address != self._store.executor():
             self._store.set_executor(address)
             # The scheduler picked its executor when it started: start it again on this one.
@@ -341,15 +346,28 @@ class WorkManager:
             candidates = [i for s in query.states for i in store.state_index(s)]
         else:
             candidates = store.all_ids()
+        if len(self._read_memo) > READ_MEMO_LIMIT:
+            self._read_memo.clear()
+            self._info_memo.clear()
         seen: set[str] = set()
         specs = []
-        for spec in store.get_many(dict.fromkeys(candidates)):
+        for spec in store.get_many(dict.fromkeys(candidates), self._read_memo):
             if spec.id in seen or not _matches(spec, query):
                 continue
             seen.add(spec.id)
             specs.append(spec)
         specs.sort(key=_enqueue_order)
-        return [self._info(s) for s in specs]
+        return [self._memo_info(s) for s in specs]
+
+    def _memo_info(self, spec: WorkSpec) -> WorkInfo:
+        """The info of a spec from the read memo: made once per stored version of a work
+        (the live tables re-run the same queries on every change)."""
+        hit = self._info_memo.get(spec.id)
+        if hit is not None and hit[0] is spec:
+            return hit[1]
+        info = self._info(spec)
+        self._info_memo[spec.id] = (spec, info)
+        return info
 
     def get_work_ids(self, query: WorkQuery | None = None) -> list[str]:
         """The ids of the works matching ``query`` (all work when None), in no set order.

@@ -1,0 +1,74 @@
+"""Queries read many records at once and decode each stored version of a work only once."""
+
+from __future__ import annotations
+
+import time
+
+from nbwork import WorkManager, WorkQuery, WorkState, _ops
+from nbwork import _spec as spec_module
+from nbwork._code import serialize_worker
+from nbwork._store import Store
+from nbwork.manager import _spec_of
+from nbwork.request import OneTimeWorkRequest
+from tests import helpers
+
+
+def _fill(path: str, count: int) -> list[str]:
+    """``count`` SUCCEEDED works, written as the client and the scheduler would, no process."""
+    store = Store(path)
+    works = []
+    for i in range(count):
+        request = OneTimeWorkRequest(helpers.add, tags=[f"t{i % 3}"])
+        code_key, payload = serialize_worker(request.worker, request.worker_name)
+        works.append(_ops.NewWork(_spec_of(request, code_key, (), None), payload))
+    _ops.enqueue(store, works, [], time.time())
+    with store.transaction() as txn:
+        for work in works:
+            spec = txn.get(work.spec.id)
+            spec.state = WorkState.SUCCEEDED
+            txn.put(spec)
+    store.close()
+    return [w.spec.id for w in works]
+
+
+def _count_decodes(monkeypatch) -> list[int]:
+    calls = [0]
+    original = spec_module.WorkSpec.from_dict.__func__
+
+    def counting(cls, values):
+        calls[0] += 1
+        return original(cls, values)
+
+    monkeypatch.setattr(spec_module.WorkSpec, "from_dict", classmethod(counting))
+    return calls
+
+
+def test_a_repeated_query_decodes_only_the_records_that_changed(store_path, monkeypatch):
+    ids = _fill(store_path, 1200)   # more than one SELECT's worth of ids
+    wm = WorkManager(store_path, resume=False)
+    decodes = _count_decodes(monkeypatch)
+    query = WorkQuery(states=[WorkState.SUCCEEDED])
+    first = wm.get_work_infos(query)
+    assert [i.id for i in first] == ids
+    assert first == [wm.get_work_info_by_id(i) for i in ids]   # the same as reads by id
+    decodes[0] = 0
+    again = wm.get_work_infos(query)
+    assert again == first and decodes[0] == 0
+    # A change to one work (by another client) is seen, and only that record is decoded.
+    other = Store(store_path)
+    with other.transaction() as txn:
+        spec = txn.get(ids[7])
+        spec.state = WorkState.FAILED
+        spec.error = "changed elsewhere"
+        txn.put(spec)
+    with other.transaction() as txn:
+        txn.delete(ids[8])
+    other.close()
+    decodes[0] = 0
+    now = wm.get_work_infos(WorkQuery(ids=ids))
+    assert decodes[0] == 1
+    assert len(now) == len(ids) - 1 and ids[8] not in {i.id for i in now}
+    changed = next(i for i in now if i.id == ids[7])
+    assert changed.state is WorkState.FAILED and changed.error == "changed elsewhere"
+    assert wm.get_work_infos(WorkQuery(tags=["t1"])) == [
+        i for i in now if "t1" in i.tags]
