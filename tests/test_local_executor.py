@@ -178,8 +178,7 @@ def test_a_crash_fails_only_the_running_attempt_and_a_fresh_slot_takes_over(exec
     assert sink.pids[after.token] != sink.pids[crash.token]
 
 
-def test_a_slot_is_retired_after_its_quota_of_attempts(tmp_path):
-    ex = LocalExecutor(capacity=1, max_runs_per_process=3)
+def _pids_of_seven_attempts(ex: LocalExecutor, tmp_path) -> list[int]:
     sink = Sink()
     try:
         tokens = []
@@ -190,12 +189,26 @@ def test_a_slot_is_retired_after_its_quota_of_attempts(tmp_path):
             ex.submit(a)
             tokens.append(a.token)
             run_until_done(ex, sink, [a.token])
-        pids = [sink.pids[t] for t in tokens]
-        assert len(set(pids)) == 3 and pids[:3] == [pids[0]] * 3
-        assert os.getpid() not in pids
+        return [sink.pids[t] for t in tokens]
     finally:
         ex.shutdown(grace=1.0)
         multiprocessing.forkserver._forkserver._stop()
+
+
+def test_a_slot_is_retired_after_its_quota_of_attempts(tmp_path):
+    pids = _pids_of_seven_attempts(
+        LocalExecutor(capacity=1, max_runs_per_process=3, min_process_lifetime=0), tmp_path)
+    assert len(set(pids)) == 3 and pids[:3] == [pids[0]] * 3
+    assert os.getpid() not in pids
+
+
+@pytest.mark.slow
+def test_a_young_slot_is_not_retired_for_its_quota(tmp_path):
+    """A flood of no-ops reached the quota in a fraction of a second: replacing the process
+    then cost more than the works did. The quota counts once the process is old enough."""
+    pids = _pids_of_seven_attempts(
+        LocalExecutor(capacity=1, max_runs_per_process=3, min_process_lifetime=60), tmp_path)
+    assert len(set(pids)) == 1 and os.getpid() not in pids
 
 
 def test_short_works_queued_behind_a_long_one_are_taken_back_for_an_idle_process(

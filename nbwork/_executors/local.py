@@ -7,7 +7,8 @@ another. Stopping sends a stop message (the worker sees ``is_stopped`` and
 shortly after, so a worker that ignores the stop and everything it started are gone; a
 fresh slot replaces it. After every attempt the slot kills whatever the attempt left
 running, so no grandchild outlives its attempt. A slot is retired after
-``MAX_RUNS_PER_PROCESS`` attempts, so leaks in user code cannot grow without bound.
+``MAX_RUNS_PER_PROCESS`` attempts once it has lived ``MIN_PROCESS_LIFETIME``, so leaks in
+user code cannot grow without bound.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ DEFAULT_STOP_GRACE = 5.0
 """Seconds a stopped worker gets to return before its process group is terminated."""
 _KILL_AFTER_TERM = 2.0
 MAX_RUNS_PER_PROCESS = 500
+MIN_PROCESS_LIFETIME = 30.0
+"""Seconds a slot lives at least before it is retired for its count of attempts: a flood of
+no-ops reached 500 in a quarter of a second, and a fresh process (fork, code, a queue that
+starts one deep) cost more than the work it replaced, most of all on a busy machine."""
 SHORT_WORK = 0.02
 """Seconds: a slot whose last attempt was shorter than this is handed a queue of attempts,
 about ``QUEUE_SECONDS`` of them at that pace (at most ``BATCH_DEPTH``), so a flood of small
@@ -109,6 +114,7 @@ class _Slot:
     term_at: float | None = None
     kill_at: float | None = None
     runs: int = 0
+    born: float = field(default_factory=time.monotonic)
     last_duration: float | None = None  # of its last attempt, None before any
     unqueuing: set[str] = field(default_factory=set)  # taken back, not yet confirmed
     dead: bool = False  # its process ended (set by poll)
@@ -136,10 +142,12 @@ class _Slot:
 
 class LocalExecutor:
     def __init__(self, capacity: int | None = None, stop_grace: float = DEFAULT_STOP_GRACE,
-                 max_runs_per_process: int = MAX_RUNS_PER_PROCESS) -> None:
+                 max_runs_per_process: int = MAX_RUNS_PER_PROCESS,
+                 min_process_lifetime: float = MIN_PROCESS_LIFETIME) -> None:
         self.capacity = max(1, capacity or os.cpu_count() or 1)
         self.stop_grace = stop_grace
         self.max_runs_per_process = max_runs_per_process
+        self.min_process_lifetime = min_process_lifetime
         self._ctx = multiprocessing.get_context("forkserver")
         # The forkserver adopts what a dying worker process orphans (see reaper.py).
         self._ctx.set_forkserver_preload(["nbwork._executors.reaper", "nbwork._executors.slot"])
@@ -309,7 +317,8 @@ class LocalExecutor:
                     _kill_group(slot.process.pid, signal.SIGTERM)
                     slot.term_at = None
                     slot.kill_at = now + _KILL_AFTER_TERM
-                elif not slot.tokens and slot.runs >= self.max_runs_per_process:
+                elif (not slot.tokens and slot.runs >= self.max_runs_per_process
+                      and now - slot.born >= self.min_process_lifetime):
                     self._retire(slot)
                 continue
             slot.dead = True
