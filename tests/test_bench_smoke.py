@@ -25,6 +25,8 @@ EXPECTED = {
     "scale": {"sizes", "fill", "p50_ms", "ratios"},
     "idle": {"cpu_percent", "kernel", "pending"},
     "memory": {"works", "peak_rss_mib", "ratios"},
+    "durability": {"per_s_worst", "enqueue_per_s_worst", "diskcache_per_s_worst", "ratios"},
+    "query": {"per_id_ms", "per_info_refresh_ms", "per_info_first_ms", "ratios"},
 }
 
 
@@ -62,7 +64,7 @@ def test_suite_runs_at_tiny_sizes(tmp_path, monkeypatch):
     assert {"throughput_vs_huey", "latency_p50_ms", "blur_vs_pool", "scale_enqueue",
             "scheduler_idle_cpu", "table_kernel_cpu", "memory_big_global"} <= ids
     assert all(t["pass"] in (True, False) for t in results["targets"])
-    assert len(paths) == 9  # 7, and the memory benchmark's two
+    assert len(paths) == 12  # 7, the memory benchmark's two, durability's two, query's
 
     # The Markdown section goes between its markers and leaves other sections alone.
     md = tmp_path / "BENCHMARKS.md"
