@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import pickle
 import sqlite3
@@ -430,9 +431,10 @@ class Store:
         returning thousands of works paid a statement and diskcache's per-call overhead
         for each (issue 15: slower per work than a read by id).
 
-        ``memo`` (``{id: (stored bytes, spec)}``, kept by the caller across calls): a record
-        whose stored bytes did not change is not decoded again, and its spec from the memo
-        is returned (callers must not mutate specs read with a memo)."""
+        ``memo`` (``{id: (digest of the stored bytes, spec)}``, kept by the caller across
+        calls): a record whose stored bytes did not change is not decoded again, and its
+        spec from the memo is returned (callers must not mutate specs read with a memo).
+        A 128-bit digest rather than the bytes: the memo of a big store stays small."""
         ids = list(ids)
         if len(ids) < 4 and memo is None:
             return [s for s in (self.get(i) for i in ids) if s is not None]
@@ -453,13 +455,16 @@ class Store:
                             if raw is not None:
                                 specs[id] = WorkSpec.from_dict(raw)
                             continue
-                        hit = memo.get(id) if memo is not None else None
-                        if hit is not None and hit[0] == value:
+                        if memo is None:
+                            specs[id] = WorkSpec.from_dict(pickle.loads(value))
+                            continue
+                        digest = hashlib.blake2b(value, digest_size=16).digest()
+                        hit = memo.get(id)
+                        if hit is not None and hit[0] == digest:
                             specs[id] = hit[1]
                             continue
                         specs[id] = spec = WorkSpec.from_dict(pickle.loads(value))
-                        if memo is not None:
-                            memo[id] = (value, spec)
+                        memo[id] = (digest, spec)
             finally:
                 con.execute("COMMIT")
         except (OSError, diskcache.Timeout, sqlite3.Error) as exc:

@@ -42,7 +42,7 @@ WAIT_POLL_SHARE = 0.01
 MIN_WAIT_POLL = 0.001
 MAX_WAIT_POLL = 0.05
 # Decoded records and infos kept for queries (per WorkManager), forgotten all at once past it.
-READ_MEMO_LIMIT = 50_000
+READ_MEMO_LIMIT = 20_000
 """``wait`` reads the store's change counter every this share of the time it has waited so
 far (between MIN_ and MAX_WAIT_POLL seconds), and looks at its works only when the counter
 moved: a short work's result is seen within a millisecond, while a wait for a flood of works
