@@ -20,7 +20,7 @@ from typing import Any, Union
 from . import _ops
 from ._code import serialize_worker
 from ._daemon import Daemon
-from ._executors.dask import check_executor, require_distributed
+from ._executor_address import check_executor, require_distributed
 from ._spec import WorkSpec
 from ._store import Store, check_durability
 from ._time import Clock

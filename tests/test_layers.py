@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import ast
+import json
 import pathlib
+import subprocess
+import sys
 
 PACKAGE = pathlib.Path(__file__).parent.parent / "nbwork"
 
 LAYERS = {
     "errors": 0, "_time": 0,
     "data": 1, "info": 1, "explain": 1, "worker": 1, "request": 1, "_spec": 1, "_code": 1,
+    "_executor_address": 1,
     "_rules": 2,
     "_store": 3, "_lock": 3, "_liveness": 3, "_wake": 3, "_ops": 3, "_conditions": 3,
     "_executors": 3, "_executors.base": 3, "_executors.child": 3, "_executors.local": 3,
@@ -77,8 +81,9 @@ def test_only_the_store_imports_diskcache():
 
 
 def test_distributed_is_imported_only_lazily_by_the_dask_executor():
-    """``distributed`` is optional (``nbwork[dask]``): only the Dask executor's modules import
-    it, inside functions, so ``import nbwork`` works without it."""
+    """``distributed`` is optional (``nbwork[dask]``): only the Dask executor's modules (and
+    the address check, to say it is missing) import it, inside functions, so ``import nbwork``
+    works without it."""
     for path in PACKAGE.rglob("*.py"):
         tree = ast.parse(path.read_text())
         imports = {id(n): n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
@@ -87,10 +92,24 @@ def test_distributed_is_imported_only_lazily_by_the_dask_executor():
                        else [n.module or ""]))}
         if not imports:
             continue
-        assert path.parent.name == "_executors" and path.name.startswith("dask"), path
+        assert (path.parent.name == "_executors" and path.name.startswith("dask")
+                or path.name == "_executor_address.py"), path
         assert not [n for n in tree.body if id(n) in imports], f"{path}: at module level"
 
 
 def test_executors_never_import_the_store():
     for path in (PACKAGE / "_executors").glob("*.py"):
         assert "_store" not in path.read_text(), path
+
+
+def test_import_nbwork_loads_no_executor_scheduler_dask_or_widget_module():
+    """A kernel that imports nbwork to enqueue work pays for the client only: the executors,
+    the scheduler, Dask and the widgets load in the scheduler process or on first use."""
+    code = ("import sys, json, nbwork; "
+            "print(json.dumps(sorted(sys.modules)))")
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                       text=True, check=True).stdout)
+    heavy = ("nbwork._executors", "nbwork._scheduler", "nbwork.widgets", "distributed",
+             "dask", "ipywidgets", "IPython")
+    wrong = [m for m in loaded if any(m == h or m.startswith(h + ".") for h in heavy)]
+    assert not wrong, f"import nbwork loads {wrong}"

@@ -42,6 +42,7 @@ from functools import partial
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
+from .._executor_address import DASK_PREFIX, EXTRA_HINT, check_executor, require_distributed
 from .._rules import Outcome
 from ..errors import InvalidInputError
 from ..info import StopReason
@@ -52,8 +53,6 @@ from .local import DEFAULT_STOP_GRACE
 
 log = logging.getLogger("nbwork.dask")
 
-DASK_PREFIX = "dask://"
-EXTRA_HINT = "pip install 'nbwork[dask]'"
 CONNECT_TIMEOUT = 10.0
 """Seconds one attempt to connect to the Dask scheduler may take."""
 MONITOR_INTERVAL = 1.0
@@ -70,34 +69,6 @@ attempts per worker thread, so that its threads do not idle while each result tr
 back and the next attempt is started (for a flood of small works). Longer works are handed
 out one per thread, so a work is RUNNING only while it runs."""
 SHORT_DEPTH = 4
-
-
-def check_executor(value: object) -> str:
-    """``"local"`` or ``"dask://HOST:PORT"`` (``tcp://HOST:PORT`` is taken as the latter)."""
-    text = value.strip() if isinstance(value, str) else None
-    if text == "local":
-        return text
-    if text is not None:
-        for prefix in (DASK_PREFIX, "tcp://"):
-            if text.startswith(prefix):
-                host, sep, port = text[len(prefix):].rpartition(":")
-                if host and sep and port.isdigit() and 0 < int(port) < 65536 and "/" not in host:
-                    return f"{DASK_PREFIX}{host}:{int(port)}"
-    raise InvalidInputError(
-        f"executor must be 'local' or 'dask://HOST:PORT' (the address of a running Dask "
-        f"scheduler, e.g. 'dask://127.0.0.1:8786'), not {value!r}"
-    )
-
-
-def require_distributed() -> None:
-    """Raise a polite ImportError when the optional ``distributed`` package is missing."""
-    try:
-        import distributed  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(
-            "running work on a Dask cluster needs the 'distributed' package, which is not "
-            f"installed here: {EXTRA_HINT}"
-        ) from exc
 
 
 def _describe_task_error(exc: BaseException, tb: str) -> str:
