@@ -1,4 +1,6 @@
-"""Imports point down only (docs/architecture.md): a lower layer never imports an upper one."""
+"""Layer rules (docs/architecture.md), each a named test: imports point down only, the client
+knows no scheduler or executor, the top layer uses the public API, only the store touches the
+database."""
 
 from __future__ import annotations
 
@@ -75,11 +77,6 @@ def test_imports_point_down():
     assert not wrong, "\n".join(wrong)
 
 
-def test_only_the_store_imports_diskcache():
-    users = [p.name for p in PACKAGE.rglob("*.py") if "import diskcache" in p.read_text()]
-    assert users == ["_store.py"]
-
-
 def test_distributed_is_imported_only_lazily_by_the_dask_executor():
     """``distributed`` is optional (``nbwork[dask]``): only the Dask executor's modules (and
     the address check, to say it is missing) import it, inside functions, so ``import nbwork``
@@ -113,3 +110,94 @@ def test_import_nbwork_loads_no_executor_scheduler_dask_or_widget_module():
              "dask", "ipywidgets", "IPython")
     wrong = [m for m in loaded if any(m == h or m.startswith(h + ".") for h in heavy)]
     assert not wrong, f"import nbwork loads {wrong}"
+
+
+def _package_imports(path: pathlib.Path,
+                     top_level_only: bool = False) -> list[tuple[int, str, bool]]:
+    """(line, module, inside nbwork) for each import of a module: "manager", "widgets._html"
+    inside nbwork, "diskcache" outside it; ``from . import _html`` names the module imported,
+    not its package."""
+    module = _module_name(path)
+    package = module.split(".")[:-1] if path.name != "__init__.py" else module.split(".")
+    if module == "__init__":
+        package = []
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                name = alias.name
+                inside = name.startswith("nbwork.")
+                found.append((node.lineno, name[len("nbwork."):] if inside else name, inside))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+                if node.module:
+                    found.append((node.lineno, ".".join([*base, node.module]), True))
+                else:
+                    found.extend((node.lineno, ".".join([*base, a.name]), True)
+                                 for a in node.names)
+            elif node.module:
+                name = node.module
+                inside = name.startswith("nbwork.")
+                found.append((node.lineno, name[len("nbwork."):] if inside else name, inside))
+    return found
+
+
+def _modules(*names: str) -> list[pathlib.Path]:
+    paths = []
+    for name in names:
+        path = PACKAGE.joinpath(*name.split("."))
+        paths.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")])
+    return paths
+
+
+def _where(path: pathlib.Path, line: int) -> str:
+    return f"nbwork/{path.relative_to(PACKAGE)}:{line}"
+
+
+CLIENT = ("__init__", "manager", "testing", "_ops", "_daemon", "_wake", "_executor_address")
+"""The modules a kernel loads to enqueue and watch work (the scheduler process loads the rest)."""
+
+
+def test_the_client_never_imports_the_scheduler_or_executors():
+    wrong = [f"{_where(path, line)} imports {target}"
+             for path in _modules(*CLIENT)
+             for line, target, inside in _package_imports(path, top_level_only=True)
+             if inside and target.split(".")[0] in ("_scheduler", "_executors")]
+    assert not wrong, "the client must not know the scheduler or an executor:\n" + "\n".join(wrong)
+
+
+TOP = ("widgets", "cli", "imaging")
+PRIVATE_IMPORTS_ALLOWED = {
+    # ``nbwork daemon stop|status`` read only the lock and the liveness files, never the
+    # database, so that they work on a store whose database is broken; the public way in
+    # (``WorkManager(path).daemon``) opens the database first.
+    ("cli", "_daemon"),
+}
+
+
+def test_widgets_cli_and_imaging_import_only_the_public_api():
+    """Their imports of nbwork name public modules (no leading underscore), or a widget's
+    own private helpers (``widgets._html``); every exception is listed above, with why."""
+    wrong = []
+    for path in _modules(*TOP):
+        user = _module_name(path)
+        for line, target, inside in _package_imports(path):
+            parts = target.split(".")
+            if not inside or not any(p.startswith("_") for p in parts):
+                continue
+            own_private = user.split(".")[0] == "widgets" and parts[0] == "widgets"
+            if own_private or (user.split(".")[0], parts[0]) in PRIVATE_IMPORTS_ALLOWED:
+                continue
+            wrong.append(f"{_where(path, line)} imports nbwork.{target}")
+    assert not wrong, "the top layer uses the public API only:\n" + "\n".join(wrong)
+
+
+def test_only_the_store_imports_diskcache_or_sqlite3():
+    wrong = [f"{_where(path, line)} imports {target}"
+             for path in PACKAGE.rglob("*.py") if path.name != "_store.py"
+             for line, target, inside in _package_imports(path)
+             if not inside and target.split(".")[0] in ("diskcache", "sqlite3")]
+    assert not wrong, "only nbwork/_store.py touches the database:\n" + "\n".join(wrong)
