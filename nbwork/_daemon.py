@@ -2,7 +2,8 @@
 
 The scheduler runs detached: a session of its own (``start_new_session``), so a kernel
 restart, which kills the kernel's process group, does not touch it; its output goes to
-``scheduler.log`` in the store. ``main()`` here runs it in the foreground.
+``scheduler.log`` in the store. The scheduler process itself starts in
+``_scheduler_main.py``; ``Daemon.run()`` runs it in the foreground.
 
 Environment (read by the client that starts the scheduler): ``NBWORK_IDLE_EXIT`` seconds
 without unfinished work before it exits; ``NBWORK_STOP_GRACE`` seconds a stopped worker
@@ -16,8 +17,6 @@ the database: they work on a store whose database is broken, and never start any
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import subprocess
 import sys
@@ -28,23 +27,19 @@ from datetime import datetime
 
 import psutil
 
-from ._liveness import BeatWriter, clear_note, read_beat, read_note
-from ._lock import SchedulerLock, holder_pid, last_holder_pid
+from ._liveness import clear_note, read_beat, read_note
+from ._lock import holder_pid, last_holder_pid
 from ._supervisor import (
     GIVE_UP_HOLD,
     SCHEDULER_CODE,
     SUPERVISOR_CODE,
     _hung_after,
     _store_of,
-    configure_logging,
 )
-from .errors import SchedulerError, SchedulerWarning, StoreError, caller_stacklevel
+from .errors import SchedulerError, SchedulerWarning, caller_stacklevel
 
 LOG_NAME = "scheduler.log"
 START_TIMEOUT = 20.0
-STORE_RETRY_MAX = 30.0
-"""Seconds: the longest wait between two tries to open a store that cannot be opened yet (a
-full disk) when a scheduler starts; the wait doubles from one second."""
 _children: list[subprocess.Popen] = []
 
 
@@ -285,80 +280,17 @@ class Daemon:
         _reap()
         return True
 
+    def run(self) -> int:
+        """Run the scheduler in this process, in the foreground, until it exits: when idle
+        (after ``idle_exit`` seconds if given, else the scheduler's default), or on SIGTERM
+        or Ctrl-C (``nbwork daemon run``). Returns its exit status: 0 after a clean exit,
+        1 when another scheduler holds the store, 2 when its executor cannot run here."""
+        from ._scheduler_main import main
+
+        argv = ["--store", self.store_path]
+        if self.idle_exit is not None:
+            argv += ["--idle-exit", str(self.idle_exit)]
+        return main(argv)
+
     def __repr__(self) -> str:
         return f"Daemon(store={self.store_path!r}, pid={self.pid})"
-
-
-def _open_store(path: str, beat: BeatWriter):
-    """The store, once it can be opened: a full disk (or a store locked for a minute) is
-    waited out, with a pause doubling up to ``STORE_RETRY_MAX``, so work resumes with no
-    client call once space returns. Meanwhile the heartbeat says why (``nbwork daemon
-    status`` shows it) and the log lines are held until the log can be written."""
-    from ._store import Store
-
-    log = logging.getLogger("nbwork.scheduler")
-    pause, since = 1.0, None
-    while True:
-        try:
-            store = Store(path)
-        except StoreError as exc:
-            if not exc.transient:
-                raise
-            if since is None:
-                since = time.monotonic()
-                log.warning("the store cannot be opened: %s; waiting and trying again "
-                            "(every %g s at most)", exc, STORE_RETRY_MAX)
-            beat.state = f"waiting for the store: {exc}"
-            deadline = time.monotonic() + pause
-            while time.monotonic() < deadline:
-                beat.beat()  # alive, not hung: the supervisor must not end it
-                time.sleep(max(0.0, min(1.0, deadline - time.monotonic())))
-            pause = min(pause * 2, STORE_RETRY_MAX)
-            continue
-        if since is not None:
-            log.info("the store can be opened again after %.0f s; starting",
-                     time.monotonic() - since)
-        return store
-
-
-def main(argv: list[str] | None = None) -> int:
-    from ._executors.local import DEFAULT_STOP_GRACE, LocalExecutor
-    from ._scheduler import DEFAULT_IDLE_EXIT, Scheduler
-    from ._store import check_store_dir
-
-    parser = argparse.ArgumentParser(prog="nbwork-scheduler")
-    parser.add_argument("--store", required=True)
-    parser.add_argument("--idle-exit", type=float, default=DEFAULT_IDLE_EXIT)
-    parser.add_argument("--stop-grace", type=float, default=DEFAULT_STOP_GRACE)
-    args = parser.parse_args(argv)
-    configure_logging()
-    log = logging.getLogger("nbwork.scheduler")
-    path = os.path.abspath(os.path.expanduser(args.store))
-    check_store_dir(path)  # a store others could write is refused before anything else
-    # The lock first: the one scheduler of the store may have to wait for it to open.
-    lock = SchedulerLock(path)
-    if not lock.acquire():
-        log.info("another scheduler holds the lock of %s; exiting", path)
-        return 1
-    beat = BeatWriter(path)
-    store = _open_store(path, beat)
-    address = store.executor()  # chosen by WorkManager(path, executor=...), kept in the store
-    if address == "local":
-        executor = LocalExecutor(stop_grace=args.stop_grace)
-    else:
-        import socket
-
-        from ._executors.dask import DaskExecutor
-
-        try:
-            executor = DaskExecutor(address, stop_grace=args.stop_grace,
-                                    owner=f"{socket.gethostname()}:{store.path}")
-        except ImportError as exc:
-            log.error("cannot run work on %s: %s", address, exc)
-            return 2
-    return Scheduler(store, executor=executor, idle_exit=args.idle_exit, lock=lock,
-                     beat=beat).run()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

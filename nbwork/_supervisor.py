@@ -51,7 +51,7 @@ import time
 from ._liveness import read_beat, write_note
 from ._lock import holder_pid, last_holder_pid
 
-SCHEDULER_CODE = "import sys; from nbwork._daemon import main; sys.exit(main())"
+SCHEDULER_CODE = "import sys; from nbwork._scheduler_main import main; sys.exit(main())"
 """The ``python -c`` program of the scheduler ("-c" rather than "-m": see ``Daemon.spawn``)."""
 SUPERVISOR_CODE = "import sys; from nbwork._supervisor import supervise; sys.exit(supervise())"
 

@@ -193,9 +193,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     if args.action == "start":
         print(f"scheduler running, pid {wm.daemon.start()}")
     else:
-        from ._daemon import main as run_scheduler
-
-        return run_scheduler(["--store", wm.store_path])
+        return wm.daemon.run()
     return 0
 
 

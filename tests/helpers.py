@@ -48,10 +48,11 @@ def touch(path) -> None:
         pass
 
 
-def scheduler_processes(store_path: str,
-                        modules: tuple[str, ...] = ("nbwork._daemon",)) -> list[psutil.Process]:
-    """Live (not zombie) scheduler processes of one store, found by their command line
-    (with ``modules=("nbwork._daemon", "nbwork._supervisor")``, their supervisors too)."""
+def scheduler_processes(
+    store_path: str, modules: tuple[str, ...] = ("nbwork._scheduler_main",)
+) -> list[psutil.Process]:
+    """Live (not zombie) scheduler processes of one store, found by their command line (with
+    ``modules=("nbwork._scheduler_main", "nbwork._supervisor")``, their supervisors too)."""
     found = []
     for process in psutil.process_iter(["cmdline", "status"]):
         cmdline = process.info["cmdline"] or []

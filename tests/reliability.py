@@ -47,7 +47,7 @@ def _cmdline(process: psutil.Process) -> list[str]:
 
 def store_processes(store_path: str) -> list[psutil.Process]:
     """Live supervisors and schedulers of a store (their command line names the store)."""
-    return scheduler_processes(store_path, ("nbwork._daemon", "nbwork._supervisor"))
+    return scheduler_processes(store_path, ("nbwork._scheduler_main", "nbwork._supervisor"))
 
 
 def is_supervisor(process: psutil.Process) -> bool:

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from nbwork import ExistingWorkPolicy, OneTimeWorkRequest, WorkManager, WorkState
+from nbwork._lock import holder_pid
 from nbwork.examples import SleepWorker
 from nbwork.imaging import IMAGE_MANIPULATION_WORK_NAME, SAVED_DIR_NAME, sample_images
 from tests import helpers
@@ -248,6 +249,30 @@ def test_daemon_start_status_stop(store_path):
     wait_until(lambda: is_dead(pid), what="the scheduler to exit")
     assert "scheduler: not running" in nbwork("daemon", "status", store=store_path).stdout
     assert "no scheduler was running" in nbwork("daemon", "stop", store=store_path).stdout
+
+
+@pytest.mark.slow
+def test_daemon_run_holds_the_store_in_the_foreground_until_stopped(store_path):
+    process = subprocess.Popen([*CLI, "daemon", "run", "--store", store_path],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: holder_pid(store_path) == process.pid or process.poll() is not None,
+                   what="the foreground scheduler to take the store")
+        assert holder_pid(store_path) == process.pid, process.communicate(timeout=10)
+        assert f"running, pid {process.pid}" in nbwork("daemon", "status",
+                                                       store=store_path).stdout
+        wm = WorkManager(store_path)
+        request = OneTimeWorkRequest(SleepWorker, input_data={"seconds": 0})
+        wm.enqueue(request)
+        assert wm.wait(request.id, timeout=60).state is WorkState.SUCCEEDED
+        process.terminate()
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, (stdout, stderr)
+    assert holder_pid(store_path) is None
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ LAYERS = {
     "_executors.inline": 3, "_executors.slot": 3, "_executors.capture": 3,
     "_executors.leftovers": 3, "_executors.reaper": 3,
     "_executors.launcher": 3, "_executors.dask_task": 3, "_executors.dask": 3,
-    "_scheduler": 4, "_daemon": 4, "_supervisor": 4,
+    "_scheduler": 4, "_scheduler_main": 4, "_daemon": 4, "_supervisor": 4,
     "manager": 5, "testing": 5, "examples": 5,
     "cli": 6, "imaging": 6, "__init__": 7,
     "widgets": 6, "widgets._live": 6, "widgets._html": 6, "widgets._magic": 6,

@@ -16,6 +16,7 @@ import pytest
 from nbwork import OneTimeWorkRequest, StoreError, WorkManager
 from nbwork._lock import holder_pid
 from nbwork._store import Store
+from nbwork._supervisor import SCHEDULER_CODE
 from tests.conftest import wait_until
 from tests.reliability import (
     RecordThenWait,
@@ -63,8 +64,8 @@ def nobody():
 def _scheduler_refuses(store_path: str) -> str:
     """Run a scheduler in the foreground on ``store_path``; it must refuse to start."""
     done = subprocess.run(
-        [sys.executable, "-c", "import sys; from nbwork._daemon import main; sys.exit(main())",
-         "--store", store_path], capture_output=True, text=True, timeout=60)
+        [sys.executable, "-c", SCHEDULER_CODE, "--store", store_path],
+        capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert holder_pid(store_path) is None
     return done.stderr
