@@ -115,3 +115,30 @@ def stop_spawned_schedulers():
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait(5)
+
+
+@pytest.fixture(autouse=True)
+def only_slow_tests_start_a_scheduler(request, monkeypatch):
+    """The fast lane (``-m "not slow"``) stays fast only while its tests start no scheduler
+    process: a test not marked ``slow`` that starts one fails here. Mark it
+    ``@pytest.mark.slow``, or step the scheduler in this process (``TestDriver``,
+    ``tests/test_scheduler_steps.py``)."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    from nbwork import _daemon
+
+    started = []
+    spawn = _daemon.Daemon.spawn
+
+    def note_and_spawn(daemon):
+        started.append(daemon.store_path)
+        return spawn(daemon)
+
+    monkeypatch.setattr(_daemon.Daemon, "spawn", note_and_spawn)
+    yield
+    if started:
+        pytest.fail(f"{request.node.nodeid} started a scheduler process ({len(started)}x) but "
+                    "is not marked slow: mark it @pytest.mark.slow, or step the scheduler in "
+                    "this process (TestDriver)", pytrace=False)
+

@@ -3,6 +3,8 @@ call, late results and dependents of finished work."""
 
 from __future__ import annotations
 
+import pytest
+
 from nbwork import (
     ExistingWorkPolicy,
     OneTimeWorkRequest,
@@ -13,6 +15,9 @@ from nbwork import (
 from tests import helpers
 from tests.conftest import wait_until
 from tests.helpers import is_dead, read_ints
+
+# Every test here starts a real scheduler and worker processes.
+pytestmark = pytest.mark.slow
 
 
 def _info(wm, request):

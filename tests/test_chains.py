@@ -20,6 +20,7 @@ def _state(wm, request):
     return wm.get_work_info_by_id(request.id).state
 
 
+@pytest.mark.slow
 def test_a_chain_runs_step_by_step_and_outputs_flow_down(wm):
     a = OneTimeWorkRequest(helpers.emit, input_data={"key": "a", "value": 1})
     b = OneTimeWorkRequest(helpers.emit, input_data={"key": "b", "value": 2})
@@ -45,6 +46,7 @@ def test_a_chain_runs_step_by_step_and_outputs_flow_down(wm):
     assert min(id_.start_time, ie.start_time) >= ic.finish_time
 
 
+@pytest.mark.slow
 def test_dependents_stay_blocked_until_every_prerequisite_succeeded(wm, tmp_path):
     gate = tmp_path / "gate"
     slow = OneTimeWorkRequest(helpers.wait_for_gate, input_data={"gate": str(gate), "value": 7})
@@ -65,6 +67,7 @@ def test_dependents_stay_blocked_until_every_prerequisite_succeeded(wm, tmp_path
     assert info.output_data["value"] == 7 and info.output_data["fast"] == 1
 
 
+@pytest.mark.slow
 def test_a_failure_fails_every_dependent_transitively_without_running_them(wm):
     bad = OneTimeWorkRequest(helpers.boom)
     good = OneTimeWorkRequest(helpers.add, input_data={"a": 1, "b": 2})
@@ -83,6 +86,7 @@ def test_a_failure_fails_every_dependent_transitively_without_running_them(wm):
         assert info.finish_time is not None
 
 
+@pytest.mark.slow
 def test_a_chain_enqueued_after_a_failed_prerequisite_fails_at_once(wm):
     bad = OneTimeWorkRequest(helpers.boom)
     first = wm.begin_with(bad)
@@ -94,6 +98,7 @@ def test_a_chain_enqueued_after_a_failed_prerequisite_fails_at_once(wm):
     assert info.state is WorkState.FAILED and info.start_time is None
 
 
+@pytest.mark.slow
 def test_overwriting_merger_later_outputs_win_over_own_input(wm):
     a = OneTimeWorkRequest(helpers.emit, input_data={"key": "x", "value": 1})
     b = OneTimeWorkRequest(helpers.emit, input_data={"key": "y", "value": 2})
@@ -104,6 +109,7 @@ def test_overwriting_merger_later_outputs_win_over_own_input(wm):
     assert info.output_data == {"x": 1, "y": 2, "z": 9}
 
 
+@pytest.mark.slow
 def test_array_creating_merger_gathers_every_output_into_lists(wm):
     parts = [OneTimeWorkRequest(helpers.emit, input_data={"key": "value", "value": v})
              for v in (1, 2, 3)]
@@ -115,6 +121,7 @@ def test_array_creating_merger_gathers_every_output_into_lists(wm):
     assert info.output_data == {"total": 16, "count": 4}
 
 
+@pytest.mark.slow
 def test_an_array_merge_of_mixed_types_fails_the_dependent(wm):
     a = OneTimeWorkRequest(helpers.emit, input_data={"key": "value", "value": 1})
     b = OneTimeWorkRequest(helpers.echo, input_data={"value": "text"})
@@ -126,6 +133,7 @@ def test_an_array_merge_of_mixed_types_fails_the_dependent(wm):
     assert "'value'" in info.error
 
 
+@pytest.mark.slow
 def test_combine_joins_the_leaves_of_several_chains(wm):
     a = OneTimeWorkRequest(helpers.emit, input_data={"key": "value", "value": 1})
     b = OneTimeWorkRequest(helpers.echo)
@@ -142,6 +150,7 @@ def test_combine_joins_the_leaves_of_several_chains(wm):
     assert infos[final.id].output_data == {"total": 21, "count": 2}
 
 
+@pytest.mark.slow
 def test_enqueueing_a_request_twice_is_refused_and_writes_nothing(wm):
     # A long initial delay keeps the store still while we compare it.
     first = OneTimeWorkRequest(helpers.echo, initial_delay=3600)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nbwork import ExistingWorkPolicy, OneTimeWorkRequest, WorkManager, WorkState
+from nbwork import ExistingWorkPolicy, OneTimeWorkRequest, WorkManager, WorkState, cli
 from nbwork._lock import holder_pid
 from nbwork.examples import SleepWorker
 from nbwork.imaging import IMAGE_MANIPULATION_WORK_NAME, SAVED_DIR_NAME, sample_images
@@ -56,6 +56,7 @@ def listed(store: str, *filters: str) -> list[dict]:
     return json.loads(nbwork("list", "--json", *filters, store=store).stdout)
 
 
+@pytest.mark.slow
 def test_demo_runs_blur_o_matic_and_prints_the_saved_image(store_path):
     done = nbwork("demo", store=store_path)
     saved = saved_path(done.stdout)
@@ -72,6 +73,7 @@ def test_demo_runs_blur_o_matic_and_prints_the_saved_image(store_path):
     assert len(works) == 5 and {w["state"] for w in works} == {"SUCCEEDED"}
 
 
+@pytest.mark.slow
 def test_blur_saves_into_out_and_store_may_come_first(store_path, tmp_path):
     out = tmp_path / "gallery"
     done = nbwork("--store", store_path, "blur", str(sample_images()[0]), "--level", "2",
@@ -82,6 +84,7 @@ def test_blur_saves_into_out_and_store_may_come_first(store_path, tmp_path):
     assert len(listed(store_path)) == 4                    # cleanup, 2 blurs, save
 
 
+@pytest.mark.slow
 def test_blur_detach_then_list_show_and_logs(store_path):
     done = nbwork("blur", str(sample_images()[1]), "--detach", store=store_path)
     assert "nbwork list --unique" in done.stdout and "nbwork show" in done.stdout
@@ -101,6 +104,7 @@ def test_blur_detach_then_list_show_and_logs(store_path):
     assert listed(store_path, "--state", "FAILED") == []
 
 
+@pytest.mark.slow
 def test_logs_and_the_error_of_a_failed_work(store_path):
     wm = WorkManager(store_path)
     talk, fail = OneTimeWorkRequest(helpers.chatty), OneTimeWorkRequest(helpers.boom)
@@ -117,6 +121,7 @@ def _table_ids(stdout: str) -> list[str]:
     return [line.split()[0] for line in stdout.splitlines()[1:]]
 
 
+@pytest.mark.slow
 def test_list_shows_a_chain_in_chain_order(store_path):
     wm = WorkManager(store_path)
     steps = [OneTimeWorkRequest(helpers.echo, initial_delay=3600)] + [
@@ -130,6 +135,7 @@ def test_list_shows_a_chain_in_chain_order(store_path):
     assert [w["id"] for w in listed(store_path)] == expected
 
 
+@pytest.mark.slow
 def test_a_work_failed_by_its_prerequisite_names_it_in_show_and_list(store_path):
     wm = WorkManager(store_path)
     bad, after = OneTimeWorkRequest(helpers.boom), OneTimeWorkRequest(helpers.echo)
@@ -143,6 +149,7 @@ def test_a_work_failed_by_its_prerequisite_names_it_in_show_and_list(store_path)
     assert table[2].startswith(after.id[:8]) and named in table[2]
 
 
+@pytest.mark.slow
 def test_logs_and_show_of_a_work_that_printed_nothing_say_so(store_path):
     wm = WorkManager(store_path)
     silent, talk = OneTimeWorkRequest(helpers.echo), OneTimeWorkRequest(helpers.chatty)
@@ -189,6 +196,7 @@ def _folder(tmp_path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_batch_blurs_a_folder_and_names_the_corrupt_file(store_path, tmp_path):
     folder, out = _folder(tmp_path), tmp_path / "out"
     done = nbwork("batch", str(folder), "--out", str(out), store=store_path, expect=1)
@@ -204,6 +212,7 @@ def test_batch_blurs_a_folder_and_names_the_corrupt_file(store_path, tmp_path):
         [f"blurred-{p.stem}.png" for p in sample_images()[:2]])
 
 
+@pytest.mark.slow
 def test_batch_detach_returns_at_once(store_path, tmp_path):
     done = nbwork("batch", str(_folder(tmp_path)), "--level", "1", "--detach",
                   store=store_path)
@@ -217,6 +226,7 @@ def test_batch_detach_returns_at_once(store_path, tmp_path):
     assert Path(info.output_data["contact_sheet"]).is_file()
 
 
+@pytest.mark.slow
 def test_cancel_by_id_tag_unique_and_all_then_prune(store_path):
     wm = WorkManager(store_path)
     by_id, by_tag, by_all = (OneTimeWorkRequest(SleepWorker, initial_delay=3600, tags=[t])
@@ -240,6 +250,7 @@ def test_cancel_by_id_tag_unique_and_all_then_prune(store_path):
     assert "no work in" in nbwork("list", store=store_path).stdout
 
 
+@pytest.mark.slow
 def test_daemon_start_status_stop(store_path):
     started = nbwork("daemon", "start", store=store_path).stdout
     pid = int(re.search(r"pid (\d+)", started).group(1))
@@ -318,21 +329,37 @@ def test_ctrl_c_detaches_and_the_blur_goes_on(store_path, tmp_path):
     (["frobnicate"], "invalid choice"),
     ([], "required"),
 ])
-def test_user_mistakes_are_one_line_and_a_non_zero_exit(store_path, tmp_path, args, message):
+def test_user_mistakes_are_one_line_and_a_non_zero_exit(store_path, tmp_path, capsys,
+                                                         args, message):
+    """Run in this process (the argument handling is the same; the fast lane keeps it):
+    ``test_a_mistake_from_the_real_command_is_one_line`` runs one as a real command."""
     text = tmp_path / "notes.png"
     text.write_text("not an image")
     (tmp_path / "empty").mkdir()
     values = {"text": str(text), "sample": str(sample_images()[0]),
               "empty": str(tmp_path / "empty"), "samples": str(sample_images()[0].parent)}
-    done = nbwork(*[a.format(**values) for a in args], store=store_path, expect=2)
-    lines = done.stderr.strip().splitlines()
+    try:
+        code = cli.main([*[a.format(**values) for a in args], "--store", store_path])
+    except SystemExit as exc:  # argparse's mistakes end in parser.exit()
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code == 2
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nbwork") and "error" in lines[0], lines
     assert message in lines[0]
-    assert done.stdout == ""
+    assert out == ""
     if Path(store_path).exists():
         assert WorkManager(store_path).get_work_infos() == []   # nothing was enqueued
 
 
+@pytest.mark.slow
+def test_a_mistake_from_the_real_command_is_one_line(store_path):
+    done = nbwork("show", "ffffffff", store=store_path, expect=2)
+    assert done.stdout == "" and done.stderr.startswith("nbwork: error: no work with id")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
 def test_a_store_given_after_the_command_is_not_the_default(tmp_path, monkeypatch):
     """Every command takes --store; none of them touches $NBWORK_HOME when it is given."""
     home, store = tmp_path / "home", tmp_path / "elsewhere"

@@ -264,6 +264,7 @@ def test_blur_o_matic_refuses_bad_arguments_and_enqueues_nothing(wm, tmp_path):
     assert wm.get_work_infos() == []
 
 
+@pytest.mark.slow
 def test_contact_sheet_retries_until_its_batch_is_finished(wm, tmp_path):
     """The sheet's settle logic, in-process: an unfinished branch means retry; a cancelled
     one is reported; a passed deadline fails naming the image still waited for."""
@@ -290,6 +291,7 @@ def test_contact_sheet_retries_until_its_batch_is_finished(wm, tmp_path):
 # --- end to end through a real scheduler -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_blur_o_matic_chain_end_to_end(wm, tmp_path):
     out = tmp_path / "gallery"
     job = blur_o_matic(wm, sample("mandelbrot"), level=3, out_dir=out)
@@ -330,6 +332,7 @@ def _stopped_line(wm, work_id):
                                         wm.read_log(work_id)), what="the blur to stop")
 
 
+@pytest.mark.slow
 def test_a_new_blur_replaces_the_one_under_way(wm, tmp_path):
     first = blur_o_matic(wm, big_image(tmp_path), level=2, strips=300)
     blur = first.blur_ids[0]
@@ -348,6 +351,7 @@ def test_a_new_blur_replaces_the_one_under_way(wm, tmp_path):
     assert not any(r.constraints.requires_charging for r in first.requests)
 
 
+@pytest.mark.slow
 def test_a_bad_image_fails_its_chain_with_the_file_named(wm, tmp_path):
     bad = truncated_png(tmp_path / "broken.png")
     blur = OneTimeWorkRequest(BlurWorker, input_data={"image_uri": str(bad),
@@ -361,6 +365,7 @@ def test_a_bad_image_fails_its_chain_with_the_file_named(wm, tmp_path):
     assert wm.wait(save, timeout=10).state is WorkState.FAILED
 
 
+@pytest.mark.slow
 def test_cancelling_a_blur_stops_it_between_strips(wm, tmp_path):
     temp = tmp_path / "tmp"
     blur = OneTimeWorkRequest(BlurWorker, input_data={
@@ -387,6 +392,7 @@ def _folder_with_a_corrupt_image(tmp_path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_batch_with_a_corrupt_image_blurs_the_others_and_reports_it(wm, tmp_path):
     folder = _folder_with_a_corrupt_image(tmp_path)
     out = tmp_path / "out"
@@ -419,6 +425,7 @@ def test_batch_with_a_corrupt_image_blurs_the_others_and_reports_it(wm, tmp_path
     assert not Path(wm.store_path, BLUR_DIR_NAME, f"batch-{job.tag.rsplit('-', 1)[1]}").exists()
 
 
+@pytest.mark.slow
 def test_contact_sheet_as_a_classic_join_with_array_creating_merger(wm, tmp_path):
     """Joined the WorkManager way, the sheet gets every branch's image_uri as one list, and
     fails with a failing branch: the reason blur_batch does not join this way."""

@@ -21,6 +21,9 @@ from nbwork._executors.local import LocalExecutor
 from tests import helpers
 from tests.conftest import wait_until
 
+# Every test here starts real worker processes.
+pytestmark = pytest.mark.slow
+
 
 class Sink:
     def __init__(self) -> None:

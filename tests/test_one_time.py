@@ -11,6 +11,9 @@ from tests import helpers
 from tests.conftest import wait_until
 from tests.helpers import read_ints
 
+# Every test here starts a real scheduler and worker processes.
+pytestmark = pytest.mark.slow
+
 
 def test_function_worker_runs_and_its_output_is_kept(wm):
     request = OneTimeWorkRequest(helpers.add, input_data={"a": 2, "b": 40})

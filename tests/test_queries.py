@@ -43,6 +43,7 @@ def _ids(infos) -> set[str]:
     return {i.id for i in infos}
 
 
+@pytest.mark.slow
 def test_population_is_what_the_queries_expect(wm, population):
     p = population
     states = {name: wm.get_work_info_by_id(wid).state for name, wid in p.items()}
@@ -51,6 +52,7 @@ def test_population_is_what_the_queries_expect(wm, population):
                       "f": WorkState.ENQUEUED}
 
 
+@pytest.mark.slow
 def test_query_by_id_tag_unique_name_and_state(wm, population):
     p = population
     assert wm.get_work_info_by_id(p["a"]).id == p["a"]
@@ -66,6 +68,7 @@ def test_query_by_id_tag_unique_name_and_state(wm, population):
     assert _ids(wm.get_work_infos(WorkQuery())) == set(p.values())
 
 
+@pytest.mark.slow
 def test_work_query_is_and_across_fields_and_or_within_a_field(wm, population):
     p = population
 
@@ -88,6 +91,7 @@ def test_work_query_is_and_across_fields_and_or_within_a_field(wm, population):
                  unique_work_names=["second"]) == {p["d"]}
 
 
+@pytest.mark.slow
 def test_results_are_sorted_oldest_first_without_duplicates(wm, population):
     infos = wm.get_work_infos(WorkQuery(tags=["red", "big"]))
     assert len(infos) == len(_ids(infos)) == 3
@@ -95,6 +99,7 @@ def test_results_are_sorted_oldest_first_without_duplicates(wm, population):
     assert times == sorted(times)
 
 
+@pytest.mark.slow
 def test_the_works_of_one_enqueue_come_back_in_the_order_they_were_enqueued(wm):
     """A chain reads first step to last, and parallel requests in the order given, not in
     the (random) order of their ids."""
@@ -143,6 +148,7 @@ def _sentinel_sees(wm, request) -> None:
     handle.cancel()
 
 
+@pytest.mark.slow
 def test_observe_delivers_the_current_infos_then_each_change_until_cancelled(wm):
     queued = OneTimeWorkRequest(helpers.echo, tags=["watched"], initial_delay=QUEUED)
     wm.enqueue(queued)
@@ -160,6 +166,7 @@ def test_observe_delivers_the_current_infos_then_each_change_until_cancelled(wm)
                                  {queued.id: WorkState.CANCELLED}]
 
 
+@pytest.mark.slow
 def test_observe_follows_a_running_chain_to_the_end(wm, tmp_path):
     gate = tmp_path / "gate"
     first = OneTimeWorkRequest(helpers.wait_for_gate, input_data={"gate": str(gate)})
@@ -184,6 +191,7 @@ def test_observe_follows_a_running_chain_to_the_end(wm, tmp_path):
     assert all(x != y for x, y in zip(seen, seen[1:], strict=False))
 
 
+@pytest.mark.slow
 def test_no_callback_starts_after_cancel_returns_even_mid_round(wm):
     """The watcher calls listeners one after another: cancelling the second while the
     first is being called must keep the second from being called in that same round."""
@@ -208,6 +216,7 @@ def test_no_callback_starts_after_cancel_returns_even_mid_round(wm):
     assert second.states() == [{}]
 
 
+@pytest.mark.slow
 def test_an_observer_can_cancel_itself_from_its_callback(wm):
     request = OneTimeWorkRequest(helpers.add, input_data={"a": 1, "b": 2}, tags=["watched"])
     calls = []
@@ -228,6 +237,7 @@ def test_an_observer_can_cancel_itself_from_its_callback(wm):
     assert len(calls) == count
 
 
+@pytest.mark.slow
 def test_flow_yields_infos_until_the_work_succeeded(wm):
     request = OneTimeWorkRequest(helpers.add, input_data={"a": 20, "b": 22})
 

@@ -33,6 +33,9 @@ from tests.reliability import (
     supervisors,
 )
 
+# Every test here starts a real scheduler and worker processes.
+pytestmark = pytest.mark.slow
+
 RESUME_WITHIN = 5.0  # seconds: the bound for work to resume after a scheduler death
 
 

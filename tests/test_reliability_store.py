@@ -35,6 +35,9 @@ from tests.reliability import (
 )
 from tests.reliability import _RaisesWhenLoaded as RaisesWhenLoaded
 
+# Every test here starts a real scheduler and worker processes.
+pytestmark = pytest.mark.slow
+
 
 def _spec(wm, request):
     return wm._store.get(request.id)

@@ -19,6 +19,9 @@ from tests.conftest import wait_until
 from tests.helpers import add, is_dead
 from tests.reliability import DieHow, read_pid_lines, stop_store_processes
 
+# Every test here starts a real scheduler and worker processes.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def rwm(store_path):

@@ -22,6 +22,9 @@ from tests import helpers
 from tests.conftest import wait_until
 from tests.helpers import is_dead, read_ints, scheduler_processes
 
+# Every test here starts a real scheduler and worker processes.
+pytestmark = pytest.mark.slow
+
 
 def _state(wm, request):
     return wm.get_work_info_by_id(request.id).state

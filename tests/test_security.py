@@ -26,6 +26,9 @@ from tests.reliability import (
     supervisor_of,
 )
 
+# Every test here starts a real scheduler process (which must refuse the store, or run).
+pytestmark = pytest.mark.slow
+
 
 def _mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)

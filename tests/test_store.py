@@ -61,6 +61,7 @@ def test_a_file_is_not_a_store(tmp_path):
         WorkManager(str(path))
 
 
+@pytest.mark.slow
 def test_prune_removes_finished_work_without_unfinished_dependents_and_their_logs(wm, tmp_path):
     gate = tmp_path / "gate"
     done = OneTimeWorkRequest(helpers.chatty)
@@ -95,6 +96,7 @@ def test_prune_removes_finished_work_without_unfinished_dependents_and_their_log
     assert wm.prune_work() == []
 
 
+@pytest.mark.slow
 def test_prune_drops_the_worker_code_nobody_uses_any_more(wm):
     request = OneTimeWorkRequest(helpers.add, input_data={"a": 1, "b": 2})
     wm.enqueue(request)
@@ -105,6 +107,7 @@ def test_prune_drops_the_worker_code_nobody_uses_any_more(wm):
     assert wm._store.get_code(code_key) is None
 
 
+@pytest.mark.slow
 def test_pruned_work_is_gone_from_every_index(wm):
     request = OneTimeWorkRequest(helpers.echo, tags=["t"])
     wm.enqueue_unique_work("name", "REPLACE", [request])
@@ -115,6 +118,7 @@ def test_pruned_work_is_gone_from_every_index(wm):
     assert wm.get_work_infos() == []
 
 
+@pytest.mark.slow
 def test_a_second_work_manager_sees_the_same_store(wm):
     request = OneTimeWorkRequest(helpers.add, input_data={"a": 1, "b": 2})
     wm.enqueue(request)

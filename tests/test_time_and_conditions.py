@@ -60,6 +60,7 @@ def runs(path) -> int:
 # --- initial delay ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_long_initial_delay_waits_enqueued_until_the_driver_says_it_elapsed(wm):
     request = OneTimeWorkRequest(add, input_data={"a": 1, "b": 2}, initial_delay=HOUR)
     wm.enqueue(request)
@@ -71,6 +72,7 @@ def test_a_long_initial_delay_waits_enqueued_until_the_driver_says_it_elapsed(wm
     assert wm.wait(request.id, timeout=30).output_data["sum"] == 3
 
 
+@pytest.mark.slow
 def test_a_short_real_initial_delay_runs_after_it(wm):
     request = OneTimeWorkRequest(add, input_data={"a": 1, "b": 1},
                                  initial_delay=timedelta(seconds=1))
@@ -81,6 +83,7 @@ def test_a_short_real_initial_delay_runs_after_it(wm):
     assert info.start_time.timestamp() >= enqueued + 1.0
 
 
+@pytest.mark.slow
 def test_initial_delay_of_a_dependent_counts_from_its_unblocking(wm):
     first = OneTimeWorkRequest(add, input_data={"a": 1, "b": 1})
     second = OneTimeWorkRequest(add, input_data={"a": 0, "b": 0}, initial_delay=HOUR)
@@ -96,6 +99,7 @@ def test_initial_delay_of_a_dependent_counts_from_its_unblocking(wm):
 # --- retries and backoff ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_retry_with_zero_backoff_runs_again_and_counts_attempts(wm):
     request = OneTimeWorkRequest(RetryTwice, backoff_policy=BackoffPolicy.LINEAR,
                                  backoff_delay=0)
@@ -106,6 +110,7 @@ def test_retry_with_zero_backoff_runs_again_and_counts_attempts(wm):
     assert info.run_attempt_count == 3
 
 
+@pytest.mark.slow
 def test_retry_waits_its_backoff_delay_and_shows_the_next_schedule_time(wm):
     request = OneTimeWorkRequest(RetryTwice, backoff_policy=BackoffPolicy.EXPONENTIAL,
                                  backoff_delay=HOUR)
@@ -129,6 +134,7 @@ def _backing_off(wm, request):
                       and i.state is WorkState.ENQUEUED and i, what="the first retry")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("driver_call", ["set_all_constraints_met", "set_initial_delay_met"])
 def test_the_driver_makes_a_backed_off_work_due_now(wm, driver_call):
     """As WorkManager's TestDriver: the backoff is not waited out for real."""
@@ -141,6 +147,7 @@ def test_the_driver_makes_a_backed_off_work_due_now(wm, driver_call):
     assert info.output_data == {"seen": 1}
 
 
+@pytest.mark.slow
 def test_update_work_reschedules_a_backing_off_work_under_its_new_backoff(wm):
     request = OneTimeWorkRequest(RetryTwice, backoff_policy=BackoffPolicy.EXPONENTIAL,
                                  backoff_delay=HOUR)
@@ -160,6 +167,7 @@ def test_update_work_reschedules_a_backing_off_work_under_its_new_backoff(wm):
 # --- periodic work ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_periodic_work_runs_every_interval_and_never_finishes(wm, tmp_path):
     log = tmp_path / "runs"
     request = PeriodicWorkRequest(record_run, repeat_interval=1, input_data={"path": str(log)})
@@ -174,6 +182,7 @@ def test_periodic_work_runs_every_interval_and_never_finishes(wm, tmp_path):
     assert wm.wait(request.id, timeout=30).state is WorkState.CANCELLED
 
 
+@pytest.mark.slow
 def test_set_period_delay_met_runs_the_next_period_now(wm, tmp_path):
     log = tmp_path / "runs"
     request = PeriodicWorkRequest(record_run, repeat_interval=HOUR,
@@ -186,6 +195,7 @@ def test_set_period_delay_met_runs_the_next_period_now(wm, tmp_path):
     wait_until(lambda: runs(log) == 2, what="the second period")
 
 
+@pytest.mark.slow
 def test_unique_periodic_work_keep_update_and_cancel_and_reenqueue(wm, tmp_path):
     log = tmp_path / "runs"
     first = PeriodicWorkRequest(record_run, repeat_interval=HOUR, input_data={"path": str(log)})
@@ -211,6 +221,7 @@ def test_unique_periodic_work_keep_update_and_cancel_and_reenqueue(wm, tmp_path)
     wm.cancel_unique_work("sync")
 
 
+@pytest.mark.slow
 def test_update_work_changes_an_unfinished_request(wm):
     request = OneTimeWorkRequest(add, input_data={"a": 1, "b": 1}, initial_delay=HOUR)
     wm.enqueue(request)
@@ -226,6 +237,7 @@ def test_update_work_changes_an_unfinished_request(wm):
 # --- constraints and the simulated device --------------------------------------------
 
 
+@pytest.mark.slow
 def test_constrained_work_waits_for_the_charger_and_runs_when_plugged_in(wm):
     driver = TestDriver(wm)
     driver.set_device_state(charging=False)
@@ -239,6 +251,7 @@ def test_constrained_work_waits_for_the_charger_and_runs_when_plugged_in(wm):
     assert wm.wait(request.id, timeout=30).output_data["sum"] == 4
 
 
+@pytest.mark.slow
 def test_set_all_constraints_met_overrides_the_device(wm):
     driver = TestDriver(wm)
     driver.set_device_state(network=False)
@@ -249,6 +262,7 @@ def test_set_all_constraints_met_overrides_the_device(wm):
     assert wm.wait(request.id, timeout=30).output_data["sum"] == 5
 
 
+@pytest.mark.slow
 def test_running_work_is_stopped_when_its_constraint_stops_holding(wm):
     driver = TestDriver(wm)
     driver.set_device_state(charging=True)
@@ -278,6 +292,7 @@ class ProgressUntilStopped(Worker):
         return Result.success()
 
 
+@pytest.mark.slow
 def test_progress_survives_a_constraint_stop_until_the_next_result(wm):
     driver = TestDriver(wm)
     driver.set_device_state(charging=True)
@@ -301,6 +316,7 @@ def test_set_device_state_rejects_unknown_conditions(wm):
         TestDriver(wm).set_device_state(wifi=True)
 
 
+@pytest.mark.slow
 def test_driver_calls_on_missing_or_finished_work_say_so(wm):
     driver = TestDriver(wm)
     with pytest.raises(ValueError, match="no work with id"):
@@ -321,6 +337,7 @@ def test_run_worker_runs_do_work_in_process():
     assert run_worker(add, input_data={"a": 1, "b": 2}) == Result.success({"sum": 3})
 
 
+@pytest.mark.slow
 def test_finished_work_is_pruned_automatically_after_a_day_plus_its_retention(wm):
     from nbwork._executors.inline import InlineExecutor
     from nbwork._scheduler import Scheduler
@@ -360,6 +377,7 @@ def test_the_scheduler_sleeps_with_a_thousand_delayed_works_pending(wm):
     assert share < 0.05, f"scheduler used {share:.1%} CPU while idle"
 
 
+@pytest.mark.slow
 def test_flex_shifts_the_first_period_to_the_end_of_the_interval(wm):
     request = PeriodicWorkRequest(add, repeat_interval=HOUR, flex_interval=HOUR / 4,
                                   input_data={"a": 1, "b": 1})
@@ -370,6 +388,7 @@ def test_flex_shifts_the_first_period_to_the_end_of_the_interval(wm):
     wm.cancel_work_by_id(request.id)
 
 
+@pytest.mark.slow
 def test_update_does_not_disturb_the_running_attempt_and_applies_from_the_next_period(
         wm, tmp_path):
     gate = tmp_path / "gate"
@@ -401,6 +420,7 @@ def wait_for_gate(gate: str, log: str) -> dict:
     return record_run(log)
 
 
+@pytest.mark.slow
 def test_update_of_waiting_periodic_work_reschedules_it_under_the_new_interval(wm, tmp_path):
     log = tmp_path / "runs"
     request = PeriodicWorkRequest(record_run, repeat_interval=1, input_data={"path": str(log)})

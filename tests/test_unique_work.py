@@ -3,6 +3,8 @@ processes racing to enqueue the same name."""
 
 from __future__ import annotations
 
+import pytest
+
 from nbwork import (
     ArrayCreatingInputMerger,
     ExistingWorkPolicy,
@@ -13,6 +15,9 @@ from nbwork import (
 )
 from tests import helpers
 from tests.conftest import wait_until
+
+# Every test here starts a real scheduler and worker processes.
+pytestmark = pytest.mark.slow
 
 NAME = "IMAGE_MANIPULATION"
 

@@ -126,6 +126,7 @@ def test_import_nbwork_imports_neither_ipython_nor_ipywidgets():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_continuation_renders_its_steps_then_their_states(wm):
     first, second = OneTimeWorkRequest(echo, input_data={"n": 1}), OneTimeWorkRequest(echo)
     chain = wm.begin_with(first).then(second)
@@ -141,6 +142,7 @@ def test_continuation_renders_its_steps_then_their_states(wm):
 # --- live updates -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_table_rows_follow_state_changes(wm, widgets, tmp_path):
     gate = str(tmp_path / "gate")
     first = OneTimeWorkRequest(Progressing, input_data={"gate": gate}, tags=["live"])
@@ -173,6 +175,7 @@ def test_table_rows_follow_state_changes(wm, widgets, tmp_path):
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == table.model_id
 
 
+@pytest.mark.slow
 def test_a_table_shows_the_newest_max_rows(wm, widgets):
     requests = [OneTimeWorkRequest(echo, tags=["many"]) for _ in range(3)]
     for request in requests:  # one by one: three enqueue times
@@ -187,6 +190,7 @@ def test_a_table_shows_the_newest_max_rows(wm, widgets):
     assert not empty.rows and "no work matches" in empty.footer.value
 
 
+@pytest.mark.slow
 def test_cancel_button_cancels_the_work(wm, widgets, tmp_path):
     request = OneTimeWorkRequest(wait_for_gate, input_data={"gate": str(tmp_path / "never")})
     wm.enqueue(request)
@@ -200,6 +204,7 @@ def test_cancel_button_cancels_the_work(wm, widgets, tmp_path):
     assert row.cancel.layout.visibility == "hidden" and row.bar.bar_style == "warning"
 
 
+@pytest.mark.slow
 def test_a_row_expands_to_input_output_error_and_log(wm, widgets):
     failing, talking = OneTimeWorkRequest(boom), OneTimeWorkRequest(chatty)
     wm.enqueue([failing, talking])
@@ -219,6 +224,7 @@ def test_a_row_expands_to_input_output_error_and_log(wm, widgets):
     assert good.details.layout.display == "none"
 
 
+@pytest.mark.slow
 def test_work_card_shows_one_work(wm, widgets, tmp_path):
     gate = str(tmp_path / "gate")
     request = OneTimeWorkRequest(Progressing, input_data={"gate": gate}, tags=["card"])
@@ -239,6 +245,7 @@ def test_work_card_shows_one_work(wm, widgets, tmp_path):
         WorkCard(WorkQuery(tags=["card"]), wm=wm)
 
 
+@pytest.mark.slow
 def test_one_redraw_thread_and_one_watcher_for_many_widgets(wm, widgets):
     request = OneTimeWorkRequest(echo)
     wm.enqueue(request)
@@ -254,6 +261,7 @@ def test_one_redraw_thread_and_one_watcher_for_many_widgets(wm, widgets):
     assert len(HUB.subscriptions) == 16
 
 
+@pytest.mark.slow
 def test_closing_widgets_cancels_their_observers(wm):
     request = OneTimeWorkRequest(echo)
     wm.enqueue(request)
@@ -349,6 +357,7 @@ def test_pick_image_prefers_the_newest_existing_output(tmp_path):
     assert pick_image([info()]) is None
 
 
+@pytest.mark.slow
 def test_image_preview_follows_a_chain_from_input_to_saved_image(wm, widgets, tmp_path):
     gate = str(tmp_path / "gate")
     source = str(sample_images()[0])
@@ -388,6 +397,7 @@ def test_chain_svg_draws_nodes_coloured_by_state_and_edges():
     assert 'viewBox="0 0 ' in svg and svg.startswith("<svg")
 
 
+@pytest.mark.slow
 def test_chain_graph_of_one_id_shows_its_whole_chain_live(wm, widgets):
     a, b, c = OneTimeWorkRequest(echo), OneTimeWorkRequest(echo), OneTimeWorkRequest(boom)
     wm.begin_with(a).then([b, c]).enqueue()
@@ -403,6 +413,7 @@ def test_chain_graph_of_one_id_shows_its_whole_chain_live(wm, widgets):
 # --- the Blur-O-Matic app ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_blur_o_matic_app_go_see_file_and_cancel(wm, widgets):
     app = BlurOMaticApp(wm)
     widgets.append(app)
