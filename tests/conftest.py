@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 
-import psutil
 import pytest
 
 from nbwork import WorkManager
-from nbwork._lock import holder_pid
-from tests.helpers import all_schedulers_settled, scheduler_processes
+from tests.helpers import all_schedulers_settled, stop_scheduler
 
 
 def wait_until(condition, timeout: float = 30.0, what: str = "condition"):
@@ -27,46 +23,6 @@ def wait_until(condition, timeout: float = 30.0, what: str = "condition"):
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(pause)
         pause = min(pause * 2, 0.05)
-
-
-def stop_scheduler(store_path: str) -> None:
-    """Stop the scheduler of a store by PID, and every process it started.
-
-    Its supervisor first (found by its command line): it would restart a scheduler stopped
-    under it, and one still starting its scheduler holds no lock to be found by.
-    """
-    for supervisor in scheduler_processes(store_path, ("nbwork._supervisor",)):
-        try:
-            tree = supervisor.children(recursive=True)
-            supervisor.terminate()  # passed on to its scheduler, which stops cleanly
-            supervisor.wait(20)
-        except psutil.TimeoutExpired:
-            supervisor.kill()
-        except psutil.Error:
-            continue
-        for process in tree:
-            try:
-                process.kill()
-            except psutil.Error:
-                pass
-    pid = holder_pid(store_path)
-    if pid is None:
-        return
-    try:
-        process = psutil.Process(pid)
-        children = process.children(recursive=True)
-    except psutil.Error:
-        return
-    os.kill(pid, signal.SIGTERM)
-    try:
-        process.wait(20)
-    except psutil.TimeoutExpired:
-        process.kill()
-    for child in children:
-        try:
-            child.kill()
-        except psutil.Error:
-            pass
 
 
 @pytest.fixture

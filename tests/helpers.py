@@ -9,6 +9,7 @@ synchronise, and no worker runs longer than the test needs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -63,6 +64,48 @@ def scheduler_processes(
         ):
             found.append(process)
     return found
+
+
+def stop_scheduler(store_path: str) -> None:
+    """Stop every supervisor and scheduler of a store, and every process they started, by
+    PID (the fixtures' teardown, and tests that stop a store's processes themselves).
+
+    Found by command line, since one still starting holds no lock yet, and by the lock,
+    which a scheduler run in the foreground (``nbwork daemon run``) holds. Supervisors go
+    first (one would restart a scheduler stopped under it); a process stopped with SIGSTOP
+    is continued so that it can end. Up to three rounds: a supervisor may have started a
+    scheduler between the look and the stop."""
+    for _ in range(3):
+        processes = scheduler_processes(store_path, ("nbwork._scheduler_main",
+                                                     "nbwork._supervisor"))
+        holder = holder_pid(store_path)
+        if holder is not None and all(p.pid != holder for p in processes):
+            with contextlib.suppress(psutil.Error):
+                processes.append(psutil.Process(holder))
+        if not processes:
+            return
+        processes.sort(key=lambda p: not _is_supervisor(p))
+        tree = list(processes)
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                tree.extend(process.children(recursive=True))
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                os.kill(process.pid, signal.SIGCONT)
+                process.terminate()
+        _, alive = psutil.wait_procs(processes, timeout=20)
+        for process in alive + tree:
+            with contextlib.suppress(psutil.Error):
+                if process.is_running():
+                    process.kill()
+        psutil.wait_procs(tree, timeout=10)
+
+
+def _is_supervisor(process: psutil.Process) -> bool:
+    try:
+        return any("nbwork._supervisor" in part for part in process.cmdline())
+    except psutil.Error:
+        return False
 
 
 def all_schedulers_settled(store: str) -> bool:

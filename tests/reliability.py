@@ -75,25 +75,6 @@ def descendants(processes: list[psutil.Process]) -> list[psutil.Process]:
     return found
 
 
-def stop_store_processes(store_path: str) -> None:
-    """Stop every supervisor and scheduler of a store, and what they started, by PID."""
-    for _ in range(3):
-        processes = store_processes(store_path)
-        if not processes:
-            return
-        tree = processes + descendants(processes)
-        for process in processes:
-            with contextlib.suppress(psutil.Error):
-                os.kill(process.pid, signal.SIGCONT)
-                process.terminate()
-        _, alive = psutil.wait_procs(processes, timeout=20)
-        for process in alive + tree:
-            with contextlib.suppress(psutil.Error):
-                if process.is_running():
-                    process.kill()
-        psutil.wait_procs(tree, timeout=10)
-
-
 def live_pid(pid: int | None, create_time: float | None) -> psutil.Process | None:
     """The process ``pid`` if it still is the one that was recorded (not a reused pid)."""
     if pid is None:

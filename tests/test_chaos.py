@@ -41,6 +41,7 @@ from nbwork._store import Store
 from nbwork._wake import notify
 from nbwork.info import FINISHED_STATES
 from tests.conftest import wait_until
+from tests.helpers import stop_scheduler
 from tests.history import check, helper_pids
 from tests.reliability import (
     REPO,
@@ -50,7 +51,6 @@ from tests.reliability import (
     read_lines,
     scheduler_log,
     start_chaos_client,
-    stop_store_processes,
     store_processes,
     succeeded_count,
     supervisor_of,
@@ -368,7 +368,7 @@ def test_chaos(tmp_path, store_path):
             if client.poll() is None:
                 client.kill()
                 client.wait()
-        stop_store_processes(store_path)
+        stop_scheduler(store_path)
         _kill_surviving_helpers(tmp_path / "history", store_path)
 
 

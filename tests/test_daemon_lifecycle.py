@@ -2,7 +2,7 @@
 commands that only look and never start one, a hung (SIGSTOPped) scheduler, schedulers that
 keep dying, a full disk at start, and what killed schedulers leave in /tmp.
 
-Processes are real; each test stops what it started by PID (``stop_store_processes``).
+Processes are real; each test stops what it started by PID (``stop_scheduler``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from nbwork._liveness import read_beat
 from nbwork._lock import holder_pid
 from nbwork._store import Store
 from tests.conftest import wait_until
-from tests.helpers import is_dead, touch
+from tests.helpers import is_dead, stop_scheduler, touch
 from tests.reliability import (
     DELAYED,
     RecordThenWait,
@@ -32,7 +32,6 @@ from tests.reliability import (
     noop,
     read_pid_lines,
     scheduler_log,
-    stop_store_processes,
     unmount,
 )
 
@@ -42,7 +41,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def path(store_path):
     yield store_path
-    stop_store_processes(store_path)
+    stop_scheduler(store_path)
 
 
 def _gated(tmp_path) -> OneTimeWorkRequest:
@@ -234,7 +233,7 @@ def small_disk(tmp_path):
     try:
         yield mount
     finally:
-        stop_store_processes(str(mount / "store"))
+        stop_scheduler(str(mount / "store"))
         unmount(str(mount))
 
 
@@ -291,7 +290,7 @@ def test_a_new_scheduler_removes_the_temp_folder_of_the_one_that_was_killed(
         wait_until(lambda: wm.get_work_info_by_id(request.id).state.is_finished,
                    what="the work")
     finally:
-        stop_store_processes(path)
+        stop_scheduler(path)
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -19,13 +19,13 @@ from nbwork import BackoffPolicy, OneTimeWorkRequest, WorkManager, WorkState
 from nbwork._executors.leftovers import MARK, Cgroups, end_leftovers
 from nbwork._lock import holder_pid
 from tests.conftest import wait_until
+from tests.helpers import stop_scheduler
 from tests.reliability import (
     LeavesAHelper,
     helper_lines,
     is_running,
     kill_helpers,
     read_lines,
-    stop_store_processes,
 )
 
 pytestmark = pytest.mark.slow
@@ -37,7 +37,7 @@ def lwm(request, store_path, tmp_path, monkeypatch):
     monkeypatch.setenv("NBWORK_STOP_GRACE", "0.5")
     manager = WorkManager(store_path)
     yield manager
-    stop_store_processes(store_path)
+    stop_scheduler(store_path)
     kill_helpers(tmp_path)
 
 
@@ -125,7 +125,7 @@ def test_worker_processes_get_cgroups_of_their_own_where_the_machine_allows(
         (tmp_path / "gate").touch()
         wm.wait(request.id, timeout=60)
     finally:
-        stop_store_processes(store_path)
+        stop_scheduler(store_path)
         kill_helpers(tmp_path)
     if allowed:
         assert f"/worker-{worker}" in worker_cgroup and "/nbwork-" in worker_cgroup

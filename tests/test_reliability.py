@@ -22,12 +22,11 @@ from nbwork._daemon import Daemon
 from nbwork._lock import holder_pid
 from nbwork._store import Store
 from tests.conftest import wait_until
-from tests.helpers import is_dead, touch
+from tests.helpers import is_dead, stop_scheduler, touch
 from tests.reliability import (
     RecordThenWait,
     read_pid_lines,
     scheduler_log,
-    stop_store_processes,
     succeeded_count,
     supervisor_of,
     supervisors,
@@ -45,7 +44,7 @@ def rwm(store_path):
     Store(store_path).enable_journal()
     manager = WorkManager(store_path)
     yield manager
-    stop_store_processes(store_path)
+    stop_scheduler(store_path)
 
 
 def _spec(wm, request):

@@ -11,14 +11,13 @@ import pytest
 from nbwork import WorkManager, WorkState
 from nbwork._store import Store
 from tests.conftest import wait_until
-from tests.helpers import touch
+from tests.helpers import stop_scheduler, touch
 from tests.reliability import (
     POLICIES,
     all_specs,
     consistency_problems,
     scheduler_log,
     start_client,
-    stop_store_processes,
 )
 
 CLIENTS = 4
@@ -99,4 +98,4 @@ def test_concurrent_clients_lose_nothing_and_duplicate_no_unique_work(tmp_path, 
         assert "Traceback" not in log and "OperationalError" not in log
         assert "database is locked" not in "".join(printed)
     finally:
-        stop_store_processes(store_path)
+        stop_scheduler(store_path)

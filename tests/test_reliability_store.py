@@ -16,7 +16,7 @@ from nbwork._lock import holder_pid
 from nbwork._store import Store
 from nbwork.testing import TestDriver
 from tests.conftest import wait_until
-from tests.helpers import add, is_dead, touch
+from tests.helpers import add, is_dead, stop_scheduler, touch
 from tests.reliability import (
     DELAYED,
     RecordThenWait,
@@ -29,7 +29,6 @@ from tests.reliability import (
     mount_tmpfs,
     read_pid_lines,
     scheduler_log,
-    stop_store_processes,
     unmount,
     wal_writer_pid,
 )
@@ -56,7 +55,7 @@ def small_disk(tmp_path):
     try:
         yield mount
     finally:
-        stop_store_processes(str(mount / "store"))
+        stop_scheduler(str(mount / "store"))
         unmount(str(mount))
 
 
@@ -210,7 +209,7 @@ def test_a_kernel_killed_mid_enqueue_leaves_all_of_the_batch_or_none(tmp_path, s
             finally:
                 store.close()
     finally:
-        stop_store_processes(store_path)
+        stop_scheduler(store_path)
     print("kernel kills (frozen inside the transaction, works stored):", outcomes)
     # The frozen kills did interrupt a transaction: none of those batches was stored.
     assert any(inside and records == 0 for inside, records in outcomes), outcomes

@@ -16,8 +16,8 @@ from nbwork._lock import holder_pid
 from nbwork._rules import MAX_CONSECUTIVE_CRASHES
 from nbwork._store import Store
 from tests.conftest import wait_until
-from tests.helpers import add, is_dead
-from tests.reliability import DieHow, read_pid_lines, stop_store_processes
+from tests.helpers import add, is_dead, stop_scheduler
+from tests.reliability import DieHow, read_pid_lines
 
 # Every test here starts a real scheduler and worker processes.
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def rwm(store_path):
     Store(store_path).enable_journal()
     manager = WorkManager(store_path)
     yield manager
-    stop_store_processes(store_path)
+    stop_scheduler(store_path)
 
 
 def _spec(wm, request):

@@ -18,11 +18,11 @@ from nbwork._lock import holder_pid
 from nbwork._store import Store
 from nbwork._supervisor import SCHEDULER_CODE
 from tests.conftest import wait_until
+from tests.helpers import stop_scheduler
 from tests.reliability import (
     RecordThenWait,
     descendants,
     read_pid_lines,
-    stop_store_processes,
     supervisor_of,
 )
 
@@ -118,4 +118,4 @@ def test_neither_the_scheduler_nor_its_processes_listen_on_the_network(wm, tmp_p
                         f"{process.name()} {process.pid} listens on {conn.laddr} in a "
                         f"directory others can reach")
     finally:
-        stop_store_processes(wm.store_path)
+        stop_scheduler(wm.store_path)
