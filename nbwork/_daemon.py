@@ -30,6 +30,7 @@ import psutil
 from ._liveness import clear_note, read_beat, read_note
 from ._lock import holder_pid, last_holder_pid
 from ._supervisor import (
+    FORMER_SCHEDULER_CODES,
     GIVE_UP_HOLD,
     SCHEDULER_CODE,
     SUPERVISOR_CODE,
@@ -60,7 +61,7 @@ def store_processes(store_path: str) -> list[psutil.Process]:
     """The live supervisors and schedulers of a store, found by their command line: one
     that is still starting, or a supervisor waiting to restart one, holds no lock."""
     real = os.path.realpath(store_path)
-    programs = {SCHEDULER_CODE, SUPERVISOR_CODE}
+    programs = {SCHEDULER_CODE, SUPERVISOR_CODE, *FORMER_SCHEDULER_CODES}
     found = []
     for process in psutil.process_iter(["cmdline", "status"]):
         cmdline = process.info["cmdline"] or []
@@ -294,3 +295,11 @@ class Daemon:
 
     def __repr__(self) -> str:
         return f"Daemon(store={self.store_path!r}, pid={self.pid})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The scheduler process under its former name: a supervisor started by an older nbwork
+    restarts its scheduler as ``from nbwork._daemon import main`` after an upgrade."""
+    from ._scheduler_main import main as run_scheduler
+
+    return run_scheduler(argv)

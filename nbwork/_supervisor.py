@@ -53,6 +53,9 @@ from ._lock import holder_pid, last_holder_pid
 
 SCHEDULER_CODE = "import sys; from nbwork._scheduler_main import main; sys.exit(main())"
 """The ``python -c`` program of the scheduler ("-c" rather than "-m": see ``Daemon.spawn``)."""
+FORMER_SCHEDULER_CODES = ("import sys; from nbwork._daemon import main; sys.exit(main())",)
+"""What older nbwork versions ran as the scheduler: a scheduler (or a supervisor) started
+before an upgrade still runs under these, and must still be found and stopped."""
 SUPERVISOR_CODE = "import sys; from nbwork._supervisor import supervise; sys.exit(supervise())"
 
 FAST_CRASH = 1.0

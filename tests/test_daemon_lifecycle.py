@@ -22,6 +22,7 @@ from nbwork._daemon import Daemon, store_processes
 from nbwork._liveness import read_beat
 from nbwork._lock import holder_pid
 from nbwork._store import Store
+from nbwork._supervisor import FORMER_SCHEDULER_CODES
 from tests.conftest import wait_until
 from tests.helpers import is_dead, stop_scheduler, touch
 from tests.reliability import (
@@ -308,3 +309,24 @@ def test_a_worker_that_calls_sys_exit_0_fails_and_says_why(path):
     info = wm.wait(request, timeout=60)
     assert info.state is WorkState.FAILED
     assert info.error.startswith("worker called sys.exit(0): a work succeeds only by returning")
+
+
+def test_a_scheduler_started_under_its_former_name_runs_and_is_found_and_stopped(path):
+    """A supervisor started before an upgrade restarts its scheduler by the former program
+    (``from nbwork._daemon import main``): that still runs the scheduler, and stop and
+    status still find it by its command line."""
+    Store(path).close()
+    process = subprocess.Popen([sys.executable, "-c", FORMER_SCHEDULER_CODES[0], "--store", path],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        wait_until(lambda: holder_pid(path) == process.pid or process.poll() is not None,
+                   what="the scheduler to take the store")
+        assert holder_pid(path) == process.pid
+        assert [p.pid for p in store_processes(path)] == [process.pid]
+        assert Daemon(path).stop()
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
