@@ -169,7 +169,7 @@ def test_the_client_never_imports_the_scheduler_or_executors():
     assert not wrong, "the client must not know the scheduler or an executor:\n" + "\n".join(wrong)
 
 
-TOP = ("widgets", "cli", "imaging")
+TOP = ("widgets", "cli", "imaging", "jupyter")
 PRIVATE_IMPORTS_ALLOWED = {
     # ``nbwork daemon stop|status`` read only the lock and the liveness files, never the
     # database, so that they work on a store whose database is broken; the public way in
@@ -179,8 +179,9 @@ PRIVATE_IMPORTS_ALLOWED = {
 
 
 def test_widgets_cli_and_imaging_import_only_the_public_api():
-    """Their imports of nbwork name public modules (no leading underscore), or a widget's
-    own private helpers (``widgets._html``); every exception is listed above, with why."""
+    """Their imports of nbwork (and the JupyterLab server extension's, ``nbwork/jupyter/``)
+    name public modules (no leading underscore), or a widget's own private helpers
+    (``widgets._html``); every exception is listed above, with why."""
     wrong = []
     for path in _modules(*TOP):
         user = _module_name(path)
