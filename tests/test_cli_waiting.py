@@ -21,6 +21,7 @@ def show(store: str, *args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_show_says_why_a_work_waits(wm, store_path, tmp_path):
     first = OneTimeWorkRequest(echo, initial_delay=3600,
                                constraints=Constraints(requires_charging=True))

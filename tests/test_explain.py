@@ -5,6 +5,8 @@ from __future__ import annotations
 import traceback
 from datetime import datetime, timedelta
 
+import pytest
+
 from nbwork import Constraints, NetworkType, OneTimeWorkRequest, WorkInfo, WorkState
 from nbwork.explain import constraint_words, error_headline, why_waiting
 from nbwork.info import StopReason
@@ -57,6 +59,7 @@ def test_running_and_finished_work_does_not_wait():
         assert why_waiting(info(state)) is None
 
 
+@pytest.mark.slow
 def test_the_store_gives_infos_what_why_waiting_needs(wm):
     request = OneTimeWorkRequest(echo, initial_delay=3600,
                                  constraints=Constraints(requires_charging=True))

@@ -55,6 +55,7 @@ def test_a_finished_work_shows_how_long_it_ran(wm):
     assert "ran 42 s" in view.facts.value
 
 
+@pytest.mark.slow
 def test_the_age_of_unfinished_work_keeps_growing(wm, widgets):
     request = OneTimeWorkRequest(echo, initial_delay=3600)
     wm.enqueue(request)
@@ -68,6 +69,7 @@ def test_the_age_of_unfinished_work_keeps_growing(wm, widgets):
     wm.cancel_work_by_id(request.id)
 
 
+@pytest.mark.slow
 def test_why_a_work_waits_is_in_the_row_tooltip_and_the_card(wm, widgets, tmp_path):
     gate = str(tmp_path / "never")
     first = OneTimeWorkRequest(wait_for_gate, input_data={"gate": gate})
@@ -91,6 +93,7 @@ def test_why_a_work_waits_is_in_the_row_tooltip_and_the_card(wm, widgets, tmp_pa
     wm.cancel_all_work()
 
 
+@pytest.mark.slow
 def test_a_failed_work_shows_its_exception_line_first_and_the_traceback_once(wm, widgets):
     failing = OneTimeWorkRequest(boom)
     wm.enqueue(failing)
@@ -108,6 +111,7 @@ def test_a_failed_work_shows_its_exception_line_first_and_the_traceback_once(wm,
     assert "(the traceback is shown above)" in page
 
 
+@pytest.mark.slow
 def test_a_batch_gets_one_aggregate_bar(wm, widgets):
     requests = [OneTimeWorkRequest(echo) for _ in range(3)] + [OneTimeWorkRequest(boom)]
     wm.enqueue(requests)
@@ -123,6 +127,7 @@ def test_a_batch_gets_one_aggregate_bar(wm, widgets):
     assert "nbwork-aggregate" not in single.summary.value
 
 
+@pytest.mark.slow
 def test_a_new_app_shows_the_image_and_level_of_the_chain_under_way(wm, widgets):
     driver = TestDriver(wm)
     driver.set_device_state(charging=False)  # the save step waits: the chain stays unfinished
