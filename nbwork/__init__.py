@@ -6,6 +6,8 @@ that outlives the cell, the kernel and the notebook, and its ``WorkInfo`` can be
 observed and cancelled from any kernel.
 """
 
+from ._content import ContentTrigger
+from ._watches import FolderWatch
 from .data import (
     MAX_DATA_BYTES,
     ArrayCreatingInputMerger,
@@ -54,11 +56,13 @@ __all__ = [
     "ArrayCreatingInputMerger",
     "BackoffPolicy",
     "Constraints",
+    "ContentTrigger",
     "CoroutineWorker",
     "Data",
     "DataError",
     "ExistingPeriodicWorkPolicy",
     "ExistingWorkPolicy",
+    "FolderWatch",
     "InputMerger",
     "InvalidInputError",
     "InvalidRequestError",

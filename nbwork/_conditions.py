@@ -85,7 +85,7 @@ def unmet(constraints: dict[str, Any], state: DeviceState) -> list[StopReason]:
 
 def requires_anything(constraints: dict[str, Any]) -> bool:
     """Whether a constraints dict asks for any condition at all."""
-    return any(value for key, value in constraints.items() if key != "network_type") or (
+    return any(value for key, value in constraints.items() if key.startswith("requires_")) or (
         constraints.get("network_type", "NOT_REQUIRED") != "NOT_REQUIRED")
 
 

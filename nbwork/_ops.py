@@ -11,11 +11,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from . import _rules
+from ._content import has_triggers, triggers_listing, triggers_of
 from ._spec import WorkSpec
 from ._store import Store, Transaction
 from .errors import InvalidRequestError
 from .info import FINISHED_STATES, UpdateResult, WorkState
-from .request import ExistingPeriodicWorkPolicy, ExistingWorkPolicy
+from .request import (
+    MERGER_NAMES,
+    ExistingPeriodicWorkPolicy,
+    ExistingWorkPolicy,
+    PeriodicWorkRequest,
+    WorkRequest,
+)
 
 
 @dataclass
@@ -47,57 +54,77 @@ class EnqueueOutcome:
 def enqueue(store: Store, works: list[NewWork], groups: list[UniqueGroup],
             now: float) -> EnqueueOutcome:
     """Insert ``works`` (in dependency order) applying each unique group's policy, atomically."""
+    listings = content_listings(works)
+    with store.transaction() as txn:
+        return enqueue_in(txn, works, groups, now, listings)
+
+
+def content_listings(works: Iterable[NewWork]) -> dict[str, dict]:
+    """What the content triggers of each new work see now (read before the transaction,
+    which holds the store's write lock): "changed after enqueue" is measured against it."""
+    return {w.spec.id: triggers_listing(triggers_of(w.spec.constraints))
+            for w in works if has_triggers(w.spec)}
+
+
+CONTENT_LISTING_KEY = "cs:{}"
+"""The listing a waiting content-triggered work's changes are measured against."""
+
+
+def enqueue_in(txn: Transaction, works: list[NewWork], groups: list[UniqueGroup], now: float,
+               listings: dict[str, dict] | None = None) -> EnqueueOutcome:
+    """``enqueue`` inside a transaction of the caller's."""
     result = EnqueueOutcome()
     by_id = {w.spec.id: w for w in works}
-    with store.transaction() as txn:
-        for work in works:
-            if txn.get(work.spec.id) is not None:
+    for work in works:
+        if txn.get(work.spec.id) is not None:
+            raise InvalidRequestError(
+                f"request {work.spec.id} ({work.spec.worker_name}) was already enqueued; a "
+                "request can be enqueued only once: build a new request for another run"
+            )
+    dropped: set[str] = set()
+    for group in groups:
+        existing = txn.get_many(txn.unique_ids(group.name))
+        if isinstance(group.policy, ExistingPeriodicWorkPolicy):
+            plan = _rules.plan_unique_periodic(existing, group.policy, group.name)
+        else:
+            if any(s.is_periodic for s in existing if not s.is_finished):
                 raise InvalidRequestError(
-                    f"request {work.spec.id} ({work.spec.worker_name}) was already enqueued; a "
-                    "request can be enqueued only once: build a new request for another run"
+                    f"unique work {group.name!r} holds periodic work; use "
+                    "enqueue_unique_periodic_work for that name, or another name"
                 )
-        dropped: set[str] = set()
-        for group in groups:
-            existing = txn.get_many(txn.unique_ids(group.name))
-            if isinstance(group.policy, ExistingPeriodicWorkPolicy):
-                plan = _rules.plan_unique_periodic(existing, group.policy, group.name)
-            else:
-                if any(s.is_periodic for s in existing if not s.is_finished):
-                    raise InvalidRequestError(
-                        f"unique work {group.name!r} holds periodic work; use "
-                        "enqueue_unique_periodic_work for that name, or another name"
-                    )
-                plan = _rules.plan_unique(existing, group.policy)
-            if plan.drop_new:
-                dropped.update(group.members)
-                continue
-            if plan.update is not None:
-                new = by_id[group.members[0]].spec
-                _apply_update(txn, plan.update, new, by_id[new.id].payload)
-                dropped.add(new.id)
-                result.updated.append(plan.update)
-                continue
-            result.stop.extend(_rules.cancel(txn, plan.cancel, now))
-            for wid in plan.detach:
-                spec = txn.get(wid)
-                if spec is not None:
-                    spec.unique_name = None
-                    txn.put(spec)
-            for root in group.roots:
-                spec = by_id[root].spec
-                spec.prerequisites = (*plan.prerequisites, *spec.prerequisites)
-        # Work that depends on dropped work in this batch is dropped with it.
-        for work in works:
-            if work.spec.id not in dropped and dropped.intersection(work.spec.prerequisites):
-                dropped.add(work.spec.id)
-        for work in works:
-            if work.spec.id in dropped:
-                continue
-            work.spec.enqueue_order = len(result.enqueued)
-            txn.put_code(work.spec.code_key, work.payload)
-            _rules.insert_new(txn, work.spec, now)
-            txn.add(work.spec)
-            result.enqueued.append(work.spec.id)
+            plan = _rules.plan_unique(existing, group.policy)
+        if plan.drop_new:
+            dropped.update(group.members)
+            continue
+        if plan.update is not None:
+            new = by_id[group.members[0]].spec
+            _apply_update(txn, plan.update, new, by_id[new.id].payload)
+            dropped.add(new.id)
+            result.updated.append(plan.update)
+            continue
+        result.stop.extend(_rules.cancel(txn, plan.cancel, now))
+        for wid in plan.detach:
+            spec = txn.get(wid)
+            if spec is not None:
+                spec.unique_name = None
+                txn.put(spec)
+        for root in group.roots:
+            spec = by_id[root].spec
+            spec.prerequisites = (*plan.prerequisites, *spec.prerequisites)
+    # Work that depends on dropped work in this batch is dropped with it.
+    for work in works:
+        if work.spec.id not in dropped and dropped.intersection(work.spec.prerequisites):
+            dropped.add(work.spec.id)
+    for work in works:
+        if work.spec.id in dropped:
+            continue
+        work.spec.enqueue_order = len(result.enqueued)
+        txn.put_code(work.spec.code_key, work.payload)
+        _rules.insert_new(txn, work.spec, now)
+        txn.add(work.spec)
+        if listings and work.spec.id in listings:
+            txn.set_value(CONTENT_LISTING_KEY.format(work.spec.id), listings[work.spec.id])
+        result.enqueued.append(work.spec.id)
     result.dropped = [w.spec.id for w in works if w.spec.id in dropped]
     return result
 
@@ -194,9 +221,35 @@ def prune(store: Store, now: float, expired_only: bool = False) -> list[str]:
                     parent.dependents = tuple(d for d in parent.dependents if d != spec.id)
                     txn.put(parent)
             txn.delete(spec.id)
+            if has_triggers(spec):
+                txn.delete_value(CONTENT_LISTING_KEY.format(spec.id))
     for spec in pruned:
         try:
             os.unlink(store.log_path(spec.id))
         except FileNotFoundError:
             pass
     return [s.id for s in pruned]
+
+
+def spec_of_request(request: WorkRequest, code_key: str, prerequisites: tuple[str, ...],
+                    unique_name: str | None) -> WorkSpec:
+    """The record a request is stored as (its worker's code is stored under ``code_key``)."""
+    periodic = isinstance(request, PeriodicWorkRequest)
+    return WorkSpec(
+        id=request.id,
+        worker_name=request.worker_name,
+        code_key=code_key,
+        input=request.input_data.to_dict(),
+        tags=tuple(sorted(request.tags)),
+        unique_name=unique_name,
+        prerequisites=prerequisites,
+        input_merger=MERGER_NAMES[request.input_merger],
+        constraints=request.constraints.to_dict(),
+        initial_delay=request.initial_delay,
+        backoff_policy=request.backoff_policy.value,
+        backoff_delay=request.backoff_delay,
+        keep_results_for=request.keep_results_for,
+        repeat_interval=request.repeat_interval if periodic else None,
+        flex_interval=request.flex_interval if periodic else None,
+        log_name=f"{request.id}.log",
+    )

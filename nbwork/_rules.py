@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ._content import CONTENT_WAIT, content_due, has_triggers, waits_for_content
 from ._spec import WorkSpec
 from .data import MERGERS, Data
 from .errors import InvalidRequestError
@@ -67,7 +68,15 @@ def backoff_run_at(spec: WorkSpec) -> float:
 
 def first_run_at(spec: WorkSpec, now: float) -> float:
     """When a work that just became ENQUEUED is due (initial delay; flex for periodic)."""
+    if waits_for_content(spec):
+        return CONTENT_WAIT
     due = now if spec.initial_delay_met else now + spec.initial_delay
+    if has_triggers(spec) and spec.content.get("last") and not spec.constraints_met:
+        # Triggered while it was still BLOCKED: its update delay still holds.
+        constraints = spec.constraints
+        due = max(due, content_due(spec.content["first"], spec.content["last"],
+                                   float(constraints.get("trigger_content_update_delay") or 0),
+                                   constraints.get("trigger_content_max_delay")))
     if (spec.is_periodic and spec.flex_interval is not None
             and spec.flex_interval != spec.repeat_interval):
         due += spec.repeat_interval - spec.flex_interval

@@ -45,6 +45,7 @@ from ._spec import WorkSpec
 from ._store import Store
 from ._time import Clock
 from ._wake import WakeReceiver
+from ._watch import ContentMonitor
 from .errors import StoreError
 from .info import WorkState
 
@@ -111,6 +112,9 @@ class Scheduler:
         self._code_source_set = set_code_source is not None
         if set_code_source is not None:
             set_code_source(self.store.open_code)
+        # Content triggers and hot folders; a file event pokes our own wake-up FIFO.
+        self._content = ContentMonitor(store, self.clock,
+                                       lambda: self._wake.poke() if self._wake else None)
 
     # --- sink for the executor --------------------------------------------------------
 
@@ -222,6 +226,7 @@ class Scheduler:
             self._wake.poke()
 
     def _shutdown(self) -> None:
+        self._content.close()
         self.executor.shutdown(grace=getattr(self.executor, "stop_grace", DEFAULT_STOP_GRACE),
                                sink=self)
         if self.lock.fd is not None:
@@ -308,6 +313,7 @@ class Scheduler:
             self._last_counter = counter
             self._stop_cancelled()
         self._stop_where_constraints_fail()
+        self._content.step()
         self._start_due_work()
         if time.monotonic() - self._last_prune >= PRUNE_INTERVAL:
             self._last_prune = time.monotonic()
@@ -577,6 +583,8 @@ class Scheduler:
                     code_key=spec.code_key, payload=payload, input_data=input_data,
                     tags=spec.tags, run_attempt_count=seen_count, generation=spec.generation,
                     log_path=self.store.log_path(spec.id),
+                    extra=({"triggered_content_paths": spec.content["paths"]}
+                           if spec.content.get("paths") else {}),
                 ))
         self._note_own_commit(txn)
         self._remember_own(txn, started, [])
@@ -600,6 +608,7 @@ class Scheduler:
 
     def _unfinished(self) -> bool:
         return bool(self._attempts  # known without a read of the store
+                    or self._content.has_watches
                     or self.store.state_index(WorkState.ENQUEUED)
                     or self.store.state_index(WorkState.RUNNING))
 
@@ -648,9 +657,9 @@ class Scheduler:
                 timeout = min(timeout, max(0.0, first - self.clock.now()))
         if self._waiting_for_constraints or self._running_constraints:
             timeout = min(timeout, HOST_READ_INTERVAL)
-        deadline = self.executor.next_deadline()
-        if deadline is not None:
-            timeout = min(timeout, max(0.0, deadline - time.monotonic()))
+        for deadline in (self.executor.next_deadline(), self._content.next_deadline()):
+            if deadline is not None:
+                timeout = min(timeout, max(0.0, deadline - time.monotonic()))
         if self._reports_since is not None:
             timeout = min(timeout, max(0.0, self._reports_since + RECORD_DELAY
                                        - time.monotonic()))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ._content import CONTENT_WAIT, triggers_of, waits_for_content
 from .data import Data
 from .info import StopReason, WorkInfo, WorkState
 from .request import Constraints
@@ -67,6 +68,9 @@ class WorkSpec:
     initial_delay_met: bool = False  # TestDriver: the initial delay counts as elapsed
     constraints_met: bool = False  # TestDriver: the constraints count as met
     backing_off: bool = False  # waits out its backoff after a retry (from last_enqueue_time)
+    # Content triggers: {"paths": [changed paths], "first": time, "last": time} once
+    # something under a trigger changed (see _content.py); {} before.
+    content: dict[str, Any] = field(default_factory=dict)
     v: int = SCHEMA_VERSION
 
     @property
@@ -105,7 +109,8 @@ class WorkSpec:
         def when(ts: float | None) -> datetime | None:
             return datetime.fromtimestamp(ts) if ts else None
 
-        waiting = self.state is WorkState.ENQUEUED and self.next_run_at
+        waiting = (self.state is WorkState.ENQUEUED and self.next_run_at
+                   and self.next_run_at < CONTENT_WAIT)
         return WorkInfo(
             id=self.id,
             state=self.state,
@@ -130,6 +135,10 @@ class WorkSpec:
             is_periodic=self.is_periodic,
             constraints=_constraints_of(self.constraints),
             initial_delay=self.initial_delay,
+            content_triggers=triggers_of(self.constraints),
+            waiting_for_content=(self.state in (WorkState.ENQUEUED, WorkState.BLOCKED)
+                                 and waits_for_content(self)),
+            triggered_content_paths=tuple(self.content.get("paths", ())),
         )
 
 

@@ -105,17 +105,25 @@ def check_store_dir(path: str) -> None:
         raise StoreError(f"cannot create the store directory {path!r}: {exc.strerror}") from exc
     if not stat.S_ISDIR(info.st_mode):
         raise StoreError(f"the store path {path!r} exists and is not a directory")
+    problem = sharing_problem(path, info, "the store directory",
+                              "it holds code that nbwork runs, so make it private",
+                              f"chmod 700 {path}", "use a store of your own (pass a path "
+                              "you own, or set NBWORK_HOME)")
+    if problem:
+        raise StoreError(problem)
+
+
+def sharing_problem(path: str, info: os.stat_result, what: str, why: str, fix: str,
+                    owner_fix: str = "use one of your own") -> str | None:
+    """Why a directory others control is refused (another owner, or writable by group or
+    others), or None. The store and hot folders share this rule: whoever can write there
+    could make nbwork run code, or feed work, as this user."""
     if hasattr(os, "getuid") and info.st_uid != os.getuid():
-        raise StoreError(
-            f"the store directory {path!r} belongs to another user (uid {info.st_uid}); use a "
-            "store of your own (pass a path you own, or set NBWORK_HOME)"
-        )
+        return f"{what} {path!r} belongs to another user (uid {info.st_uid}); {owner_fix}"
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise StoreError(
-            f"the store directory {path!r} can be written by other users (mode "
-            f"{stat.S_IMODE(info.st_mode):o}); it holds code that nbwork runs, so make it "
-            f"private: chmod 700 {path}"
-        )
+        return (f"{what} {path!r} can be written by other users (mode "
+                f"{stat.S_IMODE(info.st_mode):o}); {why}: {fix}")
+    return None
 
 
 def _translate(exc: BaseException, path: str) -> StoreError:

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from ._content import ContentTrigger
 from .data import Data
 from .errors import InvalidInputError
 from .request import Constraints
@@ -121,6 +122,12 @@ class WorkInfo:
     is_periodic: bool = False
     constraints: Constraints = Constraints()
     initial_delay: float = 0.0
+    content_triggers: tuple[ContentTrigger, ...] = ()
+    """The work's content triggers (``Constraints(content_triggers=...)``)."""
+    waiting_for_content: bool = False
+    """True while the work waits for something under its content triggers to change."""
+    triggered_content_paths: tuple[str, ...] = ()
+    """The paths whose change triggered the work (sorted), once triggered."""
 
     @property
     def short_id(self) -> str:
@@ -128,6 +135,9 @@ class WorkInfo:
 
     def __str__(self) -> str:
         parts = [f"{self.worker_name.rsplit('.', 1)[-1]} {self.short_id} {self.state.value}"]
+        if self.waiting_for_content:
+            parts.append("waiting for content: "
+                         + ", ".join(t.path for t in self.content_triggers))
         if self.progress:
             parts.append(f"progress={self.progress.to_dict()}")
         if self.output_data:

@@ -8,7 +8,9 @@ number of processes may use the same store at once.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import stat
 import threading
 import time
 import uuid
@@ -17,23 +19,25 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from . import _ops
+from . import _ops, _watches
 from ._code import serialize_worker
 from ._daemon import Daemon
 from ._executor_address import check_executor, require_distributed
+from ._ops import spec_of_request as _spec_of
 from ._spec import WorkSpec
-from ._store import Store, check_durability
-from ._time import Clock
+from ._store import Store, check_durability, sharing_problem
+from ._time import Clock, to_seconds
 from ._wake import notify
 from .errors import InvalidInputError, InvalidRequestError
 from .info import UpdateResult, WorkInfo, WorkQuery, WorkState
 from .request import (
-    MERGER_NAMES,
     ExistingPeriodicWorkPolicy,
     ExistingWorkPolicy,
     PeriodicWorkRequest,
     WorkRequest,
+    _check_worker,
 )
+from .worker import is_worker_class, worker_name
 
 Requests = Union[WorkRequest, Sequence[WorkRequest]]
 WATCH_INTERVAL = 0.01
@@ -210,7 +214,8 @@ class WorkManager:
         # Work left unfinished (a reboot, an idle exit) resumes on the first client use.
         store = self._store
         if resume and (store.state_index(WorkState.ENQUEUED)
-                       or store.state_index(WorkState.RUNNING)):
+                       or store.state_index(WorkState.RUNNING)
+                       or _watches.watch_records(store)):
             self.daemon.ensure_running()
 
     @classmethod
@@ -539,6 +544,62 @@ class WorkManager:
         """Cancel every unfinished work."""
         return self._cancelled(_ops.cancel_all(self._store, self.clock.now()))
 
+    # --- hot folders ----------------------------------------------------------------------
+
+    def watch_folder(self, name: str, folder: str | os.PathLike,
+                     request_for_file: type | Callable[[str], WorkRequest], *,
+                     pattern: str = "*", settle: float = 1.0,
+                     existing: bool = True) -> _watches.FolderWatch:
+        """Keep a durable watch on ``folder``: each file below it whose name matches
+        ``pattern`` becomes work once it has not changed for ``settle`` seconds.
+
+        ``request_for_file``: a Worker class (its ``input_data`` gets ``{"path": path}``)
+        or a function ``path -> OneTimeWorkRequest``; it runs in the scheduler. Each file
+        is unique work ``"watch:NAME:RELATIVE_PATH"`` tagged ``"watch:NAME"``, enqueued once
+        per content (size and modification time): a changed file runs again, an
+        unchanged one never. The watch lives in the store: it survives scheduler and
+        machine restarts, and files that arrive while no scheduler runs are taken on the
+        next start. ``existing=False`` skips the files already there. Watching ``name``
+        again replaces that watch (on the same folder, what it has seen still holds).
+        """
+        name = _check_name(name)
+        path = _check_watched_folder(folder)
+        if not isinstance(pattern, str) or not pattern or os.sep in pattern:
+            raise InvalidInputError(
+                f"pattern must be a file-name pattern such as '*.png' (no folders), not "
+                f"{pattern!r}")
+        settle = to_seconds(settle, "settle")
+        maker_is_worker = is_worker_class(request_for_file)
+        if maker_is_worker:
+            _check_worker(request_for_file)
+        elif not callable(request_for_file) or isinstance(request_for_file, WorkRequest):
+            raise InvalidRequestError(
+                f"request_for_file must be a Worker class or a function path -> "
+                f"OneTimeWorkRequest, not {request_for_file!r}")
+        maker = worker_name(request_for_file)
+        _, payload = serialize_worker(request_for_file, maker)
+        record = _watches.watch_record(name, path, pattern, settle, maker, maker_is_worker)
+        seen = None
+        if not existing:
+            seen = {os.path.relpath(p, path): ident
+                    for p, ident in _watches.files_under(path, pattern).items()}
+        _watches.put_watch(self._store, record, payload, seen)
+        self._wake_scheduler()
+        return _watches.as_watch(record)
+
+    def stop_watching(self, name: str) -> bool:
+        """End a folder watch (its works already enqueued go on); False if none had that
+        name."""
+        stopped = _watches.remove_watch(self._store, _check_name(name))
+        if stopped:
+            notify(self._store.path)
+        return stopped
+
+    def watches(self) -> list[_watches.FolderWatch]:
+        """Every folder watch of this store, by name."""
+        records = _watches.watch_records(self._store)
+        return [_watches.as_watch(records[n]) for n in sorted(records)]
+
     def prune_work(self) -> list[str]:
         """Forget every finished work that no unfinished work depends on; returns their ids."""
         return _ops.prune(self._store, self.clock.now())
@@ -670,6 +731,34 @@ def _check_distinct(requests: Iterable[WorkRequest]) -> None:
         seen.add(r.id)
 
 
+def _check_watched_folder(folder: object) -> str:
+    """The absolute path of a folder that may be watched, or a clear error."""
+    if not isinstance(folder, (str, os.PathLike)):
+        raise InvalidInputError(f"folder must be a path, not {type(folder).__name__}")
+    path = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InvalidInputError(
+                f"cannot watch {path!r}: it is a symbolic link loop (too many levels of "
+                "symbolic links); point it at a real folder") from None
+        if exc.errno == errno.ENOENT:
+            raise InvalidInputError(
+                f"cannot watch {path!r}: it does not exist; create the folder first "
+                f"(mkdir -p {path})") from None
+        raise InvalidInputError(f"cannot watch {path!r}: {exc.strerror}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise InvalidInputError(
+            f"cannot watch {path!r}: it is a file, not a folder; watch the folder it is in")
+    problem = sharing_problem(path, info, "the watched folder",
+                              "whatever others drop there would run as your work, so make "
+                              "it yours only", f"chmod go-w {path}")
+    if problem:
+        raise InvalidInputError(f"cannot watch it: {problem}")
+    return path
+
+
 def _check_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidRequestError(f"a unique work name must be a non-empty string, not {name!r}")
@@ -725,27 +814,3 @@ def _matches(spec: WorkSpec, query: WorkQuery) -> bool:
     if query.tags and not set(query.tags) & set(spec.tags):
         return False
     return not (query.unique_work_names and spec.unique_name not in query.unique_work_names)
-
-
-def _spec_of(request: WorkRequest, code_key: str, prerequisites: tuple[str, ...],
-             unique_name: str | None) -> WorkSpec:
-    periodic = isinstance(request, PeriodicWorkRequest)
-    return WorkSpec(
-        id=request.id,
-        worker_name=request.worker_name,
-        code_key=code_key,
-        input=request.input_data.to_dict(),
-        tags=tuple(sorted(request.tags)),
-        unique_name=unique_name,
-        prerequisites=prerequisites,
-        input_merger=MERGER_NAMES[request.input_merger],
-        constraints=request.constraints.to_dict(),
-        initial_delay=request.initial_delay,
-        backoff_policy=request.backoff_policy.value,
-        backoff_delay=request.backoff_delay,
-        keep_results_for=request.keep_results_for,
-        repeat_interval=request.repeat_interval if periodic else None,
-        flex_interval=request.flex_interval if periodic else None,
-        log_name=f"{request.id}.log",
-    )
-

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from ._content import ContentTrigger, check_content_constraints
 from ._time import to_seconds
 from .data import ArrayCreatingInputMerger, Data, InputMerger, OverwritingInputMerger
 from .errors import InvalidInputError, InvalidRequestError
@@ -95,9 +96,22 @@ class Constraints:
     requires_charging: bool = False
     requires_device_idle: bool = False
     requires_storage_not_low: bool = False
+    content_triggers: tuple[ContentTrigger, ...] = ()
+    """Run only after something under one of these paths changed (one-time work only)."""
+    trigger_content_update_delay: float | timedelta = 0.0
+    """Seconds with no further change before a triggered work runs."""
+    trigger_content_max_delay: float | timedelta | None = None
+    """At most this many seconds after the first change (None: no cap)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "network_type", NetworkType.parse(self.network_type))
+        update = to_seconds(self.trigger_content_update_delay, "trigger_content_update_delay")
+        cap = to_seconds(self.trigger_content_max_delay, "trigger_content_max_delay",
+                         allow_none=True)
+        object.__setattr__(self, "trigger_content_update_delay", update)
+        object.__setattr__(self, "trigger_content_max_delay", cap)
+        object.__setattr__(self, "content_triggers",
+                           check_content_constraints(self.content_triggers, update, cap))
         for name in ("requires_battery_not_low", "requires_charging", "requires_device_idle",
                      "requires_storage_not_low"):
             if not isinstance(getattr(self, name), bool):
@@ -110,17 +124,31 @@ class Constraints:
         return self == Constraints()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        values: dict[str, Any] = {
             "network_type": self.network_type.value,
             "requires_battery_not_low": self.requires_battery_not_low,
             "requires_charging": self.requires_charging,
             "requires_device_idle": self.requires_device_idle,
             "requires_storage_not_low": self.requires_storage_not_low,
         }
+        if self.content_triggers:  # records without triggers stay as they were
+            values["content_triggers"] = [t.to_dict() for t in self.content_triggers]
+            values["trigger_content_update_delay"] = self.trigger_content_update_delay
+            values["trigger_content_max_delay"] = self.trigger_content_max_delay
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> "Constraints":
-        return cls(**(values or {}))
+        values = dict(values or {})
+        triggers = values.pop("content_triggers", ())
+        constraints = cls(**{k: v for k, v in values.items()
+                             if not k.startswith("trigger_content_")})
+        if triggers:  # stored paths may be gone by now: no existence check
+            object.__setattr__(constraints, "content_triggers",
+                               tuple(ContentTrigger._from_store(t) for t in triggers))
+            for key in ("trigger_content_update_delay", "trigger_content_max_delay"):
+                object.__setattr__(constraints, key, values.get(key))
+        return constraints
 
 
 Constraints.NONE = Constraints()  # type: ignore[attr-defined]
@@ -310,6 +338,12 @@ class PeriodicWorkRequest(WorkRequest):
                 f"flex_interval must be more than 0 and at most repeat_interval ({interval:g} s), "
                 f"not {flex:g} s"
             )
+        constraints = kwargs.get("constraints")
+        if isinstance(constraints, Constraints) and constraints.content_triggers:
+            raise InvalidRequestError(
+                "periodic work cannot have content_triggers (as in WorkManager, a triggered "
+                "work is one-time): use a OneTimeWorkRequest, and enqueue a new one (e.g. as "
+                "unique work with REPLACE or KEEP) when it has run")
         if "input_merger" in kwargs:
             raise InvalidRequestError(
                 "periodic work has no prerequisites, so it takes no input_merger; drop it "

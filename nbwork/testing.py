@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._conditions import DeviceState
+from ._content import CONTENT_WAIT, has_triggers, record_change
 from ._spec import WorkSpec
 from .data import Data
 from .errors import InvalidInputError
@@ -67,7 +68,7 @@ class TestDriver:
         one-time work waiting out a retry's backoff runs now too (as WorkManager's)."""
         def change(spec: WorkSpec, now: float) -> None:
             spec.initial_delay_met = True
-            if spec.state is WorkState.ENQUEUED and (
+            if spec.state is WorkState.ENQUEUED and spec.next_run_at < CONTENT_WAIT and (
                     spec.run_attempt_count == 0 or _backed_off_one_time(spec)):
                 spec.next_run_at = min(spec.next_run_at, now)
         self._change(id, "set_initial_delay_met", change)
@@ -79,7 +80,33 @@ class TestDriver:
             spec.constraints_met = True
             if _backed_off_one_time(spec):
                 spec.next_run_at = min(spec.next_run_at, now)
+            if spec.state is WorkState.ENQUEUED and spec.next_run_at >= CONTENT_WAIT:
+                spec.next_run_at = now  # content triggers are constraints too
         self._change(id, "set_all_constraints_met", change)
+
+    def set_content_changed(self, id: str, paths: Iterable[str]) -> None:
+        """As if ``paths`` under the work's content triggers changed now: the work then
+        runs after its ``trigger_content_update_delay`` (capped by the max delay), with
+        these paths in ``triggered_content_paths``."""
+        if isinstance(paths, str):
+            paths = [paths]
+        paths = [str(p) for p in paths]
+        if not paths:
+            raise InvalidInputError("set_content_changed: give at least one changed path")
+
+        def change(spec: WorkSpec, now: float) -> None:
+            if not has_triggers(spec):
+                raise InvalidInputError(
+                    f"set_content_changed: work {spec.id} has no content triggers; give it "
+                    "Constraints(content_triggers=[ContentTrigger(path)])")
+            if spec.run_attempt_count:
+                raise InvalidInputError(
+                    f"set_content_changed: work {spec.id} has already run since its trigger "
+                    "fired; a triggered work is one-time (enqueue a new one)")
+            record_change(spec, paths, now)
+            if spec.state is WorkState.BLOCKED:
+                spec.next_run_at = 0.0  # set when it is unblocked
+        self._change(id, "set_content_changed", change)
 
     def set_period_delay_met(self, id: str) -> None:
         """A periodic work waiting for its next period runs now."""

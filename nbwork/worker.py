@@ -76,8 +76,10 @@ class WorkerParameters:
         run_attempt_count: int = 0,
         generation: int = 0,
         progress_sink: Callable[[Data], None] | None = None,
+        triggered_content_paths: tuple[str, ...] | list[str] = (),
     ) -> None:
         self.id = id
+        self.triggered_content_paths = tuple(sorted(set(triggered_content_paths)))
         self.input_data = Data.from_mapping(input_data)
         self.tags = frozenset(tags)
         self.run_attempt_count = run_attempt_count
@@ -172,6 +174,12 @@ class Worker:
         return self._params.generation
 
     @property
+    def triggered_content_paths(self) -> tuple[str, ...]:
+        """The paths whose change triggered this work (sorted, each once); empty for a
+        work without content triggers (WorkManager's ``getTriggeredContentUris``)."""
+        return self._params.triggered_content_paths
+
+    @property
     def is_stopped(self) -> bool:
         return self._params.stop_event.is_set()
 
@@ -242,7 +250,9 @@ class FunctionWorker(Worker):
         self.function = function
 
     def do_work(self) -> Result:
-        kwargs = function_arguments(self.function, self.input_data)
+        kwargs = function_arguments(
+            self.function, self.input_data,
+            {"triggered_content_paths": list(self.triggered_content_paths)})
         value = self.function(**kwargs)
         if inspect.isawaitable(value):
             value = asyncio.run(_await(value))
@@ -253,8 +263,12 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def function_arguments(function: Callable[..., Any], data: Data) -> dict[str, Any]:
-    """The keyword arguments a function worker is called with: the input keys it accepts."""
+def function_arguments(function: Callable[..., Any], data: Data,
+                       extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The keyword arguments a function worker is called with: the input keys it accepts,
+    and those of ``extra`` (what nbwork tells about the attempt, such as
+    ``triggered_content_paths``) that it names as parameters."""
+    extra = dict(extra or {})
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):
@@ -262,6 +276,8 @@ def function_arguments(function: Callable[..., Any], data: Data) -> dict[str, An
     params = signature.parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return data.to_dict()
+    given = {name: value for name, value in extra.items()
+             if name in signature.parameters and name not in data}
     accepted = {
         p.name for p in params
         if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
@@ -269,6 +285,7 @@ def function_arguments(function: Callable[..., Any], data: Data) -> dict[str, An
     missing = [
         p.name for p in params
         if p.name in accepted and p.default is inspect.Parameter.empty and p.name not in data
+        and p.name not in given
     ]
     if missing:
         raise InvalidInputError(
@@ -276,7 +293,7 @@ def function_arguments(function: Callable[..., Any], data: Data) -> dict[str, An
             f"{', '.join(repr(m) for m in missing)} but its input data has only "
             f"{sorted(data) or 'no keys'}; add them to input_data or give them defaults"
         )
-    return {key: data[key] for key in data if key in accepted}
+    return {**given, **{key: data[key] for key in data if key in accepted}}
 
 
 def _as_result(value: Any) -> Result:

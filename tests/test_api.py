@@ -10,7 +10,8 @@ from nbwork import WorkManager
 
 def test_all_is_pinned():
     assert sorted(nbwork.__all__) == sorted([
-        "ArrayCreatingInputMerger", "BackoffPolicy", "Constraints", "CoroutineWorker", "Data",
+        "ArrayCreatingInputMerger", "BackoffPolicy", "Constraints", "ContentTrigger",
+        "CoroutineWorker", "Data", "FolderWatch",
         "DataError", "ExistingPeriodicWorkPolicy", "ExistingWorkPolicy", "InputMerger",
         "InvalidInputError", "InvalidRequestError", "LargeWorkerWarning", "MAX_DATA_BYTES",
         "NbworkError", "NbworkWarning", "SchedulerWarning",

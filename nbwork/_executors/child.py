@@ -109,6 +109,7 @@ def run_attempt(conn: Any, attempt: Any) -> None:
         tags=attempt.tags,
         run_attempt_count=attempt.run_attempt_count,
         generation=attempt.generation,
+        triggered_content_paths=attempt.extra.get("triggered_content_paths", ()),
         progress_sink=lambda data: send(("progress", data.to_dict())),
     )
 

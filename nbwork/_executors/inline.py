@@ -31,6 +31,7 @@ class InlineExecutor:
         params = WorkerParameters(
             id=attempt.work_id, input_data=Data(attempt.input_data), tags=attempt.tags,
             run_attempt_count=attempt.run_attempt_count, generation=attempt.generation,
+            triggered_content_paths=attempt.extra.get("triggered_content_paths", ()),
             progress_sink=lambda d: self._reports.append(("progress", token, d.to_dict())),
         )
         try:

@@ -146,6 +146,7 @@ def slot_main(conn: Any) -> None:
         params = WorkerParameters(
             id=attempt.work_id, input_data=Data(attempt.input_data), tags=attempt.tags,
             run_attempt_count=attempt.run_attempt_count, generation=attempt.generation,
+            triggered_content_paths=attempt.extra.get("triggered_content_paths", ()),
             progress_sink=lambda data, token=token: send(("progress", token, data.to_dict())),
         )
         current[token] = params
