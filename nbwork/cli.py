@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NoReturn
@@ -373,6 +374,61 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 1 if out["failed"] else 0
 
 
+def _file_line(info: WorkInfo, folder: str) -> str:
+    """One line about a hot-folder file's work: its name, its state, where it went or
+    why it failed."""
+    source = str(info.input_data.get("path", "?"))
+    name = os.path.relpath(source, folder) if source.startswith(folder) else source
+    line = f"{name}  {info.state.value}"
+    if info.state is WorkState.SUCCEEDED and "image_uri" in info.output_data:
+        line += f" -> {info.output_data['image_uri']}"
+    elif info.error:
+        line += f": {info.error.strip().splitlines()[-1]}"
+    return line
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from .imaging import hot_folder
+
+    # Listing and stopping only look at the store: they start no scheduler.
+    wm = _manager(args, resume=not (args.list or args.stop))
+    if args.list:
+        watches = wm.watches()
+        for watch in watches:
+            print(f"{watch.name}\t{watch.folder}\t{watch.pattern}\tsettle {watch.settle:g} s"
+                  f"\t{watch.request_for_file}")
+        if not watches:
+            print("no folder is watched")
+        return 0
+    if args.stop:
+        if not wm.stop_watching(args.stop):
+            raise UsageError(f"no watch named {args.stop!r}; see 'nbwork watch --list'")
+        print(f"stopped watching ({args.stop}); work already enqueued goes on")
+        return 0
+    if not args.folder:
+        raise UsageError("give the FOLDER to watch (or --list, or --stop NAME)")
+    watch = hot_folder(wm, args.folder, level=args.level, out_dir=args.out, name=args.name,
+                       settle=args.settle)
+    out = wm.get_work_infos_by_tag(watch.tag)
+    print(f"watching {watch.folder} as {watch.name!r}: every file dropped in comes out "
+          f"blurred (level {args.level}); Ctrl-C detaches, the watch goes on", flush=True)
+    shown = {i.id: i.state for i in out}  # what earlier runs already reported
+    try:
+        while True:
+            for info in wm.get_work_infos_by_tag(watch.tag):
+                if shown.get(info.id) is not info.state and info.state in (
+                        WorkState.RUNNING, *[s for s in WorkState if s.is_finished]):
+                    shown[info.id] = info.state
+                    print(_file_line(info, watch.folder), flush=True)
+            wm.daemon.ensure_running()
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        print(f"\nnbwork: detached; the watch {watch.name!r} goes on in the background. Stop "
+              f"it with 'nbwork watch --stop {watch.name}{_store_hint(args)}'.",
+              file=sys.stderr)
+        return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line (and exit 2), like every other error."""
 
@@ -440,6 +496,19 @@ def build_parser() -> argparse.ArgumentParser:
     _blur_options(p, "a new batch-... folder in blurred_images of the store", 1,
                   "a batch has many images; each level adds a step per image")
     p.set_defaults(func=cmd_batch)
+    p = sub.add_parser("watch", parents=[common],
+                       help="a hot folder: blur every image dropped into FOLDER")
+    p.add_argument("folder", nargs="?", help="the folder to watch")
+    p.add_argument("--level", type=int, choices=[1, 2, 3], default=1,
+                   help="how blurry: 1, 2 or 3 blur steps (default 1)")
+    p.add_argument("--out", metavar="DIR",
+                   help="where the blurred images go (default: blurred_images/NAME in the store)")
+    p.add_argument("--name", help="the watch's name (default: hot-<folder name>)")
+    p.add_argument("--settle", type=float, default=1.0, metavar="SECONDS",
+                   help="a file is taken once it has not changed for this long (default 1)")
+    p.add_argument("--stop", metavar="NAME", help="stop the watch NAME")
+    p.add_argument("--list", action="store_true", help="list the watches of the store")
+    p.set_defaults(func=cmd_watch)
     p = sub.add_parser("list", parents=[common],
                        help="list work, oldest first, each chain from its first step")
     p.add_argument("--tag", action="append",

@@ -69,6 +69,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps, UnidentifiedImageError
 
+from ._watches import FolderWatch
 from .data import Data
 from .errors import InvalidInputError
 from .explain import error_headline
@@ -713,10 +714,84 @@ def blur_batch(wm: WorkManager, folder: str | os.PathLike, level: int = 1,
     return BatchJob(tag, sheet.id, str(saved), branches)
 
 
+class HotFolderBlurWorker(Worker):
+    """Blur-O-Matic's hot folder step: blurs the image at input ``path`` (``level`` times
+    the blur of one step) into ``out_dir`` as ``blurred-<name>.png``, replacing an earlier
+    one of that name; outputs ``image_uri``. A file that is not an image fails this work
+    only, with the reason."""
+
+    def do_work(self) -> Result:
+        source = Path(str(self.input_data["path"]))
+        level = _check_level(self.input_data.get("level", 1))
+        folder = _input_dir(self.input_data, "out_dir", SAVED_DIR_NAME)
+        self.set_progress({"percent": 0})
+        image = open_image(source)
+        for done in range(level):
+            if self.is_stopped:
+                return Result.failure({"stopped": True})
+            image = image.filter(ImageFilter.GaussianBlur(DEFAULT_RADIUS))
+            self.set_progress({"percent": int(90 * (done + 1) / level)})
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"blurred-{source.stem}.png"
+        fd, partial = tempfile.mkstemp(prefix=".saving-", suffix=".png", dir=folder)
+        os.close(fd)
+        try:
+            image.save(partial, format="PNG")
+            os.chmod(partial, 0o644)
+            os.replace(partial, target)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+        self.set_progress({"percent": 100})
+        return Result.success({KEY_IMAGE_URI: str(target), "source": str(source)})
+
+
+@dataclass(frozen=True)
+class HotFolderRequests:
+    """The ``request_for_file`` of a Blur-O-Matic hot folder: one ``HotFolderBlurWorker``
+    per file (a class, not a closure, so the scheduler loads it by name)."""
+
+    level: int
+    out_dir: str
+
+    def __call__(self, path: str) -> OneTimeWorkRequest:
+        return OneTimeWorkRequest(HotFolderBlurWorker, tags=[TAG_HOT_FOLDER], input_data={
+            "path": path, "level": self.level, "out_dir": self.out_dir})
+
+
+TAG_HOT_FOLDER = "blur-hot-folder"
+
+
+def hot_folder_name(folder: str | os.PathLike) -> str:
+    """The watch name ``hot_folder`` uses by default: ``hot-<folder name>``."""
+    return "hot-" + (os.path.basename(os.path.abspath(os.fspath(folder))) or "root")
+
+
+def hot_folder(wm: WorkManager, folder: str | os.PathLike, level: int = 1,
+               out_dir: str | os.PathLike | None = None, *, name: str | None = None,
+               settle: float = 1.0, existing: bool = True) -> FolderWatch:
+    """Blur-O-Matic's hot folder: every file dropped into ``folder`` comes out blurred in
+    ``out_dir`` (default ``blurred_images/<name>`` in the store), as a durable watch
+    (``wm.watch_folder``) named ``name`` (default ``hot-<folder name>``). Stop it with
+    ``wm.stop_watching(name)``; follow it with ``wm.get_work_infos_by_tag(watch.tag)``."""
+    level = _check_level(level)
+    name = name or hot_folder_name(folder)
+    out = _out_folder(out_dir, Path(wm.store_path) / SAVED_DIR_NAME / name)
+    source = os.path.realpath(os.path.expanduser(os.fspath(folder)))
+    if os.path.realpath(out) == source or os.path.realpath(out).startswith(source + os.sep):
+        raise InvalidInputError(
+            f"the output folder {str(out)!r} is inside the watched folder {source!r}: every "
+            "blurred image would be blurred again; give --out a folder outside it")
+    return wm.watch_folder(name, folder, HotFolderRequests(level, str(out)), pattern="*",
+                           settle=settle, existing=existing)
+
+
 __all__ = [
     "BadImageError", "BatchJob", "BlurJob", "BlurWorker", "CleanupWorker",
-    "ContactSheetWorker", "IMAGE_MANIPULATION_WORK_NAME", "KEY_IMAGE_URI",
+    "ContactSheetWorker", "HotFolderBlurWorker", "HotFolderRequests",
+    "IMAGE_MANIPULATION_WORK_NAME", "KEY_IMAGE_URI",
     "MAX_IMAGE_PIXELS", "SaveImageToFileWorker", "TAG_BATCH", "TAG_OUTPUT",
-    "blur_batch", "blur_o_matic", "check_image",
+    "TAG_HOT_FOLDER", "blur_batch", "blur_o_matic", "check_image", "hot_folder",
+    "hot_folder_name",
     "folder_images", "make_contact_sheet", "open_image", "sample_images",
 ]
