@@ -426,7 +426,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         print(f"\nnbwork: detached; the watch {watch.name!r} goes on in the background. Stop "
               f"it with 'nbwork watch --stop {watch.name}{_store_hint(args)}'.",
               file=sys.stderr)
-        return 0
+        return 130
 
 
 class _Parser(argparse.ArgumentParser):
