@@ -32,7 +32,7 @@ from ._content import CONTENT_WAIT
 from ._ops import CONTENT_LISTING_KEY
 from ._store import Store
 from ._time import Clock
-from .errors import NbworkError
+from .errors import NbworkError, StoreError
 from .info import WorkState
 from .request import ExistingWorkPolicy, OneTimeWorkRequest, WorkRequest
 
@@ -61,6 +61,10 @@ class _Events:
 
     def dispatch(self, event: Any) -> None:  # watchdog's handler interface
         if event.event_type in ("opened", "closed_no_write"):
+            return
+        if event.is_directory and event.event_type in ("modified", "closed"):
+            # A folder's own time changes with each entry, and each entry has its event:
+            # taking this one too would list a whole (big) folder for every new file.
             return
         with self._lock:
             fresh = not self._paths
@@ -227,6 +231,18 @@ class ContentMonitor:
     # --- the step ---------------------------------------------------------------------
 
     def step(self) -> None:
+        """Look at what changed and act on it. A fault here (other than the store's) is
+        logged and left for the next step: watching files must never stop work running."""
+        try:
+            self._step()
+        except StoreError:
+            raise
+        except Exception:
+            log.exception("watching files failed; trying again at the next step")
+            self.rescan()
+            self._next_rescan = time.monotonic() + POLL_INTERVAL
+
+    def _step(self) -> None:
         now = time.monotonic()
         self._refresh_watches(now)
         self._refresh_works(now)
@@ -397,7 +413,9 @@ class ContentMonitor:
                 folder.note(path, current, now)
                 continue
             age = wall - ident[1] / 1e9
-            if age < folder.settle:  # written meanwhile in a way no event told us
+            # Written meanwhile in a way no event told us (a time in the future, from a
+            # skewed clock, is ignored).
+            if 0 <= age < folder.settle:
                 folder.pending[path] = (ident, now - max(0.0, age))
                 continue
             ready[path] = ident
@@ -411,6 +429,7 @@ class ContentMonitor:
         groups: list[_ops.UniqueGroup] = []
         by_rel: dict[str, _watches.Identity] = {}
         failed: dict[str, _watches.Identity] = {}
+        ids: set[str] = set()
         tag = _watches.WATCH_TAG.format(folder.name)
         for path, ident in ready.items():
             rel = folder.rel(path)
@@ -421,6 +440,13 @@ class ContentMonitor:
                 log.warning("watch %s: no work for %s: %s", folder.name, path, exc)
                 failed[rel] = ident
                 continue
+            if request.id in ids:
+                log.warning("watch %s: no work for %s: request_for_file returned a request "
+                            "it had returned for another file; build a new one per file",
+                            folder.name, path)
+                failed[rel] = ident
+                continue
+            ids.add(request.id)
             unique = f"{tag}:{rel}"
             spec = _ops.spec_of_request(request, code_key, (), unique)
             spec.tags = tuple(sorted({*spec.tags, tag}))
@@ -428,13 +454,43 @@ class ContentMonitor:
             groups.append(_ops.UniqueGroup(unique, ExistingWorkPolicy.REPLACE,
                                            members=[spec.id], roots=[spec.id]))
             by_rel[rel] = ident
+        try:
+            taken = self._commit_files(folder, works, groups, by_rel, failed, tag)
+        except StoreError:
+            raise
+        except Exception as exc:  # one bad request (e.g. a reused id) spoils the batch
+            log.warning("watch %s: a batch of %d file(s) could not be enqueued (%s); "
+                        "trying them one by one", folder.name, len(works), exc)
+            taken = []
+            for i, work in enumerate(works):
+                rel = _rel_of(work.spec.unique_name, tag)
+                try:
+                    taken += self._commit_files(folder, [work], [groups[i]],
+                                                {rel: by_rel[rel]}, {}, tag)
+                except StoreError:
+                    raise
+                except Exception as exc:
+                    log.warning("watch %s: no work for %s: %s", folder.name, rel, exc)
+                    self._commit_files(folder, [], [], {}, {rel: by_rel[rel]}, tag)
+        for path in ready:
+            rel = folder.rel(path)
+            folder.pending.pop(path, None)
+            folder.seen[rel] = ready[path]
+        if taken:
+            log.info("watch %s: %d new file(s)", folder.name, len(taken))
+
+    def _commit_files(self, folder: _Folder, works: list[_ops.NewWork],
+                      groups: list[_ops.UniqueGroup], by_rel: dict[str, _watches.Identity],
+                      failed: dict[str, _watches.Identity], tag: str) -> list[str]:
+        """Enqueue the works of files not seen yet and mark every one of them seen, in one
+        transaction; returns the relative paths whose work was enqueued."""
         listings = _ops.content_listings(works)
         now = self.clock.now()
         taken: list[str] = []
         with self.store.transaction() as txn:
             record = (txn.get_value(_watches.WATCHES_KEY) or {}).get(folder.name)
             if record is None or record["id"] != folder.record["id"]:
-                return  # stopped (or replaced) meanwhile
+                return []  # stopped (or replaced) meanwhile
             fresh = _watches.unseen(txn, folder.record, by_rel)
             keep = [i for i, w in enumerate(works) if _rel_of(w.spec.unique_name, tag) in fresh]
             works = [works[i] for i in keep]
@@ -444,12 +500,7 @@ class ContentMonitor:
             taken = [_rel_of(w.spec.unique_name, tag) for w in works]
             _watches.mark_seen(txn, folder.record,
                                {**{rel: by_rel[rel] for rel in taken}, **failed})
-        for path in ready:
-            rel = folder.rel(path)
-            folder.pending.pop(path, None)
-            folder.seen[rel] = ready[path]
-        if taken:
-            log.info("watch %s: %d new file(s)", folder.name, len(taken))
+        return taken
 
     def _code_of(self, request: WorkRequest) -> tuple[str, bytes]:
         worker = request.worker

@@ -227,3 +227,45 @@ def test_the_watch_is_durable_and_a_file_runs_again_only_for_new_content(wm, inb
         (str(inbox / "two.dat"), "2")]
     assert again.stop_watching("keep")
     assert again.watches() == []
+
+
+def picky_request(path: str) -> OneTimeWorkRequest:
+    """A ``request_for_file`` with bugs: it raises for some files, returns the wrong thing
+    for others."""
+    if path.endswith(".raise"):
+        raise ValueError("this function does not like .raise files")
+    if path.endswith(".none"):
+        return None  # type: ignore[return-value]
+    return OneTimeWorkRequest(RecordWorker, input_data={"path": path})
+
+
+SAME = OneTimeWorkRequest(RecordWorker, input_data={"path": "the same request every time"})
+
+
+def same_request(path: str) -> OneTimeWorkRequest:
+    return SAME  # one request enqueued twice: refused for the second file only
+
+
+@pytest.mark.slow
+def test_a_faulty_request_for_file_costs_its_own_file_only(wm, inbox, side, tmp_path):
+    wm.watch_folder("picky", inbox, picky_request, settle=0.1)
+    other = tmp_path / "other"
+    other.mkdir(mode=0o700)
+    wm.watch_folder("same", other, same_request, settle=0.1)
+    for name in ("a.raise", "b.none", "c.ok"):
+        (inbox / name).write_text(name)
+    for name in ("x", "y"):
+        (other / name).write_text(name)
+    wait_until(lambda: _finished(wm, "watch:picky", 1) and _finished(wm, "watch:same", 1),
+               what="the good files' works")
+    pid = wm.daemon.pid
+    (inbox / "d.ok").write_text("later")  # the scheduler still watches, and is the same one
+    wait_until(lambda: _finished(wm, "watch:picky", 2), what="a later file")
+    assert wm.daemon.pid == pid
+    assert sorted(os.path.basename(i.input_data["path"])
+                  for i in wm.get_work_infos_by_tag("watch:picky")) == ["c.ok", "d.ok"]
+    assert len(wm.get_work_infos_by_tag("watch:same")) == 1
+    with open(os.path.join(wm.store_path, "scheduler.log")) as f:
+        log = f.read()
+    assert "does not like .raise files" in log and "must return a OneTimeWorkRequest" in log
+    assert "returned for another file" in log or "was already enqueued" in log
