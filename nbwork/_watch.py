@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psutil
+
 from . import _content, _ops, _watches
 from ._code import load_worker, serialize_worker
 from ._content import CONTENT_WAIT
@@ -47,6 +49,11 @@ POLL_INTERVAL = 2.0
 """Seconds between listings of what cannot be watched with notifications."""
 REFRESH_INTERVAL = 0.05
 """Seconds between looks for newly enqueued content-triggered works."""
+NO_NOTIFICATIONS = frozenset({
+    "nfs", "nfs4", "cifs", "smbfs", "smb3", "9p", "afs", "fuse.sshfs", "fuse.rclone",
+    "fuse.s3fs", "davfs", "fuse.davfs2", "vboxsf", "ceph", "glusterfs", "fuse.glusterfs"})
+"""File systems where inotify sees only this machine's own changes (network shares): their
+paths are listed every POLL_INTERVAL instead. ``NBWORK_WATCH_POLL=1`` does that for all."""
 MAX_BATCH = 500
 """Files enqueued per transaction (a burst of thousands commits in a few steps)."""
 
@@ -96,6 +103,10 @@ class _Observer:
         self._users[key] = self._users.get(key, 0) + 1
         if self._users[key] > 1:
             return
+        if not _notifications_work(path):
+            log.info("%s is on a network share: listed every %g s", path, POLL_INTERVAL)
+            self.polled.add(key)
+            return
         try:
             if self._observer is None:
                 from watchdog.observers import Observer
@@ -131,6 +142,23 @@ class _Observer:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
+
+
+def _notifications_work(path: str) -> bool:
+    """Whether file events can be trusted for ``path`` (not on a network share)."""
+    if os.environ.get("NBWORK_WATCH_POLL", "0") not in ("", "0"):
+        return False
+    try:
+        mounts = psutil.disk_partitions(all=True)
+    except Exception:
+        return True
+    real = os.path.realpath(path)
+    best = None
+    for mount in mounts:
+        point = mount.mountpoint.rstrip(os.sep) + os.sep
+        if (real + os.sep).startswith(point) and (best is None or len(point) > len(best[0])):
+            best = (point, mount.fstype)
+    return best is None or best[1].lower() not in NO_NOTIFICATIONS
 
 
 class _WaitingWork:

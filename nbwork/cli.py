@@ -52,6 +52,16 @@ def _when(value: datetime | None) -> str:
 
 
 def _info_dict(info: WorkInfo) -> dict[str, Any]:
+    values = _plain_info_dict(info)
+    if info.content_triggers:
+        values["content_triggers"] = [
+            t.path + (" (and below)" if t.descendants else "") for t in info.content_triggers]
+        values["waiting_for_content"] = info.waiting_for_content
+        values["triggered_content_paths"] = list(info.triggered_content_paths)
+    return values
+
+
+def _plain_info_dict(info: WorkInfo) -> dict[str, Any]:
     return {
         "id": info.id, "state": info.state.value, "worker": info.worker_name,
         "tags": sorted(info.tags), "unique_work_name": info.unique_work_name,

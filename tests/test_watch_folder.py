@@ -269,3 +269,16 @@ def test_a_faulty_request_for_file_costs_its_own_file_only(wm, inbox, side, tmp_
         log = f.read()
     assert "does not like .raise files" in log and "must return a OneTimeWorkRequest" in log
     assert "returned for another file" in log or "was already enqueued" in log
+
+
+@pytest.mark.slow
+def test_without_notifications_the_folder_is_listed_instead(wm, inbox, side, monkeypatch):
+    """What a network share gets (inotify sees no other machine's writes there)."""
+    monkeypatch.setenv("NBWORK_WATCH_POLL", "1")  # inherited by the scheduler
+    wm.watch_folder("polled", inbox, RecordWorker, settle=0.2)
+    wm.daemon.start()
+    (inbox / "remote.dat").write_text("written by another machine")
+    wait_until(lambda: _finished(wm, "watch:polled", 1), what="the listed file's work")
+    assert [line[0] for line in _lines(side)] == [str(inbox / "remote.dat")]
+    with open(os.path.join(wm.store_path, "scheduler.log")) as f:
+        assert "is on a network share: listed every" in f.read()
