@@ -21,7 +21,7 @@ import hashlib
 import os
 import stat
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,18 +186,3 @@ def mark_seen(txn: Transaction, record: Mapping[str, Any],
         shard = dict(txn.get_value(key) or {})
         shard.update({rel: list(ident) for rel, ident in entries.items()})
         txn.set_value(key, shard)
-
-
-def forget_files(txn: Transaction, record: Mapping[str, Any], rels: Iterable[str]) -> None:
-    """Drop files that are gone from the seen-state (it would otherwise only grow)."""
-    by_shard: dict[str, list[str]] = {}
-    for rel in rels:
-        by_shard.setdefault(_shard(record["id"], rel), []).append(rel)
-    for key, gone in by_shard.items():
-        shard = dict(txn.get_value(key) or {})
-        for rel in gone:
-            shard.pop(rel, None)
-        if shard:
-            txn.set_value(key, shard)
-        else:
-            txn.delete_value(key)
