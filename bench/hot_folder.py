@@ -80,7 +80,10 @@ def run(files: int, window: float, drops: int, settle: float) -> dict:
                 60, f"the work of {path}", pause=0.02)
             latencies.append(info.start_time.timestamp() - last_write)
             time.sleep(random.uniform(0.05, 0.3))
+        with open(log) as f:
+            listings = [line for line in f if "listed everything watched" in line]
         return {
+            "full_listings_logged": [line.split("INFO ", 1)[-1].strip() for line in listings],
             "files": files, "settle_s": settle, "fill_s": round(fill_s, 1),
             "watch_folder_call_s": round(watch_s, 2),
             "idle_window_s": round(idle["wall_s"], 1),

@@ -287,6 +287,8 @@ class ContentMonitor:
                 cost = time.process_time() - began
                 self.rescan_interval = max(RESCAN_INTERVAL, cost / RESCAN_CPU_SHARE)
                 self._next_rescan = now + self.rescan_interval
+                log.info("listed everything watched in %.3f s of CPU; next full listing in "
+                         "%.0f s", cost, self.rescan_interval)
             if poll:
                 self._next_poll = now + POLL_INTERVAL
         if self._observer.polled and self._next_poll is None:
