@@ -215,7 +215,9 @@ class _Folder:
         if self._maker is None:
             self._maker = load_worker(self.payload)
         if self.record.get("maker_is_worker"):
-            return OneTimeWorkRequest(self._maker, input_data={"path": path})
+            # "image_uri" too: the codelab's key, so Blur-O-Matic's BlurWorker (and workers
+            # written after it) can be watched directly.
+            return OneTimeWorkRequest(self._maker, input_data={"path": path, "image_uri": path})
         request = self._maker(path)
         if not isinstance(request, OneTimeWorkRequest):
             raise NbworkError(

@@ -553,7 +553,8 @@ class WorkManager:
         """Keep a durable watch on ``folder``: each file below it whose name matches
         ``pattern`` becomes work once it has not changed for ``settle`` seconds.
 
-        ``request_for_file``: a Worker class (its ``input_data`` gets ``{"path": path}``)
+        ``request_for_file``: a Worker class (its ``input_data`` is ``{"path": path,
+        "image_uri": path}``, the latter being the codelab's key)
         or a function ``path -> OneTimeWorkRequest``; it runs in the scheduler. Each file
         is unique work ``"watch:NAME:RELATIVE_PATH"`` tagged ``"watch:NAME"``, enqueued once
         per content (size and modification time): a changed file runs again, an

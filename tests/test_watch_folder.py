@@ -282,3 +282,17 @@ def test_without_notifications_the_folder_is_listed_instead(wm, inbox, side, mon
     assert [line[0] for line in _lines(side)] == [str(inbox / "remote.dat")]
     with open(os.path.join(wm.store_path, "scheduler.log")) as f:
         assert "is on a network share: listed every" in f.read()
+
+
+@pytest.mark.slow
+def test_blur_o_matics_blur_worker_can_be_watched_directly(wm, inbox, tmp_path):
+    import shutil
+
+    from nbwork.imaging import BlurWorker, sample_images
+
+    wm.watch_folder("pics", inbox, BlurWorker, pattern="*.png", settle=0.2)
+    shutil.copy(sample_images()[0], inbox / "photo.png")
+    wait_until(lambda: _finished(wm, "watch:pics", 1), timeout=60, what="the blur")
+    info = wm.get_work_infos_by_tag("watch:pics")[0]
+    assert info.state is WorkState.SUCCEEDED, info.error
+    assert os.path.isfile(info.output_data["image_uri"])
