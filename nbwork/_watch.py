@@ -378,7 +378,8 @@ class ContentMonitor:
         with self.store.transaction() as txn:
             for wid, (paths, listing) in changes.items():
                 spec = txn.get(wid)
-                if spec is None or spec.state not in (WorkState.ENQUEUED, WorkState.BLOCKED):
+                if spec is None or spec.state not in (WorkState.ENQUEUED, WorkState.BLOCKED) \
+                        or not _content.has_triggers(spec):  # (updated since, without them)
                     continue
                 if _content.record_change(spec, paths, now):
                     if spec.state is WorkState.BLOCKED:
