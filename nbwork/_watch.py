@@ -49,6 +49,7 @@ POLL_INTERVAL = 2.0
 """Seconds between listings of what cannot be watched with notifications."""
 REFRESH_INTERVAL = 0.05
 """Seconds between looks for newly enqueued content-triggered works."""
+POLL_CPU_SHARE = 0.02
 NO_NOTIFICATIONS = frozenset({
     "nfs", "nfs4", "cifs", "smbfs", "smb3", "9p", "afs", "fuse.sshfs", "fuse.rclone",
     "fuse.s3fs", "davfs", "fuse.davfs2", "vboxsf", "ceph", "glusterfs", "fuse.glusterfs"})
@@ -292,7 +293,9 @@ class ContentMonitor:
                 log.info("listed everything watched in %.3f s of CPU; next full listing in "
                          "%.0f s", cost, self.rescan_interval)
             if poll:
-                self._next_poll = now + POLL_INTERVAL
+                # A huge polled tree is listed less often: at most POLL_CPU_SHARE of a core.
+                cost = time.process_time() - began
+                self._next_poll = now + max(POLL_INTERVAL, cost / POLL_CPU_SHARE)
         if self._observer.polled and self._next_poll is None:
             self._next_poll = now + POLL_INTERVAL
         elif not self._observer.polled:
