@@ -269,13 +269,28 @@ def test_run_worker_and_a_plain_function_see_no_paths_by_default():
 
 @pytest.mark.slow
 def test_a_real_scheduler_runs_the_work_when_a_file_arrives(wm, folder):
+    constraints = Constraints(content_triggers=[ContentTrigger(folder)],
+                              trigger_content_update_delay=0.2)
+    requests = [OneTimeWorkRequest(PathsWorker, constraints=constraints),
+                OneTimeWorkRequest(changed_paths, constraints=constraints)]
+    wm.enqueue(requests)
+    wm.daemon.start()
+    for request in requests:
+        info = wm.get_work_info_by_id(request.id)
+        assert info.state is WorkState.ENQUEUED and info.waiting_for_content
+    (folder / "photo.png").write_bytes(b"x")
+    for info in wm.wait(requests, timeout=60):
+        assert info.state is WorkState.SUCCEEDED
+        assert info.output_data["paths"] == [str(folder / "photo.png")]
+
+
+@pytest.mark.slow
+def test_a_change_while_no_scheduler_runs_counts(wm, folder):
     request = OneTimeWorkRequest(PathsWorker, constraints=Constraints(
-        content_triggers=[ContentTrigger(folder)], trigger_content_update_delay=0.2))
+        content_triggers=[ContentTrigger(folder)]))
     wm.enqueue(request)
     wm.daemon.start()
-    info = wm.get_work_info_by_id(request.id)
-    assert info.state is WorkState.ENQUEUED and info.waiting_for_content
-    (folder / "photo.png").write_bytes(b"x")
-    info = wm.wait(request.id, timeout=30)
-    assert info.state is WorkState.SUCCEEDED
-    assert str(folder / "photo.png") in info.output_data["paths"]
+    assert wm.daemon.stop()
+    (folder / "while-down.png").write_bytes(b"x")
+    info = wm.wait(request.id, timeout=60)  # (wait starts the scheduler again)
+    assert info.output_data["paths"] == [str(folder / "while-down.png")]
