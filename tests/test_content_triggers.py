@@ -142,6 +142,18 @@ def test_a_waiting_work_shows_its_triggers(client, clock, folder):
     assert "waiting for content: " + str(folder) in str(info)
 
 
+def test_the_work_table_details_show_the_triggers(client, clock, folder):
+    from nbwork.widgets._html import details
+
+    request = _triggered(folder, descendants=True)
+    client.enqueue(request)
+    html = details(client.get_work_info_by_id(request.id), "")
+    assert f"<code>{folder}</code> and below; waiting for a change" in html
+    TestDriver(client).set_content_changed(request.id, [str(folder / "a.png")])
+    html = details(client.get_work_info_by_id(request.id), "")
+    assert f"changed: <code>{folder / 'a.png'}</code>" in html
+
+
 @pytest.mark.parametrize("change", ["create", "modify", "delete"])
 def test_a_change_after_enqueue_triggers_the_work(client, clock, folder, change):
     before = folder / "before.txt"

@@ -184,6 +184,14 @@ def details(info: WorkInfo, log: str, waiting: str | None = None) -> str:
         ("output", _data(info.output_data)),
         ("progress", _data(info.progress)),
     ]
+    if info.content_triggers:  # Background Task Inspector shows a work's constraints too
+        paths = ", ".join(f"<code>{html.escape(t.path)}</code>"
+                          + (" and below" if t.descendants else "")
+                          for t in info.content_triggers)
+        state = ("waiting for a change" if info.waiting_for_content else "changed: "
+                 + ", ".join(f"<code>{html.escape(p)}</code>"
+                             for p in info.triggered_content_paths[:20]))
+        facts.append(("content", f"{paths}; {state}"))
     rows = "".join(f'<tr><th style="text-align:right;vertical-align:top;padding-right:8px;'
                    f'color:#555">{k}</th><td style="text-align:left">{v}</td></tr>'
                    for k, v in facts)
