@@ -206,7 +206,7 @@ class _Folder:
             if path not in files:
                 self.note(path, None, now)
         for path, ident in files.items():
-            if self.known.get(path) != ident or path not in self.known:
+            if self.known.get(path) != ident:
                 self.note(path, ident, now)
 
     def next_deadline(self) -> float | None:
