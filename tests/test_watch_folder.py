@@ -6,6 +6,7 @@ not records."""
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import threading
 import time
@@ -103,6 +104,15 @@ def test_a_folder_others_can_write_is_refused_as_a_store_would_be(wm, inbox, mod
     with pytest.raises(InvalidInputError, match=r"can be written by other users.*chmod go-w"):
         wm.watch_folder("w", inbox, RecordWorker)
     assert wm.watches() == []
+
+
+def test_a_folder_of_another_user_is_refused(wm, inbox):
+    if os.getuid() != 0:
+        pytest.skip("giving a folder to another user needs root")
+    nobody = pwd.getpwnam("nobody").pw_uid
+    os.chown(inbox, nobody, -1)
+    with pytest.raises(InvalidInputError, match=f"belongs to another user \\(uid {nobody}\\)"):
+        wm.watch_folder("w", inbox, RecordWorker)
 
 
 def test_a_symlink_loop_is_refused(wm, tmp_path):
