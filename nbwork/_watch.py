@@ -48,7 +48,7 @@ this share of a core."""
 POLL_INTERVAL = 2.0
 """Seconds between listings of what cannot be watched with notifications."""
 REFRESH_INTERVAL = 0.05
-"""Seconds between looks for newly enqueued content-triggered works."""
+"""Seconds between looks for new or stopped watches and newly enqueued triggered works."""
 POLL_CPU_SHARE = 0.02
 NO_NOTIFICATIONS = frozenset({
     "nfs", "nfs4", "cifs", "smbfs", "smb3", "9p", "afs", "fuse.sshfs", "fuse.rclone",
@@ -275,8 +275,13 @@ class ContentMonitor:
 
     def _step(self) -> None:
         now = time.monotonic()
-        self._refresh_watches(now)
-        self._refresh_works(now)
+        # At most every REFRESH_INTERVAL: in a flood of short works the store changes at
+        # every step, and a watch or a work seen a little late loses nothing (a work's
+        # changes are measured against the listing taken when it was enqueued).
+        if now >= self._next_refresh:
+            self._next_refresh = now + REFRESH_INTERVAL
+            self._refresh_watches(now)
+            self._refresh_works()
         touched = self._events.take()
         full = now >= self._next_rescan
         poll = self._next_poll is not None and now >= self._next_poll
@@ -319,17 +324,11 @@ class ContentMonitor:
 
     # --- content-triggered works ------------------------------------------------------
 
-    def _refresh_works(self, now: float) -> None:
-        # At most every REFRESH_INTERVAL: in a flood of short works the index changes at
-        # every step, and a work seen a little late loses nothing (its changes are
-        # measured against the listing taken when it was enqueued).
-        if now < self._next_refresh:
-            return
+    def _refresh_works(self) -> None:
         enqueued = self.store.state_index(WorkState.ENQUEUED)
         if enqueued is self._index_seen:
             return
         self._index_seen = enqueued
-        self._next_refresh = now + REFRESH_INTERVAL
         waiting = {wid for wid, t in enqueued.items() if t >= CONTENT_WAIT}
         # A triggered work in its update delay is still ours to watch until it starts.
         keep = {wid for wid in self._works if wid in enqueued}
