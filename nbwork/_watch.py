@@ -248,8 +248,10 @@ class ContentMonitor:
 
     @property
     def has_watches(self) -> bool:
-        """Folder watches keep the scheduler alive (they wait for files, not for work)."""
-        return bool(self._folders)
+        """Folder watches keep the scheduler alive (they wait for files, not for work).
+        The store is asked too: a watch added while this scheduler decides to exit must
+        keep it (the client that added it saw the lock held and started none)."""
+        return bool(self._folders) or bool(_watches.watch_records(self.store))
 
     def close(self) -> None:
         self._observer.close()
