@@ -227,6 +227,9 @@ def _daemon_status(path: str) -> int:
     print(f"durability: {wm.durability}")
     counts = {s.value: len(wm.get_work_infos(WorkQuery(states=[s]))) for s in WorkState}
     print("work: " + (", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none"))
+    watches = wm.watches()
+    if watches:
+        print("watching: " + ", ".join(f"{w.folder} ({w.name})" for w in watches))
     return 0
 
 

@@ -82,6 +82,8 @@ def test_watch_blurs_each_image_with_a_line_per_file_and_ctrl_c_detaches(
               for i in wm.get_work_infos_by_tag("watch:hot-inbox")}
     assert states == {"photo.png": WorkState.SUCCEEDED, "notes.txt": WorkState.FAILED}
 
+    status = _run("daemon", "status", store=store_path)
+    assert f"watching: {inbox} (hot-inbox)" in status.stdout
     listed = _run("watch", "--list", store=store_path)
     assert listed.returncode == 0 and "hot-inbox" in listed.stdout and str(inbox) in listed.stdout
     # The watch went on after Ctrl-C: a new image is still blurred.
