@@ -285,6 +285,8 @@ class ContentMonitor:
             self._refresh_watches(now)
             self._refresh_works()
         touched = self._events.take()
+        if not (self._works or self._folders):  # nothing to list (nor to log about)
+            self._next_rescan = now + self.rescan_interval
         full = now >= self._next_rescan
         poll = self._next_poll is not None and now >= self._next_poll
         if touched or full or poll:
