@@ -34,6 +34,12 @@ _NETWORK_WORDS = {
 
 def constraint_words(constraints: Constraints) -> list[str]:
     """The conditions ``constraints`` require, in words (empty when it requires none)."""
+    return _device_words(constraints) + [
+        f"a change in {t.path}" + (" (or below)" if t.descendants else "")
+        for t in constraints.content_triggers]
+
+
+def _device_words(constraints: Constraints) -> list[str]:
     words = [_NETWORK_WORDS[constraints.network_type]] if (
         constraints.network_type in _NETWORK_WORDS) else []
     words += [text for name, text in _CONSTRAINT_WORDS.items() if getattr(constraints, name)]
@@ -97,9 +103,14 @@ def why_waiting(info: WorkInfo, prerequisites: PrerequisiteLookup | None = None,
     now = now or datetime.now()
     reasons = []
     when = info.next_schedule_time
-    if when is not None and when > now:
-        reasons.append(f"{_delay_kind(info)} until {_clock(when)}")
-    needs = constraint_words(info.constraints)
+    if info.waiting_for_content:
+        reasons.append("waits for a change in " + ", ".join(
+            t.path for t in info.content_triggers))
+    elif when is not None and when > now:
+        kind = ("update delay after its content changed" if info.triggered_content_paths
+                and not info.run_attempt_count else _delay_kind(info))
+        reasons.append(f"{kind} until {_clock(when)}")
+    needs = _device_words(info.constraints)
     if info.stop_reason is not None and info.stop_reason.value.startswith("CONSTRAINT_"):
         reasons.append(f"stopped because a constraint stopped holding "
                        f"({info.stop_reason.value}); runs again once it holds")

@@ -4,7 +4,7 @@ with a manual clock and real files, then end to end with a real scheduler."""
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -152,6 +152,20 @@ def test_the_work_table_details_show_the_triggers(client, clock, folder):
     TestDriver(client).set_content_changed(request.id, [str(folder / "a.png")])
     html = details(client.get_work_info_by_id(request.id), "")
     assert f"changed: <code>{folder / 'a.png'}</code>" in html
+
+
+def test_why_waiting_says_the_work_waits_for_its_content(client, clock, folder):
+    from nbwork.explain import constraint_words, why_waiting
+
+    request = _triggered(folder, trigger_content_update_delay=10)
+    client.enqueue(request)
+    info = client.get_work_info_by_id(request.id)
+    assert why_waiting(info) == f"waits for a change in {folder}"
+    assert constraint_words(info.constraints) == [f"a change in {folder}"]
+    TestDriver(client).set_content_changed(request.id, [str(folder / "a.png")])
+    info = client.get_work_info_by_id(request.id)
+    assert why_waiting(info, now=datetime.fromtimestamp(clock.now())).startswith(
+        "update delay after its content changed until ")
 
 
 @pytest.mark.parametrize("change", ["create", "modify", "delete"])
