@@ -69,12 +69,11 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps, UnidentifiedImageError
 
-from ._watches import FolderWatch
 from .data import Data
 from .errors import InvalidInputError
 from .explain import error_headline
 from .info import WorkInfo, WorkQuery, WorkState
-from .manager import WorkContinuation, WorkManager, default_store_path
+from .manager import FolderWatch, WorkContinuation, WorkManager, default_store_path
 from .request import BackoffPolicy, Constraints, ExistingWorkPolicy, OneTimeWorkRequest
 from .worker import Result, Worker
 

@@ -28,6 +28,7 @@ from ._spec import WorkSpec
 from ._store import Store, check_durability, sharing_problem
 from ._time import Clock, to_seconds
 from ._wake import notify
+from ._watches import FolderWatch
 from .errors import InvalidInputError, InvalidRequestError
 from .info import UpdateResult, WorkInfo, WorkQuery, WorkState
 from .request import (
@@ -549,7 +550,7 @@ class WorkManager:
     def watch_folder(self, name: str, folder: str | os.PathLike,
                      request_for_file: type | Callable[[str], WorkRequest], *,
                      pattern: str = "*", settle: float = 1.0,
-                     existing: bool = True) -> _watches.FolderWatch:
+                     existing: bool = True) -> FolderWatch:
         """Keep a durable watch on ``folder``: each file below it whose name matches
         ``pattern`` becomes work once it has not changed for ``settle`` seconds.
 
@@ -596,7 +597,7 @@ class WorkManager:
             notify(self._store.path)
         return stopped
 
-    def watches(self) -> list[_watches.FolderWatch]:
+    def watches(self) -> list[FolderWatch]:
         """Every folder watch of this store, by name."""
         records = _watches.watch_records(self._store)
         return [_watches.as_watch(records[n]) for n in sorted(records)]
