@@ -322,8 +322,8 @@ def test_ctrl_c_detaches_and_the_blur_goes_on(store_path, tmp_path):
     (["blur"], "required: image"),
     (["batch", "/no/such/folder"], "no such folder"),
     (["batch", "{empty}"], "no images"),
-    (["show", "ffffffff"], "no work with id"),
-    (["logs", "ffffffff"], "no work with id"),
+    (["show", "ffffffff"], "is not an nbwork store"),   # (the store does not exist)
+    (["logs", "ffffffff"], "is not an nbwork store"),
     (["cancel"], "say what to cancel"),
     (["list", "--state", "bogus"], "invalid choice"),
     (["frobnicate"], "invalid choice"),
