@@ -328,7 +328,7 @@ def test_a_path_that_is_not_a_store_is_not_made_one_by_a_read_only_open(tmp_path
 @pytest.mark.slow
 @pytest.mark.parametrize("command", [["list"], ["show", "abc"], ["logs", "abc"],
                                      ["cancel", "--all"], ["prune"], ["prune", "--unreadable"],
-                                     ["daemon", "status"], ["daemon", "stop"]])
+                                     ["daemon", "status"]])
 def test_read_only_commands_on_a_path_that_is_not_a_store_say_so_and_create_nothing(
         tmp_path, command):
     for path in (tmp_path / "missing", tmp_path / "empty"):
