@@ -44,7 +44,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import hashlib
 import logging
 import os
 import pickle
@@ -233,6 +232,31 @@ def _pieces(blob: Any, chunk_size: int, path: str) -> Iterator[bytes]:
         raise _translate(exc, path) from exc
 
 
+def _stored_blob_matches(cache: diskcache.Cache, key: str, payload: bytes) -> bool | None:
+    """Is the blob under ``key`` equal to ``payload`` (None: there is none)? Compared piece
+    by piece: a worker that captured a big global is never read whole."""
+    con = cache._con  # (inside a transaction: its own connection)
+    row = con.execute("SELECT rowid, mode FROM Cache WHERE key = ? AND raw = 1",
+                      (key,)).fetchone()
+    if row is None:
+        return None
+    if row[1] != diskcache.core.MODE_RAW or not hasattr(con, "blobopen"):
+        try:
+            return cache.get(key) == payload
+        except _STORE_FAULTS:
+            raise
+        except Exception:  # not even a blob any more
+            return False
+    view = memoryview(payload)
+    with con.blobopen("Cache", "value", row[0], readonly=True) as blob:
+        if len(blob) != len(view):
+            return False
+        for start in range(0, len(view), CODE_CHUNK):
+            if blob.read(CODE_CHUNK) != view[start:start + CODE_CHUNK]:
+                return False
+    return True
+
+
 def _translated(method):
     """A read of the store that raises ``StoreError`` (never a bare sqlite3 error: a damaged
     or full store must say so in nbwork's words)."""
@@ -347,28 +371,10 @@ class Transaction:
     def tag_ids(self, tag: str) -> list[str]:
         return list(self._index(f"i:t:{tag}", {}))
 
-    def has_code(self, key: str, payload: bytes | None = None) -> bool:
-        """Is the blob ``key`` stored and intact: equal to ``payload`` (whose hash is the key)
-        when given, else hashing to its key?"""
+    def has_code(self, key: str) -> bool:
         if key in self._codes_present:  # a batch of works shares one or two blobs
             return True
-        if f"code:{key}" in self._writes:
-            present = True
-        else:
-            try:
-                stored = self._cache.get(f"code:{key}")
-            except _STORE_FAULTS:
-                raise
-            except Exception:  # not even a blob any more
-                stored = None
-            if stored is None:
-                present = False
-            elif payload is not None:
-                present = stored == payload  # a compare costs far less than a hash
-            else:
-                present = isinstance(stored, bytes) and hashlib.sha256(stored).hexdigest() == key
-            if stored is not None and not present:
-                log.warning("the stored code blob %s was corrupt; replacing it", key[:12])
+        present = f"code:{key}" in self._writes or f"code:{key}" in self._cache
         if present:
             self._codes_present.add(key)
         return present
@@ -376,8 +382,14 @@ class Transaction:
     def put_code(self, key: str, payload: bytes) -> None:
         """Store blob ``key`` (the hash of ``payload``) unless an intact copy is there: a
         corrupt one is replaced, so it cannot poison every later enqueue of that worker."""
-        if not self.has_code(key, payload):
+        if key in self._codes_present or f"code:{key}" in self._writes:
+            return
+        stored = _stored_blob_matches(self._cache, f"code:{key}", payload)
+        if stored is False:
+            log.warning("the stored code blob %s was corrupt; replacing it", key[:12])
+        if not stored:
             self._writes[f"code:{key}"] = payload
+        self._codes_present.add(key)
 
     def get_value(self, key: str, default: Any = None) -> Any:
         if key in self._writes:
