@@ -78,7 +78,7 @@ class Scheduler:
         self.clock = clock or Clock()
         self.executor = executor or LocalExecutor()
         self.idle_exit = idle_exit
-        self.lock = lock or SchedulerLock(store.dir.access)  # ``_scheduler_main.main`` takes it first
+        self.lock = lock or SchedulerLock(store.dir.access)  # _scheduler_main takes it first
         self.beat = beat or BeatWriter(store.dir.access)
         self.token = uuid.uuid4().hex
         self._attempts: dict[str, str] = {}  # token -> work id
