@@ -29,6 +29,7 @@ import psutil
 
 from ._liveness import clear_note, read_beat, read_note
 from ._lock import holder_pid, last_holder_pid
+from ._storedir import StoreDir
 from ._supervisor import (
     FORMER_SCHEDULER_CODES,
     GIVE_UP_HOLD,
@@ -79,6 +80,19 @@ def _is_supervisor(process: psutil.Process) -> bool:
         return SUPERVISOR_CODE in process.cmdline()
     except psutil.Error:
         return False
+
+
+def open_log(store_path: str, dir_fd: int | None = None):
+    """``scheduler.log`` of the store, for appending; private (0600) whatever the umask."""
+    name = LOG_NAME if dir_fd is not None else os.path.join(store_path, LOG_NAME)
+    fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600,
+                 dir_fd=dir_fd)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)  # one made by an older nbwork (0644, or 0666 under umask 0)
+    except OSError:
+        pass  # not ours to change (a link to a log kept elsewhere): the store check judged it
+    return os.fdopen(fd, "ab")
 
 
 def _reap() -> None:
@@ -137,8 +151,14 @@ class SchedulerStatus:
 class Daemon:
     """The scheduler process of one store: ``pid``, ``start()``, ``stop()``, ``status()``."""
 
-    def __init__(self, store_path: str, idle_exit: float | None = None) -> None:
+    def __init__(self, store_path: str, idle_exit: float | None = None,
+                 store_dir: StoreDir | None = None) -> None:
         self.store_path = store_path
+        # The open store directory (see _storedir), when the caller has it: the log and the
+        # lock file are reached through it (the path is for messages and for the processes
+        # started here, which open the store themselves). Held, so it stays open as long.
+        self.store_dir = store_dir
+        self._access = store_dir.access if store_dir is not None else store_path
         self.idle_exit = idle_exit
         self._spawned: subprocess.Popen | None = None
         self._spawned_at = 0.0
@@ -148,7 +168,7 @@ class Daemon:
     @property
     def pid(self) -> int | None:
         """The pid of the running scheduler, or None."""
-        return holder_pid(self.store_path)
+        return holder_pid(self._access)
 
     @property
     def is_running(self) -> bool:
@@ -193,9 +213,10 @@ class Daemon:
             command = [sys.executable, "-c", SUPERVISOR_CODE, *command[3:]]
         # Who held the lock before this spawn: ensure_running tells from it whether the
         # scheduler spawned here has taken the lock yet (the supervisor's pid never does).
-        self._holder_at_spawn = last_holder_pid(self.store_path)
+        self._holder_at_spawn = last_holder_pid(self._access)
         try:
-            with open(os.path.join(self.store_path, LOG_NAME), "ab") as log_file:
+            store_dir = self.store_dir
+            with open_log(self.store_path, store_dir.fd if store_dir else None) as log_file:
                 self._spawned = subprocess.Popen(
                     command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                     start_new_session=True, close_fds=True, cwd=self.store_path,
@@ -227,7 +248,7 @@ class Daemon:
         # waited for, or work committed now would be stranded until the next client call.
         if (spawned is not None and spawned.poll() is None
                 and time.monotonic() - self._spawned_at < START_TIMEOUT
-                and last_holder_pid(self.store_path) == self._holder_at_spawn):
+                and last_holder_pid(self._access) == self._holder_at_spawn):
             return
         self.spawn()
 

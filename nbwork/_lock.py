@@ -24,7 +24,8 @@ def lock_path(store_path: str) -> str:
 def last_holder_pid(store_path: str) -> int | None:
     """The pid of the last process that took the lock (it may hold it still, or be gone)."""
     try:
-        with open(lock_path(store_path), "rb") as f:
+        fd = os.open(lock_path(store_path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
             return int(f.read().strip() or 0) or None
     except (FileNotFoundError, ValueError):
         return None
@@ -33,7 +34,7 @@ def last_holder_pid(store_path: str) -> int | None:
 def holder_pid(store_path: str) -> int | None:
     """The pid of the process holding the scheduler lock, or None when nobody holds it."""
     try:
-        fd = os.open(lock_path(store_path), os.O_RDONLY)
+        fd = os.open(lock_path(store_path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     try:
@@ -53,7 +54,7 @@ class SchedulerLock:
         self.fd: int | None = None
 
     def acquire(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

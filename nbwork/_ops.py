@@ -6,6 +6,7 @@ processes. Whatever raises leaves the store untouched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from . import _rules
 from ._content import has_triggers, triggers_listing, triggers_of
 from ._spec import WorkSpec
-from ._store import Store, Transaction
+from ._store import Store, Transaction, Unreadable
 from .errors import InvalidRequestError
 from .info import FINISHED_STATES, UpdateResult, WorkState
 from .request import (
@@ -253,3 +254,28 @@ def spec_of_request(request: WorkRequest, code_key: str, prerequisites: tuple[st
         flex_interval=request.flex_interval if periodic else None,
         log_name=f"{request.id}.log",
     )
+def prune_unreadable(store: Store, now: float) -> list[str]:
+    """Remove every work whose record cannot be read (``Unreadable``), with its index entries
+    and log; the work that waited for one of them can never run, so it is cancelled. Returns
+    the removed ids. (A full scan of the records, in one transaction.)"""
+    with store.transaction() as txn:
+        records = txn.all_records()
+        gone = {r.id for r in records if isinstance(r, Unreadable)}
+        for wid in gone:
+            txn.forget_unreadable(wid)
+        waiting = []
+        for spec in records:
+            if not isinstance(spec, WorkSpec):
+                continue
+            if gone.intersection(spec.dependents):
+                spec = txn.get(spec.id) or spec
+                spec.dependents = tuple(d for d in spec.dependents if d not in gone)
+                txn.put(spec)
+            if not spec.is_finished and gone.intersection(spec.prerequisites):
+                waiting.append(spec.id)
+        _rules.cancel(txn, waiting, now)
+    for wid in gone:
+        store.unreadable.pop(wid, None)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(store.log_path(wid))
+    return sorted(gone)

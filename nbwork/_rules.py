@@ -322,7 +322,9 @@ def _unblock_dependents(works: WorkSet, spec: WorkSpec, now: float) -> None:
         if child is None or child.state is not WorkState.BLOCKED:
             continue
         parents = [works.get(pid) for pid in child.prerequisites]
-        state = state_from_prerequisites(p for p in parents if p is not None)
+        if any(p is None for p in parents):
+            continue  # a prerequisite that cannot be read never succeeds: it stays BLOCKED
+        state = state_from_prerequisites(parents)
         if state is WorkState.ENQUEUED:
             child.state = WorkState.ENQUEUED
             child.last_enqueue_time = now

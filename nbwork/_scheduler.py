@@ -79,8 +79,8 @@ class Scheduler:
         self.clock = clock or Clock()
         self.executor = executor or LocalExecutor()
         self.idle_exit = idle_exit
-        self.lock = lock or SchedulerLock(store.path)  # ``_scheduler_main.main`` takes it first
-        self.beat = beat or BeatWriter(store.path)
+        self.lock = lock or SchedulerLock(store.dir.access)  # _scheduler_main takes it first
+        self.beat = beat or BeatWriter(store.dir.access)
         self.token = uuid.uuid4().hex
         self._attempts: dict[str, str] = {}  # token -> work id
         self._progress: dict[str, dict] = {}
@@ -152,7 +152,7 @@ class Scheduler:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         self._end_leftovers()
-        self._wake = WakeReceiver(self.store.path)
+        self._wake = WakeReceiver(self.store.dir.access)
         try:
             recovered = False
             while True:
@@ -506,7 +506,8 @@ class Scheduler:
         # already known to wait for its constraints comes first.
         candidates = heapq.nsmallest(
             free + len(self._waiting_for_constraints),
-            ((t, wid) for wid, t in enqueued.items() if t <= now))
+            ((t, wid) for wid, t in enqueued.items()
+             if t <= now and wid not in self.store.unreadable))
         known = self._known_constraints()
         due: list[str] = []
         waiting: set[str] = set()
@@ -607,10 +608,13 @@ class Scheduler:
     # --- sleeping and idling -------------------------------------------------------------
 
     def _unfinished(self) -> bool:
-        return bool(self._attempts  # known without a read of the store
-                    or self._content.has_watches
-                    or self.store.state_index(WorkState.ENQUEUED)
-                    or self.store.state_index(WorkState.RUNNING))
+        if self._attempts:  # known without a read of the store
+            return True
+        if self._content.has_watches:  # a watch keeps the scheduler up
+            return True
+        unreadable = self.store.unreadable  # never runs: no reason to stay
+        return any(wid not in unreadable for state in (WorkState.ENQUEUED, WorkState.RUNNING)
+                   for wid in self.store.state_index(state))
 
     def _idle_long_enough(self) -> bool:
         if self._unfinished():
@@ -635,7 +639,8 @@ class Scheduler:
         """The earliest run time of the enqueued works not waiting for constraints; kept
         while the index and that set stay the same (the loop may turn thousands of times
         a second in a flood of short works, and the index may hold thousands)."""
-        waiting = frozenset(self._waiting_for_constraints)
+        # (Unreadable works never run: counting them would make the loop spin.)
+        waiting = frozenset(self._waiting_for_constraints) | frozenset(self.store.unreadable)
         cached = self._first_due_cache
         # The index itself is kept in the cache: an index is a new object after any change,
         # and holding it keeps its id from being reused by another.

@@ -36,7 +36,8 @@ def _open_store(path: str, beat: BeatWriter):
     pause, since = 1.0, None
     while True:
         try:
-            store = Store(path)
+            store = Store(path, create=False)
+            store.check_integrity()
         except StoreError as exc:
             if not exc.transient:
                 raise
@@ -60,7 +61,7 @@ def _open_store(path: str, beat: BeatWriter):
 def main(argv: list[str] | None = None) -> int:
     from ._executors.local import DEFAULT_STOP_GRACE, LocalExecutor
     from ._scheduler import DEFAULT_IDLE_EXIT, Scheduler
-    from ._store import check_store_dir
+    from ._storedir import StoreDir
 
     parser = argparse.ArgumentParser(prog="nbwork-scheduler")
     parser.add_argument("--store", required=True)
@@ -69,15 +70,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging()
     log = logging.getLogger("nbwork.scheduler")
-    path = os.path.abspath(os.path.expanduser(args.store))
-    check_store_dir(path)  # a store others could write is refused before anything else
+    try:
+        # Before anything else: the whole path is walked and checked, and the store directory
+        # stays open; the lock, heartbeat and store are reached through it (see _storedir).
+        store_dir = StoreDir(os.path.abspath(os.path.expanduser(args.store)), create=False)
+        store_dir.check_private()
+    except StoreError as exc:
+        log.error("%s", exc)
+        return 1
+    path = store_dir.path
     # The lock first: the one scheduler of the store may have to wait for it to open.
-    lock = SchedulerLock(path)
+    lock = SchedulerLock(store_dir.access)
     if not lock.acquire():
         log.info("another scheduler holds the lock of %s; exiting", path)
         return 1
-    beat = BeatWriter(path)
-    store = _open_store(path, beat)
+    beat = BeatWriter(store_dir.access)
+    try:
+        # Checked again in full (the files in the store, and the database's pages: a
+        # damaged store must not run half-broken).
+        store = _open_store(path, beat)
+    except StoreError as exc:
+        log.error("%s", exc)
+        return 1
     address = store.executor()  # chosen by WorkManager(path, executor=...), kept in the store
     if address == "local":
         executor = LocalExecutor(stop_grace=args.stop_grace)

@@ -107,7 +107,12 @@ class WorkSpec:
 
     def to_info(self, log_dir: str | None = None) -> WorkInfo:
         def when(ts: float | None) -> datetime | None:
-            return datetime.fromtimestamp(ts) if ts else None
+            if not ts:
+                return None
+            try:
+                return datetime.fromtimestamp(ts)
+            except (OverflowError, ValueError, OSError):  # past any date (an older record)
+                return datetime.max if ts > 0 else datetime.min
 
         waiting = (self.state is WorkState.ENQUEUED and self.next_run_at
                    and self.next_run_at < CONTENT_WAIT)

@@ -26,6 +26,14 @@ Layout of one diskcache directory (keys are strings so SQLite indexes them nativ
                       tests and debugging), every state change of a work is appended to
                       ``j:<id>`` as [from, to, run_attempt_count] in the same transaction
 
+Beside the database (``db/``): ``nbwork.store``, the marker that says the database exists
+(see ``_storedir``, which also opens the directory safely), ``nbwork.damaged`` once a
+scheduler found the database damaged, ``logs/``, the scheduler's lock, FIFO and log.
+
+A record or index that cannot be decoded does not stop the store: a record is reported as
+``Unreadable`` (the scheduler skips it; ``prune_unreadable`` removes it), an index is rebuilt
+from the records.
+
 Every multi-key change goes through ``Store.transaction()``: one SQLite transaction
 (``BEGIN IMMEDIATE``), so a crash leaves all of it or none of it, and the secondary indexes
 never disagree with the records.
@@ -35,24 +43,29 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
+import logging
 import os
 import pickle
 import sqlite3
-import stat
 import time
+import stat
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import diskcache
 
 from ._spec import WorkSpec
-from .errors import InvalidInputError, StoreError
+from ._storedir import DAMAGED, DB_DIR, DB_FILE, StoreDir
+from .errors import InvalidInputError, NotAStoreError, StoreError
 from .info import WorkState
 
 STORE_SCHEMA = 1
 _SQLITE_TIMEOUT = 60.0
 _MANY_CHUNK = 500  # ids per SELECT ... IN (...): well under SQLite's 999 variables
+log = logging.getLogger("nbwork.store")
 
 
 SHARDS = "0123456789abcdef"
@@ -88,29 +101,101 @@ def _sort_key(spec: WorkSpec) -> float:
     return spec.next_run_at if spec.state is WorkState.ENQUEUED else spec.enqueue_time
 
 
-def check_store_dir(path: str) -> None:
-    """Create ``path`` private (0700) or refuse one that others could write into.
+@dataclass(frozen=True)
+class Unreadable:
+    """A work whose stored record cannot be decoded (a bad pickle, an unknown state...):
+    reported as such, skipped by the scheduler, removed by ``prune_unreadable``."""
 
-    The store holds code that the scheduler runs, so a directory another user can write
-    would let them run code as this user.
-    """
+    id: str
+    reason: str
+    state: WorkState | None = None  # the state its index entry says, if any
+
+
+_STORE_FAULTS = (sqlite3.Error, diskcache.Timeout, OSError)
+"""Errors of the store itself (locked, full, damaged): never taken for one bad record."""
+
+
+def _read_spec(cache: diskcache.Cache, id: str,
+               unreadable: dict[str, str]) -> WorkSpec | Unreadable | None:
+    """The record of ``id``; an ``Unreadable`` (noted in ``unreadable``) when it cannot be
+    decoded, so that one bad record never stops the scheduler or a listing."""
+    missing = object()
+    record = _decode_spec(id, lambda: cache.get(f"w:{id}", missing), unreadable, missing)
+    return None if record is missing else record
+
+
+def _decode_spec(id: str, load: Any, unreadable: dict[str, str],
+                 missing: Any = None) -> Any:
+    """``WorkSpec.from_dict(load())``, or an ``Unreadable`` when that fails (``missing`` is
+    passed through: no record)."""
     try:
-        try:
-            os.makedirs(path, mode=0o700, exist_ok=True)
-        except FileExistsError:
-            pass  # a file is in the way: makedirs says only "File exists"; the check below
-            # gives the clear message
-        info = os.stat(path)
-    except OSError as exc:
-        raise StoreError(f"cannot create the store directory {path!r}: {exc.strerror}") from exc
-    if not stat.S_ISDIR(info.st_mode):
-        raise StoreError(f"the store path {path!r} exists and is not a directory")
-    problem = sharing_problem(path, info, "the store directory",
-                              "it holds code that nbwork runs, so make it private",
-                              f"chmod 700 {path}", "use a store of your own (pass a path "
-                              "you own, or set NBWORK_HOME)")
-    if problem:
-        raise StoreError(problem)
+        raw = load()
+        if raw is missing:
+            return missing
+        if not isinstance(raw, dict):
+            raise TypeError(f"a work record is a dict, this is a {type(raw).__name__}")
+        spec = WorkSpec.from_dict(raw)
+        if spec.id != id:
+            raise ValueError(f"the record under {id} is the record of work {spec.id}")
+        return spec
+    except _STORE_FAULTS:
+        raise
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        if unreadable.get(id) != reason:
+            log.error("the record of work %s cannot be read (%s); it is skipped. Remove it "
+                      "with 'nbwork prune --unreadable' (wm.prune_work(unreadable=True))",
+                      id, reason)
+        unreadable[id] = reason
+        return Unreadable(id, reason)
+
+
+_INDEX_TYPES = {"s": dict, "t": dict, "u": list}
+
+
+def _read_index(cache: diskcache.Cache, key: str, default: Any) -> tuple[Any, bool]:
+    """(the index under ``key``, False), or (one rebuilt from the records, True) when the
+    stored one cannot be decoded or is not an index."""
+    try:
+        value = cache.get(key)
+        if value is None:
+            return default, False
+        if isinstance(value, _INDEX_TYPES.get(key.split(":")[1], object)):
+            return value, False
+        problem = f"it holds a {type(value).__name__}"
+    except _STORE_FAULTS:
+        raise
+    except Exception as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    log.error("the index %r of the store cannot be read (%s); rebuilding it from the records",
+              key, problem)
+    return _rebuild_index(cache, key), True
+
+
+def _all_records(cache: diskcache.Cache,
+                 unreadable: dict[str, str]) -> Iterator[WorkSpec | Unreadable]:
+    for key in list(cache.iterkeys()):
+        if isinstance(key, str) and key.startswith("w:"):
+            record = _read_spec(cache, key[2:], unreadable)
+            if record is not None:
+                yield record
+
+
+def _rebuild_index(cache: diskcache.Cache, key: str) -> Any:
+    _, kind, rest = key.split(":", 2)
+    specs = [r for r in _all_records(cache, {}) if isinstance(r, WorkSpec)]
+    if kind == "s":
+        state, shard = rest.rsplit(":", 1)
+        return {s.id: _sort_key(s) for s in specs
+                if s.state.value == state and s.id.startswith(shard)}
+    if kind == "t":
+        return {s.id: s.enqueue_time for s in specs if rest in s.tags}
+    named = sorted((s for s in specs if s.unique_name == rest), key=lambda s: s.enqueue_time)
+    return [s.id for s in named]
+
+
+_DAMAGE_SIGNS = ("not a database", "malformed", "corrupt")
+"""What SQLite says of a damaged database file."""
 
 
 def sharing_problem(path: str, info: os.stat_result, what: str, why: str, fix: str,
@@ -139,6 +224,11 @@ def _translate(exc: BaseException, path: str) -> StoreError:
             f"the disk holding the store {path!r} is full; nothing was written. Free some "
             "space (or prune old work: nbwork prune) and try again"
         )
+    elif isinstance(exc, sqlite3.DatabaseError) and any(sign in text for sign in _DAMAGE_SIGNS):
+        return StoreError(
+            f"the database of the store {path!r} is damaged ({exc}); nbwork will not run work "
+            "from it half-broken. Restore db/cache.db from a backup, or move the store away "
+            "and start a new one")
     else:
         return StoreError(f"the store {path!r} could not be written: {exc}")
     error.transient = True
@@ -157,11 +247,51 @@ def _pieces(blob: Any, chunk_size: int, path: str) -> Iterator[bytes]:
         raise _translate(exc, path) from exc
 
 
+def _stored_blob_matches(cache: diskcache.Cache, key: str, payload: bytes) -> bool | None:
+    """Is the blob under ``key`` equal to ``payload`` (None: there is none)? Compared piece
+    by piece: a worker that captured a big global is never read whole."""
+    con = cache._con  # (inside a transaction: its own connection)
+    row = con.execute("SELECT rowid, mode FROM Cache WHERE key = ? AND raw = 1",
+                      (key,)).fetchone()
+    if row is None:
+        return None
+    if row[1] != diskcache.core.MODE_RAW or not hasattr(con, "blobopen"):
+        try:
+            return cache.get(key) == payload
+        except _STORE_FAULTS:
+            raise
+        except Exception:  # not even a blob any more
+            return False
+    view = memoryview(payload)
+    with con.blobopen("Cache", "value", row[0], readonly=True) as blob:
+        if len(blob) != len(view):
+            return False
+        for start in range(0, len(view), CODE_CHUNK):
+            if blob.read(CODE_CHUNK) != view[start:start + CODE_CHUNK]:
+                return False
+    return True
+
+
+def _translated(method):
+    """A read of the store that raises ``StoreError`` (never a bare sqlite3 error: a damaged
+    or full store must say so in nbwork's words)."""
+
+    @functools.wraps(method)
+    def read(self: "Store", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except _STORE_FAULTS as exc:
+            raise _translate(exc, self.path) from exc
+
+    return read
+
+
 class Transaction:
     """A consistent read-modify-write over records and indexes (a ``WorkSet`` for _rules)."""
 
-    def __init__(self, cache: diskcache.Cache) -> None:
+    def __init__(self, cache: diskcache.Cache, unreadable: dict[str, str] | None = None) -> None:
         self._cache = cache
+        self.unreadable = {} if unreadable is None else unreadable  # id -> why (see Store)
         self._specs: dict[str, WorkSpec | None] = {}
         self._before: dict[str, tuple[WorkState, float, tuple[str, ...], str | None] | None] = {}
         self._dirty: set[str] = set()
@@ -182,9 +312,11 @@ class Transaction:
     # records ----------------------------------------------------------------------------
 
     def get(self, id: str) -> WorkSpec | None:
+        """The record of ``id``; None when there is none or it cannot be read (see
+        ``Unreadable``: such a work is left alone, as if it were not there)."""
         if id not in self._specs:
-            raw = self._cache.get(f"w:{id}")
-            spec = WorkSpec.from_dict(raw) if raw is not None else None
+            record = _read_spec(self._cache, id, self.unreadable)
+            spec = record if isinstance(record, WorkSpec) else None
             self._specs[id] = spec
             self._before[id] = (
                 (spec.state, _sort_key(spec), spec.tags, spec.unique_name) if spec else None
@@ -235,7 +367,10 @@ class Transaction:
 
     def _index(self, key: str, default: Any) -> Any:
         if key not in self._indexes:
-            self._indexes[key] = self._cache.get(key, default)
+            value, rebuilt = _read_index(self._cache, key, default)
+            self._indexes[key] = value
+            if rebuilt:
+                self._dirty_indexes.add(key)
         return self._indexes[key]
 
     def state_index(self, state: WorkState) -> dict[str, float]:
@@ -260,8 +395,16 @@ class Transaction:
         return present
 
     def put_code(self, key: str, payload: bytes) -> None:
-        if not self.has_code(key):
+        """Store blob ``key`` (the hash of ``payload``) unless an intact copy is there: a
+        corrupt one is replaced, so it cannot poison every later enqueue of that worker."""
+        if key in self._codes_present or f"code:{key}" in self._writes:
+            return
+        stored = _stored_blob_matches(self._cache, f"code:{key}", payload)
+        if stored is False:
+            log.warning("the stored code blob %s was corrupt; replacing it", key[:12])
+        if not stored:
             self._writes[f"code:{key}"] = payload
+        self._codes_present.add(key)
 
     def get_value(self, key: str, default: Any = None) -> Any:
         if key in self._writes:
@@ -274,6 +417,34 @@ class Transaction:
     def delete_value(self, key: str) -> None:
         self._writes.pop(key, None)
         self._deletes.add(key)
+
+    # unreadable records ---------------------------------------------------------------
+
+    def all_records(self) -> list[WorkSpec | Unreadable]:
+        """Every work record, read one by one (a full scan: for rare repairs only)."""
+        return list(_all_records(self._cache, self.unreadable))
+
+    def forget_unreadable(self, id: str) -> None:
+        """Remove the record of ``id`` (which cannot be read) and every index entry of it.
+
+        What it referenced cannot be known: its code blob keeps one reference too many
+        (it stays until the store is discarded), and dependents are the caller's to settle."""
+        self._deletes.add(f"w:{id}")
+        self._specs[id] = None
+        for state in WorkState:
+            shard = self._index(_state_key(state, id), {})
+            if id in shard:
+                self._mutable_index(_state_key(state, id), {}).pop(id, None)
+                self.index_moves.append((state, None, id, 0.0))
+        for key in list(self._cache.iterkeys()):
+            if isinstance(key, str) and key.startswith(("i:t:", "i:u:")):
+                index = self._index(key, {} if key.startswith("i:t:") else [])
+                if id in index:
+                    index = self._mutable_index(key, index)
+                    if isinstance(index, dict):
+                        index.pop(id, None)
+                    else:
+                        index.remove(id)
 
     # commit -----------------------------------------------------------------------------
 
@@ -367,17 +538,39 @@ class Transaction:
 class Store:
     """A store directory: work records, indexes, code blobs and logs."""
 
-    def __init__(self, path: str) -> None:
-        self.path = os.path.abspath(os.path.expanduser(path))
-        check_store_dir(self.path)
+    def __init__(self, path: str, create: bool = True) -> None:
+        """Open the store at ``path``; with ``create``, make it if it is not one yet (else
+        ``NotAStoreError``, and nothing is created)."""
+        try:
+            self.dir = StoreDir(path, create=create)
+        except OSError as exc:
+            raise _translate(exc, os.path.abspath(path)) from exc
+        self.path = self.dir.path
         self.log_dir = os.path.join(self.path, "logs")
+        self.unreadable: dict[str, str] = {}  # id -> why its record cannot be read (seen here)
         # state -> ("counter:s" when read, the index): see state_index
         self._index_memo: dict[WorkState, tuple[int, dict[str, float]]] = {}
         self._blob_con: tuple[int, sqlite3.Connection] | None = None  # (pid, connection)
         try:
-            os.makedirs(self.log_dir, mode=0o700, exist_ok=True)
+            # In this order: a read-only open of a folder that is no store says just that
+            # (not "make it private"), and nothing in a store is read before it is known
+            # to be this user's alone.
+            if not create:
+                self._check_is_store()
+            self.dir.check_private()
+            self._check_database()
+            self.dir.check_contents()
+            self.dir.make_dir("logs")
+            new = self.dir.stat(DB_DIR) is None
+            if new:
+                # Made here, private whatever the umask: SQLite gives its write-ahead log
+                # and shared-memory files the mode of the database file.
+                self.dir.make_dir(DB_DIR)
+                self.dir.create_file(os.path.join(DB_DIR, DB_FILE))
             self._cache = diskcache.Cache(
-                os.path.join(self.path, "db"),
+                # Through the open directory: a rename of a folder above the store cannot
+                # point diskcache (and SQLite's later connections) at another one.
+                self.dir.join(DB_DIR),
                 timeout=_SQLITE_TIMEOUT,
                 eviction_policy="none",
                 size_limit=2**62,
@@ -390,31 +583,100 @@ class Store:
             )
             if self._cache.get("meta") is None:
                 self._cache.add("meta", {"schema": STORE_SCHEMA, "created": time.time()})
+            for name in ("logs", DB_DIR, *(os.path.join(DB_DIR, DB_FILE + end)
+                                           for end in ("", "-wal", "-shm"))):
+                self.dir.tighten(name)
+            if not self.dir.has_marker():
+                # The database holds data now (a checkpoint moves it out of the write-ahead
+                # log into the file itself), so the marker may say so.
+                self._cache._sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                self.dir.write_marker()
         # sqlite3.Error too: opening writes diskcache's settings, and on a full disk that
         # raised a bare "sqlite3.OperationalError: database or disk is full" to the user.
         except (OSError, diskcache.Timeout, sqlite3.Error) as exc:
+            self.dir.close()
             raise _translate(exc, self.path) from exc
+        except BaseException:
+            self.dir.close()
+            raise
         self.journal = bool(self._cache.get("journal"))
         self._apply_durability(self.durability())
         meta = self._cache.get("meta") or {}
         if meta.get("schema", STORE_SCHEMA) > STORE_SCHEMA:
+            self.close()
             raise StoreError(
                 f"the store {self.path!r} was written by a newer nbwork (schema "
                 f"{meta['schema']}); upgrade nbwork to use it"
             )
+
+    def check_not_damaged(self) -> None:
+        """Raise the ``StoreError`` of a store that a scheduler found damaged since it was
+        opened (one stat: for callers that wait on the scheduler)."""
+        if self.dir.stat(DAMAGED) is not None:
+            self._check_database()
+
+    def _check_is_store(self) -> None:
+        # (No marker but a database: a store made before the marker existed, or one being
+        # created right now; it gets its marker when opened.)
+        if not self.dir.has_marker() and not self.dir.database_size():
+            raise NotAStoreError(
+                f"{self.path!r} is not an nbwork store (it has no {DB_DIR}/{DB_FILE}); nothing "
+                "was created. Commands that enqueue work create a store")
+
+    def _check_database(self) -> None:
+        """Refuse a store whose database went missing or empty, or that a scheduler found
+        damaged."""
+        damaged = self.dir.read_file(DAMAGED)
+        if damaged is not None:
+            raise StoreError(
+                f"the database of the store {self.path!r} is damaged: {damaged.strip()}. "
+                "nbwork will not run work from it half-broken. Restore db/cache.db from a "
+                "backup (or move the store away and start a new one), then delete "
+                f"{os.path.join(self.path, DAMAGED)}")
+        if self.dir.has_marker() and not self.dir.database_size():
+            what = "is missing" if self.dir.database_size() is None else \
+                "is empty (0 bytes: truncated?)"
+            raise StoreError(
+                f"the database of the store {self.path!r} {what}; nbwork will not start an "
+                "empty store in its place, which would lose every work silently. Restore "
+                f"{os.path.join(self.path, DB_DIR, DB_FILE)} from a backup, or to start "
+                f"over remove the store: rm -r {self.path}")
+
+    def check_integrity(self) -> None:
+        """``PRAGMA quick_check`` of the database; a damaged one is marked (clients then
+        refuse it too) and ``StoreError`` says what is wrong. For a scheduler that starts."""
+        try:
+            rows = [r[0] for r in self._cache._sql("PRAGMA quick_check").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            if not any(sign in str(exc).lower() for sign in _DAMAGE_SIGNS):
+                raise _translate(exc, self.path) from exc  # (an I/O error is no damage)
+            rows = [str(exc)]
+        if rows == ["ok"]:
+            return
+        found = "; ".join(rows[:5]) + (f" (and {len(rows) - 5} more)" if len(rows) > 5 else "")
+        note = f"PRAGMA quick_check found: {found} (at {time.strftime('%Y-%m-%d %H:%M:%S')})"
+        try:
+            self.dir.write_file(DAMAGED, note + "\n")
+        except OSError:
+            pass  # the refusal below still stands
+        raise StoreError(
+            f"the database of the store {self.path!r} is damaged: {note}. nbwork will not run "
+            "work from it half-broken. Restore db/cache.db from a backup (or move the store "
+            f"away and start a new one), then delete {os.path.join(self.path, DAMAGED)}")
 
     def close(self) -> None:
         if self._blob_con is not None:
             self._blob_con[1].close()
             self._blob_con = None
         self._cache.close()
+        self.dir.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """One atomic read-modify-write; nothing is written if the body raises."""
         try:
             with self._cache.transact():
-                txn = Transaction(self._cache)
+                txn = Transaction(self._cache, self.unreadable)
                 txn.journal = self.journal
                 yield txn
                 txn.commit()
@@ -428,16 +690,26 @@ class Store:
 
     # reads outside a transaction --------------------------------------------------------
 
+    @_translated
     def get(self, id: str) -> WorkSpec | None:
-        raw = self._cache.get(f"w:{id}")
-        return WorkSpec.from_dict(raw) if raw is not None else None
+        """The record of ``id``; None when there is none or it cannot be read."""
+        record = self.read(id)
+        return record if isinstance(record, WorkSpec) else None
 
+    @_translated
     def get_many(self, ids: Iterable[str],
                  memo: dict[str, tuple[bytes, WorkSpec]] | None = None) -> list[WorkSpec]:
-        """The records of ``ids`` that exist, in that order, read in one SQL statement per
-        ``_MANY_CHUNK`` ids inside one read transaction (a consistent snapshot): a query
-        returning thousands of works paid a statement and diskcache's per-call overhead
-        for each (issue 15: slower per work than a read by id).
+        """The records of ``ids`` that exist and can be read, in that order (see
+        ``read_many``)."""
+        return [r for r in self.read_many(ids, memo) if isinstance(r, WorkSpec)]
+
+    def read_many(self, ids: Iterable[str], memo: dict[str, tuple[bytes, WorkSpec]] | None = None
+                  ) -> list[WorkSpec | Unreadable]:
+        """The records of ``ids`` that exist, in that order (``Unreadable`` for one that
+        cannot be decoded), read in one SQL statement per ``_MANY_CHUNK`` ids inside one
+        read transaction (a consistent snapshot): a query returning thousands of works paid
+        a statement and diskcache's per-call overhead for each (issue 15: slower per work
+        than a read by id).
 
         ``memo`` (``{id: (digest of the stored bytes, spec)}``, kept by the caller across
         calls): a record whose stored bytes did not change is not decoded again, and its
@@ -445,8 +717,8 @@ class Store:
         A 128-bit digest rather than the bytes: the memo of a big store stays small."""
         ids = list(ids)
         if len(ids) < 4 and memo is None:
-            return [s for s in (self.get(i) for i in ids) if s is not None]
-        specs: dict[str, WorkSpec] = {}
+            return [r for r in (self.read(i) for i in ids) if r is not None]
+        records: dict[str, WorkSpec | Unreadable] = {}
         try:
             con = self._cache._con
             con.execute("BEGIN")
@@ -459,26 +731,58 @@ class Store:
                     for key, mode, filename, value in rows:
                         id = key[2:]
                         if mode != diskcache.core.MODE_PICKLE or filename is not None:
-                            raw = self._cache.get(key)  # stored another way: diskcache knows
-                            if raw is not None:
-                                specs[id] = WorkSpec.from_dict(raw)
+                            record = _read_spec(self._cache, id, self.unreadable)
+                            if record is not None:
+                                records[id] = record
                             continue
-                        if memo is None:
-                            specs[id] = WorkSpec.from_dict(pickle.loads(value))
-                            continue
-                        digest = hashlib.blake2b(value, digest_size=16).digest()
-                        hit = memo.get(id)
+                        digest = (hashlib.blake2b(value, digest_size=16).digest()
+                                  if memo is not None else b"")
+                        hit = memo.get(id) if memo is not None else None
                         if hit is not None and hit[0] == digest:
-                            specs[id] = hit[1]
+                            records[id] = hit[1]
                             continue
-                        specs[id] = spec = WorkSpec.from_dict(pickle.loads(value))
-                        memo[id] = (digest, spec)
+                        record = _decode_spec(id, lambda v=value: pickle.loads(v),
+                                              self.unreadable)
+                        records[id] = record
+                        if memo is not None and isinstance(record, WorkSpec):
+                            memo[id] = (digest, record)
             finally:
                 con.execute("COMMIT")
         except (OSError, diskcache.Timeout, sqlite3.Error) as exc:
             raise _translate(exc, self.path) from exc
-        return [specs[i] for i in ids if i in specs]
+        out: list[WorkSpec | Unreadable] = []
+        for i in ids:
+            record = records.get(i)
+            if isinstance(record, Unreadable):
+                record = Unreadable(i, record.reason, self.indexed_state(i))
+            if record is not None:
+                out.append(record)
+        return out
 
+    @_translated
+    def read(self, id: str) -> WorkSpec | Unreadable | None:
+        """The record of ``id``, an ``Unreadable`` (with the state its index gives) when it
+        cannot be decoded, or None when there is none."""
+        record = _read_spec(self._cache, id, self.unreadable)
+        if isinstance(record, Unreadable):
+            return Unreadable(id, record.reason, self.indexed_state(id))
+        return record
+
+    def indexed_state(self, id: str) -> WorkState | None:
+        """The state whose index holds ``id`` (without reading its record)."""
+        for state in WorkState:
+            if id in self.state_index(state):
+                return state
+        return None
+
+    def _index_value(self, key: str, default: Any) -> Any:
+        value, rebuilt = _read_index(self._cache, key, default)
+        if rebuilt:
+            with self.transaction() as txn:  # write the rebuilt index back
+                value = txn._index(key, default)
+        return value
+
+    @_translated
     def state_index(self, state: WorkState) -> dict[str, float]:
         """``{id: sort key}`` of the works in ``state``; do not mutate the result.
 
@@ -494,7 +798,7 @@ class Store:
         # older than it is (read again next time), never newer.
         index: dict[str, float] = {}
         for key in _shard_keys(state):
-            index.update(self._cache.get(key, {}))
+            index.update(self._index_value(key, {}))
         self._index_memo[state] = (counter, index)
         return index
 
@@ -519,12 +823,15 @@ class Store:
                         index[id] = sort_key
             self._index_memo[state] = (after, index)
 
+    @_translated
     def tag_ids(self, tag: str) -> list[str]:
-        return list(self._cache.get(f"i:t:{tag}", {}))
+        return list(self._index_value(f"i:t:{tag}", {}))
 
+    @_translated
     def unique_ids(self, name: str) -> list[str]:
-        return list(self._cache.get(f"i:u:{name}", []))
+        return list(self._index_value(f"i:u:{name}", []))
 
+    @_translated
     def all_ids(self) -> list[str]:
         ids: list[str] = []
         for state in WorkState:
@@ -537,7 +844,8 @@ class Store:
         stayed in the reader's resident memory."""
         pid = os.getpid()
         if self._blob_con is None or self._blob_con[0] != pid:
-            con = sqlite3.connect(os.path.join(self.path, "db", diskcache.core.DBNAME),
+            # Through the open directory, as diskcache's (see _storedir).
+            con = sqlite3.connect(self.dir.join(DB_DIR, diskcache.core.DBNAME),
                                   timeout=_SQLITE_TIMEOUT, isolation_level=None,
                                   check_same_thread=False)
             con.execute("PRAGMA mmap_size = 0")
@@ -545,6 +853,7 @@ class Store:
             self._blob_con = (pid, con)
         return self._blob_con[1]
 
+    @_translated
     def get_code(self, key: str) -> bytes | None:
         return self._cache.get(f"code:{key}")
 
@@ -567,6 +876,7 @@ class Store:
             raise StoreError(f"the worker code {key[:12]} is missing from the store {self.path!r}")
         return len(payload), iter([payload])
 
+    @_translated
     def get_value(self, key: str, default: Any = None) -> Any:
         return self._cache.get(key, default)
 
@@ -578,6 +888,7 @@ class Store:
         except (OSError, diskcache.Timeout, sqlite3.Error) as exc:
             raise _translate(exc, self.path) from exc
 
+    @_translated
     def executor(self) -> str:
         """Where this store's scheduler runs work: ``"local"`` (the default) or a
         ``"dask://HOST:PORT"`` address."""
@@ -622,6 +933,7 @@ class Store:
         except (OSError, diskcache.Timeout, sqlite3.Error) as exc:
             raise _translate(exc, self.path) from exc
 
+    @_translated
     def device_state(self) -> dict[str, bool] | None:
         """The simulated device state (``TestDriver``), or None when the host's is used."""
         return self._cache.get("device")
@@ -644,10 +956,12 @@ class Store:
         self.set_value("journal", True)
         self.journal = True
 
+    @_translated
     def journal_of(self, id: str) -> list[list[Any]]:
         """The journaled state changes of a work: [from, to, run_attempt_count] each."""
         return [list(e) for e in self._cache.get(f"j:{id}", [])]
 
+    @_translated
     def change_counter(self) -> int:
         return self._cache.get("counter", 0)
 

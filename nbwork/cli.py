@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NoReturn
 
-from .errors import NbworkError
+from .errors import NbworkError, NotAStoreError, StoreError
 from .explain import error_headline, why_waiting
 from .info import WorkInfo, WorkQuery, WorkState
 from .manager import WorkManager, default_store_path
@@ -29,10 +29,12 @@ class UsageError(Exception):
     """A mistake on the command line: one line on stderr, exit code 2."""
 
 
-def _manager(args: argparse.Namespace, resume: bool = True) -> WorkManager:
+def _manager(args: argparse.Namespace, resume: bool = True,
+             create: bool = False) -> WorkManager:
     """The store's manager; ``resume=False`` for commands that only look (they must never
-    start a scheduler)."""
-    return WorkManager(args.store or default_store_path(), resume=resume)
+    start a scheduler). Only commands that enqueue pass ``create``: the others, on a path
+    that is not a store, say so and create nothing."""
+    return WorkManager(args.store or default_store_path(), resume=resume, create=create)
 
 
 def _resolve_id(wm: WorkManager, prefix: str) -> str:
@@ -75,6 +77,7 @@ def _plain_info_dict(info: WorkInfo) -> dict[str, Any]:
         "next_schedule_time": _when(info.next_schedule_time),
         # The log file is created by the first output: none is listed until there is one.
         "log_path": info.log_path if info.log_path and os.path.exists(info.log_path) else None,
+        "unreadable": info.unreadable_reason,
     }
 
 
@@ -102,13 +105,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     tags = {i.id: ",".join(sorted(i.tags)) for i in infos}
     width = max(4, *map(len, tags.values()))
     notes = {i.id: _error_line(i.error) for i in infos if i.state is WorkState.FAILED}
-    print((f"{'ID':8}  {'STATE':9}  {'WORKER':24}  {'TRIES':>5}  {'ENQUEUED':19}  "
+    print((f"{'ID':8}  {'STATE':10}  {'WORKER':24}  {'TRIES':>5}  {'ENQUEUED':19}  "
            f"{'TAGS':{width}}" + ("  NOTE" if notes else "")).rstrip())
     for info in infos:
         worker = info.worker_name.rsplit(".", 1)[-1][:24]
-        print((f"{info.short_id:8}  {info.state.value:9}  {worker:24}  "
+        state = "UNREADABLE" if info.unreadable_reason else info.state.value
+        print((f"{info.short_id:8}  {state:10}  {worker:24}  "
                f"{info.run_attempt_count:>5}  {_when(info.enqueue_time):19}  "
                f"{tags[info.id]:{width}}  {notes.get(info.id, '')}").rstrip())
+    bad = sum(1 for i in infos if i.unreadable_reason)
+    if bad:
+        print(f"{bad} work{'s' if bad != 1 else ''} cannot be read (a damaged record) and will "
+              f"never run; see 'nbwork show ID', remove with 'nbwork prune --unreadable"
+              f"{_store_hint(args)}'", file=sys.stderr)
     return 0
 
 
@@ -159,10 +168,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    wm = _manager(args)
     chosen = [x for x in (args.id, args.tag, args.unique, args.all or None) if x]
     if len(chosen) != 1:
         raise UsageError("say what to cancel: an ID, or one of --tag T, --unique NAME, --all")
+    wm = _manager(args)
     if args.id:
         work_id = _resolve_id(wm, args.id)
         wm.cancel_work_by_id(work_id)
@@ -180,6 +189,11 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    if args.unreadable:
+        pruned = _manager(args).prune_work(unreadable=True)
+        print(f"removed {len(pruned)} unreadable work{'s' if len(pruned) != 1 else ''}"
+              + "".join(f"\n  {i}" for i in pruned))
+        return 0
     pruned = _manager(args).prune_work()
     print(f"pruned {len(pruned)} finished work{'s' if len(pruned) != 1 else ''}")
     return 0
@@ -200,7 +214,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         return 0
     if args.action == "status":
         return _daemon_status(path)
-    wm = WorkManager(path, executor=args.executor, resume=False, durability=args.durability)
+    wm = WorkManager(path, executor=args.executor, resume=False, durability=args.durability,
+                     create=args.action in ("start", "run"))
     if args.action == "start":
         print(f"scheduler running, pid {wm.daemon.start()}")
     else:
@@ -214,6 +229,13 @@ def _daemon_status(path: str) -> int:
     from ._daemon import Daemon
 
     path = os.path.abspath(os.path.expanduser(path))
+    try:
+        wm = WorkManager(path, resume=False, create=False)
+        problem = None
+    except NotAStoreError:
+        raise  # said first, and alone: there is no scheduler to describe
+    except StoreError as exc:  # (shown after the scheduler's state, which needs no database)
+        wm, problem = None, exc
     status = Daemon(path).status()
     print(f"store: {path}")
     print(f"scheduler: {status.describe()}")
@@ -222,7 +244,8 @@ def _daemon_status(path: str) -> int:
     if status.gave_up and status.pid is None and status.gave_up_at is not None:
         print(f"supervisor gave up at {_when(status.gave_up_at)}; 'nbwork daemon start' "
               "tries again")
-    wm = WorkManager(path, resume=False)
+    if wm is None:
+        raise problem
     print(f"executor: {wm.executor}")
     print(f"durability: {wm.durability}")
     counts = {s.value: len(wm.get_work_infos(WorkQuery(states=[s]))) for s in WorkState}
@@ -283,7 +306,7 @@ def _run_blur(args: argparse.Namespace, image: str, level: int, intro: str = "")
     ``intro`` is printed once the work is enqueued (a mistake prints its error alone)."""
     from .imaging import IMAGE_MANIPULATION_WORK_NAME, blur_o_matic
 
-    wm = _manager(args)
+    wm = _manager(args, create=True)
     job = blur_o_matic(wm, image, level=level, out_dir=args.out,
                        requires_charging=getattr(args, "requires_charging", False))
     if intro:
@@ -350,7 +373,7 @@ def cmd_blur(args: argparse.Namespace) -> int:
 def cmd_batch(args: argparse.Namespace) -> int:
     from .imaging import blur_batch
 
-    wm = _manager(args)
+    wm = _manager(args, create=True)
     job = blur_batch(wm, args.folder, level=args.level, out_dir=args.out)
     hint = f"nbwork list --tag {job.tag}{_store_hint(args)}"
     print(f"enqueued a batch blur of {len(job.branches)} images of {args.folder} (level "
@@ -551,6 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_cancel)
     p = sub.add_parser("prune", parents=[common],
                        help="forget finished work that no unfinished work depends on")
+    p.add_argument("--unreadable", action="store_true",
+                   help="instead, remove the works whose stored record cannot be read "
+                   "(shown as UNREADABLE by 'nbwork list'); the works waiting for them are "
+                   "cancelled")
     p.set_defaults(func=cmd_prune)
     p = sub.add_parser("daemon", parents=[common], help="manage the scheduler process")
     p.add_argument("action", choices=["start", "stop", "status", "run"],

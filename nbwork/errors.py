@@ -6,6 +6,7 @@
     │   ├── InvalidRequestError      a request that cannot be built or enqueued as given
     │   └── WorkerSerializationError a worker that cannot go to another process; also a TypeError
     ├── StoreError                   the store directory cannot be used (permissions, disk, lock)
+    │   └── NotAStoreError           the path is not an nbwork store (and was not to be created)
     └── SchedulerError               the scheduler process could not be started or stopped
 
     NbworkWarning                    base of nbwork's warnings (a UserWarning)
@@ -65,6 +66,10 @@ class StoreError(NbworkError):
     by another process): a scheduler that meets it at start waits and retries."""
 
     transient: bool = False
+
+
+class NotAStoreError(StoreError):
+    """The path is not an nbwork store, and the call was not one that creates a store."""
 
 
 class SchedulerError(NbworkError):

@@ -128,6 +128,19 @@ class WorkInfo:
     """True while the work waits for something under its content triggers to change."""
     triggered_content_paths: tuple[str, ...] = ()
     """The paths whose change triggered the work (sorted), once triggered."""
+    unreadable_reason: str | None = None
+    """Why the stored record of this work cannot be read (a damaged record); None for every
+    readable work. Such a work never runs; its other fields are what the store's indexes
+    still know. ``wm.prune_work(unreadable=True)`` (``nbwork prune --unreadable``) removes it."""
+
+    @classmethod
+    def unreadable(cls, id: str, reason: str, state: WorkState | None = None,
+                   worker_name: str = "") -> "WorkInfo":
+        """The stand-in for a work whose record cannot be read (see ``unreadable_reason``)."""
+        return cls(id=id, state=state or WorkState.FAILED, worker_name=worker_name or "?",
+                   error=f"the stored record of this work cannot be read: {reason}. Remove it "
+                   "with 'nbwork prune --unreadable' (wm.prune_work(unreadable=True))",
+                   unreadable_reason=reason)
 
     @property
     def short_id(self) -> str:

@@ -25,11 +25,11 @@ from ._daemon import Daemon
 from ._executor_address import check_executor, require_distributed
 from ._ops import spec_of_request as _spec_of
 from ._spec import WorkSpec
-from ._store import Store, check_durability, sharing_problem
+from ._store import Store, Unreadable, check_durability, sharing_problem
 from ._time import Clock, to_seconds
 from ._wake import notify
 from ._watches import FolderWatch
-from .errors import InvalidInputError, InvalidRequestError
+from .errors import InvalidInputError, InvalidRequestError, StoreError
 from .info import UpdateResult, WorkInfo, WorkQuery, WorkState
 from .request import (
     ExistingPeriodicWorkPolicy,
@@ -175,7 +175,7 @@ class WorkManager:
 
     def __init__(self, path: str | os.PathLike | None = None,
                  executor: str | None = None, *, resume: bool = True,
-                 durability: str | None = None) -> None:
+                 durability: str | None = None, create: bool = True) -> None:
         """``executor``: where the store's work runs, ``"local"`` (worker processes on this
         machine) or ``"dask://HOST:PORT"`` (the Dask cluster whose scheduler is there). It is
         kept in the store, for every client and the scheduler; None keeps the store's choice
@@ -190,14 +190,18 @@ class WorkManager:
 
         ``resume=False``: opening the manager does not start a scheduler for work left
         unfinished (for tools that only look, like ``nbwork list``); an enqueue or a wait
-        still does."""
+        still does.
+
+        ``create=False`` opens only an existing store: a path that is not one raises
+        ``nbwork.errors.NotAStoreError`` (a ``StoreError``) and nothing is created."""
         address = None if executor is None else check_executor(executor)
         level = None if durability is None else check_durability(durability)
         if address is not None and address != "local":
             require_distributed()
-        self._store = Store(os.fspath(path) if path is not None else default_store_path())
+        self._store = Store(os.fspath(path) if path is not None else default_store_path(),
+                            create=create)
         self.clock: Clock = Clock()
-        self.daemon = Daemon(self._store.path)
+        self.daemon = Daemon(self._store.path, store_dir=self._store.dir)
         with _watchers_lock:
             self._watcher = _watchers.setdefault(self._store.path, _Watcher(self._store))
         self._waits_in_progress = 0  # for tests that act while a wait() blocks
@@ -319,17 +323,25 @@ class WorkManager:
                          updated=outcome.updated, cancelled_running=outcome.stop)
 
     def _wake_scheduler(self) -> None:
-        notify(self._store.path)
+        notify(self._store.dir.access)
         self.daemon.ensure_running()
 
     # --- reading ------------------------------------------------------------------------
 
-    def _info(self, spec: WorkSpec) -> WorkInfo:
-        return spec.to_info(self._store.log_dir)
+    def _info(self, record: WorkSpec | Unreadable) -> WorkInfo:
+        """The WorkInfo of a record; a stand-in (``WorkInfo.unreadable_reason``) for one that
+        cannot be read or shown, so one bad record never fails a whole listing."""
+        if isinstance(record, Unreadable):
+            return WorkInfo.unreadable(record.id, record.reason, record.state)
+        try:
+            return record.to_info(self._store.log_dir)
+        except Exception as exc:
+            return WorkInfo.unreadable(record.id, f"{type(exc).__name__}: {exc}", record.state,
+                                       record.worker_name)
 
     def get_work_info_by_id(self, id: str) -> WorkInfo | None:
-        spec = self._store.get(_check_id(id))
-        return self._info(spec) if spec else None
+        record = self._store.read(_check_id(id))
+        return self._info(record) if record else None
 
     def get_work_infos_by_tag(self, tag: str) -> list[WorkInfo]:
         return self.get_work_infos(WorkQuery(tags=[tag]))
@@ -357,13 +369,18 @@ class WorkManager:
             self._info_memo.clear()
         seen: set[str] = set()
         specs = []
-        for spec in store.get_many(dict.fromkeys(candidates), self._read_memo):
-            if spec.id in seen or not _matches(spec, query):
+        unreadable = []  # found through the query's own index: shown, never dropped
+        for record in store.read_many(dict.fromkeys(candidates), self._read_memo):
+            if isinstance(record, Unreadable):
+                if not query.states or record.state in query.states:
+                    unreadable.append(record)
                 continue
-            seen.add(spec.id)
-            specs.append(spec)
+            if record.id in seen or not _matches(record, query):
+                continue
+            seen.add(record.id)
+            specs.append(record)
         specs.sort(key=_enqueue_order)
-        return [self._memo_info(s) for s in specs]
+        return [*(self._memo_info(s) for s in specs), *(self._info(u) for u in unreadable)]
 
     def _memo_info(self, spec: WorkSpec) -> WorkInfo:
         """The info of a spec from the read memo: made once per stored version of a work
@@ -446,7 +463,12 @@ class WorkManager:
             seen = self._store.change_counter()
             if by_id:
                 while order:
-                    spec = self._store.get(order[0])
+                    spec = self._store.read(order[0])
+                    if isinstance(spec, Unreadable):
+                        raise StoreError(
+                            f"work {spec.id} cannot be waited for: its stored record cannot be "
+                            f"read ({spec.reason}), so it will never run. Remove it with "
+                            "'nbwork prune --unreadable' (wm.prune_work(unreadable=True))")
                     if spec is not None and not spec.state.is_finished:
                         break
                     if spec is not None:
@@ -462,7 +484,8 @@ class WorkManager:
                 waiting_ids = list(order)
             else:
                 infos = self.get_work_infos(query)
-                unfinished = [i.id for i in infos if not i.state.is_finished]
+                unfinished = [i.id for i in infos
+                              if not i.state.is_finished and not i.unreadable_reason]
                 if not unfinished:
                     return infos
                 waiting_ids = unfinished
@@ -470,7 +493,9 @@ class WorkManager:
                 now = time.monotonic()
                 if now - ensured_at >= ENSURE_RUNNING_INTERVAL:
                     # Again and again, not once: a scheduler that dies while we wait (killed,
-                    # OOM) is replaced, or this wait would last until its timeout.
+                    # OOM) is replaced, or this wait would last until its timeout. One that
+                    # found the database damaged refuses to run: say so instead of waiting.
+                    self._store.check_not_damaged()
                     self.daemon.ensure_running()
                     ensured_at = now
                 if deadline is not None and now >= deadline:
@@ -523,7 +548,7 @@ class WorkManager:
     # --- cancelling and pruning ---------------------------------------------------------
 
     def _cancelled(self, running: list[str]) -> Operation:
-        self._wake_scheduler() if running else notify(self._store.path)
+        self._wake_scheduler() if running else notify(self._store.dir.access)
         return Operation(cancelled_running=running)
 
     def cancel_work_by_id(self, id: str) -> Operation:
@@ -602,8 +627,13 @@ class WorkManager:
         records = _watches.watch_records(self._store)
         return [_watches.as_watch(records[n]) for n in sorted(records)]
 
-    def prune_work(self) -> list[str]:
-        """Forget every finished work that no unfinished work depends on; returns their ids."""
+    def prune_work(self, *, unreadable: bool = False) -> list[str]:
+        """Forget every finished work that no unfinished work depends on; returns their ids.
+
+        ``unreadable=True`` instead removes every work whose stored record cannot be read
+        (``WorkInfo.unreadable_reason``), and cancels the work that waited for one of them."""
+        if unreadable:
+            return _ops.prune_unreadable(self._store, self.clock.now())
         return _ops.prune(self._store, self.clock.now())
 
 

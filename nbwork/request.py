@@ -25,6 +25,19 @@ MAX_BACKOFF_DELAY = 5 * 3600.0
 """Backoff is capped at five hours, as WorkManager's."""
 MIN_PERIODIC_INTERVAL = 1.0
 """nbwork allows periods of one second and up (Android: 15 minutes)."""
+MAX_DELAY = 100 * 365 * 86400.0
+"""The longest initial delay or period, seconds (100 years): a longer one would put the
+work's next run past the dates a computer can represent, so it is refused at the call."""
+
+
+def _delay(value: object, what: str) -> float:
+    """``to_seconds`` for a delay or interval that becomes a date (now + it)."""
+    seconds = to_seconds(value, what)
+    if seconds > MAX_DELAY:
+        raise InvalidRequestError(
+            f"{what} of {value!r} is too long to be a date: the work would never run. Use at "
+            f"most {MAX_DELAY:g} s (100 years); to keep work from running, do not enqueue it")
+    return seconds
 
 
 def _enum_value(enum_type: type[enum.Enum], value: object, what: str) -> Any:
@@ -226,7 +239,7 @@ class WorkRequest:
                 f"constraints must be a nbwork.Constraints, not {type(constraints).__name__}"
             )
         self.constraints = constraints
-        self.initial_delay = to_seconds(initial_delay, "initial_delay")
+        self.initial_delay = _delay(initial_delay, "initial_delay")
         self.backoff_policy = BackoffPolicy.parse(backoff_policy)
         self.backoff_delay = min(to_seconds(backoff_delay, "backoff_delay"), MAX_BACKOFF_DELAY)
         self.keep_results_for = to_seconds(keep_results_for, "keep_results_for", allow_none=True)
@@ -291,7 +304,7 @@ class OneTimeWorkRequest(WorkRequest):
             return self
 
         def set_initial_delay(self, delay: float | timedelta) -> "OneTimeWorkRequest.Builder":
-            self._kwargs["initial_delay"] = to_seconds(delay, "initial_delay")
+            self._kwargs["initial_delay"] = _delay(delay, "initial_delay")
             return self
 
         def set_backoff_criteria(self, policy: BackoffPolicy | str,
@@ -327,12 +340,12 @@ class PeriodicWorkRequest(WorkRequest):
         flex_interval: float | timedelta | None = None,
         **kwargs: Any,
     ) -> None:
-        interval = to_seconds(repeat_interval, "repeat_interval")
+        interval = _delay(repeat_interval, "repeat_interval")
         if interval < MIN_PERIODIC_INTERVAL:
             raise InvalidRequestError(
                 f"repeat_interval must be at least {MIN_PERIODIC_INTERVAL:g} s, not {interval:g}"
             )
-        flex = interval if flex_interval is None else to_seconds(flex_interval, "flex_interval")
+        flex = interval if flex_interval is None else _delay(flex_interval, "flex_interval")
         if flex <= 0 or flex > interval:
             raise InvalidRequestError(
                 f"flex_interval must be more than 0 and at most repeat_interval ({interval:g} s), "

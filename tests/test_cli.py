@@ -322,8 +322,8 @@ def test_ctrl_c_detaches_and_the_blur_goes_on(store_path, tmp_path):
     (["blur"], "required: image"),
     (["batch", "/no/such/folder"], "no such folder"),
     (["batch", "{empty}"], "no images"),
-    (["show", "ffffffff"], "no work with id"),
-    (["logs", "ffffffff"], "no work with id"),
+    (["show", "ffffffff"], "is not an nbwork store"),   # (the store does not exist)
+    (["logs", "ffffffff"], "is not an nbwork store"),
     (["cancel"], "say what to cancel"),
     (["list", "--state", "bogus"], "invalid choice"),
     (["frobnicate"], "invalid choice"),
@@ -355,7 +355,9 @@ def test_user_mistakes_are_one_line_and_a_non_zero_exit(store_path, tmp_path, ca
 @pytest.mark.slow
 def test_a_mistake_from_the_real_command_is_one_line(store_path):
     done = nbwork("show", "ffffffff", store=store_path, expect=2)
-    assert done.stdout == "" and done.stderr.startswith("nbwork: error: no work with id")
+    # (The store does not exist: a read-only command says so and creates nothing.)
+    assert done.stdout == "" and done.stderr.startswith("nbwork: error: ")
+    assert "is not an nbwork store" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 
 

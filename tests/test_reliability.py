@@ -201,7 +201,7 @@ def test_of_two_schedulers_started_at_once_one_runs_and_the_other_supervisor_lea
 
 def test_the_supervisor_gives_up_on_a_scheduler_that_cannot_start(tmp_path):
     store = tmp_path / "store"
-    store.mkdir(mode=0o700)
+    Store(str(store)).close()
     os.chmod(store, 0o777)        # a store others can write: every scheduler refuses it
     code = ("import sys, nbwork._supervisor as s; s.RESTART_PAUSE = 0.01; "
             "s.MAX_FAILURES = 3; sys.exit(s.supervise(sys.argv[1:]))")
