@@ -49,8 +49,8 @@ import logging
 import os
 import pickle
 import sqlite3
-import time
 import stat
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any

@@ -426,8 +426,10 @@ def _file_line(info: WorkInfo, folder: str) -> str:
 def cmd_watch(args: argparse.Namespace) -> int:
     from .imaging import hot_folder
 
-    # Listing and stopping only look at the store: they start no scheduler.
-    wm = _manager(args, resume=not (args.list or args.stop))
+    # Listing and stopping only look at the store: they start no scheduler and create no
+    # store; a new watch enqueues work, so it creates one as blur and batch do.
+    only_looks = bool(args.list or args.stop)
+    wm = _manager(args, resume=not only_looks, create=not only_looks)
     if args.list:
         watches = wm.watches()
         for watch in watches:
