@@ -15,6 +15,7 @@ import threading
 from traitlets import Float, List, Unicode
 from traitlets.config import Configurable
 
+from nbwork.errors import StoreError
 from nbwork.manager import default_store_path
 
 from .view import StoreView
@@ -101,7 +102,13 @@ class StoreViews:
             return None
         check_store(path)  # on every request: a store can become unsafe while open
         with self._lock:
-            return self._views.setdefault(path, StoreView(path))
+            view = self._views.get(path)
+            if view is None:
+                try:
+                    view = self._views[path] = StoreView(path)
+                except StoreError as exc:  # the store's own checks: damaged, vanished, unsafe
+                    raise StoreRefused(400, str(exc).splitlines()[0]) from None
+            return view
 
     def open_views(self) -> list[StoreView]:
         """The views pages look at, with those of awaited stores that exist now."""

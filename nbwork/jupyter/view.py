@@ -135,7 +135,8 @@ class StoreView:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.manager = WorkManager(path, resume=False)
+        # A viewer only looks: it neither starts a scheduler nor creates a store.
+        self.manager = WorkManager(path, resume=False, create=False)
         self._lock = threading.RLock()
         self._infos: dict[str, WorkInfo] = {}
         self._unfinished: set[str] = set()
