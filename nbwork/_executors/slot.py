@@ -118,10 +118,14 @@ def slot_main(conn: Any) -> None:
                 if taken:
                     send(("result", message[1], "not_started", {}, None))
             elif message[0] == "stop":
-                params = current.get(message[1])
-                if params is None:
-                    stopped_early.add(message[1])
-                else:
+                # Exclusive with "begin" (as "unqueue" is): a stop that comes while the main
+                # loop is between "not stopped yet" and "running" either keeps it from
+                # running or reaches the running worker, never neither.
+                with claim_lock:
+                    params = current.get(message[1])
+                    if params is None and message[1] not in claimed:
+                        stopped_early.add(message[1])
+                if params is not None:
                     print(f"nbwork: stop requested ({message[2]})", file=sys.stderr, flush=True)
                     try:
                         params.stop(message[2])
@@ -134,22 +138,24 @@ def slot_main(conn: Any) -> None:
     while True:
         attempt = inbox.get()
         token = attempt.token
-        if token in stopped_early:
-            stopped_early.discard(token)
-            send(("result", token, Result.FAILURE, {}, None))
-            continue
-        with claim_lock:
-            if token in unqueued:
-                unqueued.discard(token)
-                continue  # already answered
-            claimed.add(token)
         params = WorkerParameters(
             id=attempt.work_id, input_data=Data(attempt.input_data), tags=attempt.tags,
             run_attempt_count=attempt.run_attempt_count, generation=attempt.generation,
             triggered_content_paths=attempt.extra.get("triggered_content_paths", ()),
             progress_sink=lambda data, token=token: send(("progress", token, data.to_dict())),
         )
-        current[token] = params
+        with claim_lock:
+            stopped = token in stopped_early
+            stopped_early.discard(token)
+            if not stopped and token in unqueued:
+                unqueued.discard(token)
+                continue  # already answered
+            if not stopped:
+                claimed.add(token)
+                current[token] = params
+        if stopped:
+            send(("result", token, Result.FAILURE, {}, None))
+            continue
         output.to_log(attempt.log_path)
         began = time.monotonic()
         message = (*_run(attempt, params, codes), time.monotonic() - began)
@@ -159,7 +165,8 @@ def slot_main(conn: Any) -> None:
             os.chdir(home)
         except OSError:
             pass
-        del current[token]
+        with claim_lock:
+            del current[token]
         try:
             send(message)
         except OSError:  # the scheduler is gone (killed): nobody to tell, end as it would
