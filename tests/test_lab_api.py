@@ -213,15 +213,20 @@ def test_reading_starts_no_scheduler(server, store):
     wm = WorkManager(store)
     waiting = OneTimeWorkRequest(helpers.echo, initial_delay=3600)
     wm.enqueue(waiting)
+    # The enqueue spawned a supervisor that starts the scheduler: one not yet running its
+    # own program cannot be found to be stopped, so wait for the scheduler to hold the store.
+    wait_until(lambda: holder_pid(store) is not None, what="the scheduler to start")
     stop_scheduler(store)
-    wait_until(lambda: not scheduler_processes(store), what="the scheduler to stop")
+    wait_until(lambda: not scheduler_processes(store, ("nbwork._scheduler_main",
+                                                       "nbwork._supervisor")),
+               what="the scheduler and its supervisor to stop")
     ok(url, f"works?store={store}")
     ok(url, f"works/{waiting.id}?store={store}")
     ok(url, f"works/{waiting.id}/log?store={store}")
     ok(url, f"notices?store={store}")
     # A scheduler starts through its supervisor: look for both.
     assert holder_pid(store) is None
-    assert not scheduler_processes(store, ("nbwork._daemon", "nbwork._supervisor"))
+    assert not scheduler_processes(store, ("nbwork._scheduler_main", "nbwork._supervisor"))
 
 
 def test_cancel_by_id_tag_unique_name_and_filter_then_prune(server, store, tmp_path):
