@@ -8,6 +8,7 @@ import time
 import pytest
 
 from nbwork import WorkManager
+from nbwork._time import ManualClock
 from tests.helpers import all_schedulers_settled, stop_scheduler
 
 
@@ -98,3 +99,35 @@ def only_slow_tests_start_a_scheduler(request, monkeypatch):
                     "is not marked slow: mark it @pytest.mark.slow, or step the scheduler in "
                     "this process (TestDriver)", pytrace=False)
 
+
+@pytest.fixture
+def clock():
+    """A manual clock for the stepped scheduler and a client that share it."""
+    return ManualClock()
+
+
+@pytest.fixture
+def client(store_path, clock, monkeypatch):
+    """A WorkManager on the manual clock that never starts a real scheduler (the tests step
+    one themselves)."""
+    manager = WorkManager(store_path)
+    manager.clock = clock
+    monkeypatch.setattr(manager.daemon, "ensure_running", lambda: None)
+    yield manager
+    assert manager.daemon.pid is None  # no scheduler took part
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MB tmpfs, to be filled (the store's own files need a few MB of room first)."""
+    from tests.reliability import mount_tmpfs, unmount  # it imports this module
+
+    mount = tmp_path / "disk"
+    why_not = mount_tmpfs(str(mount), "16m")
+    if why_not:
+        pytest.skip(f"cannot mount a small disk to fill: {why_not}")
+    try:
+        yield mount
+    finally:
+        stop_scheduler(str(mount / "store"))
+        unmount(str(mount))

@@ -17,12 +17,10 @@ from nbwork import (
     PeriodicWorkRequest,
     Result,
     Worker,
-    WorkManager,
     WorkState,
 )
 from nbwork._scheduler import Scheduler
 from nbwork._store import Store
-from nbwork._time import ManualClock
 from nbwork.testing import TestDriver, run_worker
 from tests.conftest import wait_until
 
@@ -37,19 +35,8 @@ class PathsWorker(Worker):
         return Result.success({"paths": list(self.triggered_content_paths)})
 
 
-@pytest.fixture
-def clock():
-    return ManualClock()
 
 
-@pytest.fixture
-def client(store_path, clock, monkeypatch):
-    """A WorkManager on the manual clock that never starts a real scheduler."""
-    manager = WorkManager(store_path)
-    manager.clock = clock
-    monkeypatch.setattr(manager.daemon, "ensure_running", lambda: None)
-    yield manager
-    assert manager.daemon.pid is None
 
 
 @pytest.fixture

@@ -29,11 +29,9 @@ from tests.reliability import (
     DELAYED,
     RecordThenWait,
     fill_disk,
-    mount_tmpfs,
     noop,
     read_pid_lines,
     scheduler_log,
-    unmount,
 )
 
 pytestmark = pytest.mark.slow
@@ -225,17 +223,6 @@ def test_kills_of_schedulers_that_record_results_never_add_up_to_a_give_up(path,
 # --- a full disk when a scheduler starts ------------------------------------------------------
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    why_not = mount_tmpfs(str(mount), "16m")
-    if why_not:
-        pytest.skip(f"cannot mount a small disk to fill: {why_not}")
-    try:
-        yield mount
-    finally:
-        stop_scheduler(str(mount / "store"))
-        unmount(str(mount))
 
 
 def test_a_scheduler_that_starts_on_a_full_disk_waits_and_resumes_with_no_client_call(

@@ -26,10 +26,8 @@ from tests.reliability import (
     corrupt_missing_module,
     corrupt_raises,
     fill_disk,
-    mount_tmpfs,
     read_pid_lines,
     scheduler_log,
-    unmount,
     wal_writer_pid,
 )
 from tests.reliability import _RaisesWhenLoaded as RaisesWhenLoaded
@@ -45,18 +43,6 @@ def _spec(wm, request):
 # --- a full disk ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 16 MB tmpfs, to be filled (the store's own files need a few MB of room first)."""
-    mount = tmp_path / "disk"
-    why_not = mount_tmpfs(str(mount), "16m")
-    if why_not:
-        pytest.skip(f"cannot mount a small disk to fill: {why_not}")
-    try:
-        yield mount
-    finally:
-        stop_scheduler(str(mount / "store"))
-        unmount(str(mount))
 
 
 def test_a_full_disk_fails_enqueue_clearly_and_the_scheduler_carries_on(small_disk, tmp_path):

@@ -9,12 +9,11 @@ from datetime import datetime
 
 import pytest
 
-from nbwork import BackoffPolicy, OneTimeWorkRequest, StopReason, WorkManager, WorkState
+from nbwork import BackoffPolicy, OneTimeWorkRequest, StopReason, WorkState
 from nbwork._executors.inline import InlineExecutor
 from nbwork._rules import Outcome
 from nbwork._scheduler import Scheduler
 from nbwork._store import Store
-from nbwork._time import ManualClock
 from tests import helpers
 from tests.helpers import read_ints
 
@@ -62,19 +61,8 @@ class HoldingExecutor:
         self._running.clear()
 
 
-@pytest.fixture
-def clock():
-    return ManualClock()
 
 
-@pytest.fixture
-def client(store_path, clock, monkeypatch):
-    """A WorkManager on the manual clock that never starts a real scheduler."""
-    manager = WorkManager(store_path)
-    manager.clock = clock
-    monkeypatch.setattr(manager.daemon, "ensure_running", lambda: None)
-    yield manager
-    assert manager.daemon.pid is None          # no daemon took part
 
 
 def _scheduler(client, clock, executor=None) -> Scheduler:
