@@ -49,7 +49,6 @@ import logging
 import os
 import pickle
 import sqlite3
-import stat
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -197,18 +196,6 @@ def _rebuild_index(cache: diskcache.Cache, key: str) -> Any:
 _DAMAGE_SIGNS = ("not a database", "malformed", "corrupt")
 """What SQLite says of a damaged database file."""
 
-
-def sharing_problem(path: str, info: os.stat_result, what: str, why: str, fix: str,
-                    owner_fix: str = "use one of your own") -> str | None:
-    """Why a directory others control is refused (another owner, or writable by group or
-    others), or None. The store and hot folders share this rule: whoever can write there
-    could make nbwork run code, or feed work, as this user."""
-    if hasattr(os, "getuid") and info.st_uid != os.getuid():
-        return f"{what} {path!r} belongs to another user (uid {info.st_uid}); {owner_fix}"
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return (f"{what} {path!r} can be written by other users (mode "
-                f"{stat.S_IMODE(info.st_mode):o}); {why}: {fix}")
-    return None
 
 
 def _translate(exc: BaseException, path: str) -> StoreError:

@@ -81,16 +81,25 @@ def _check_ancestor(info: os.stat_result, where: str, store: str) -> None:
             f"own; use a store in a folder only you can write, or chmod go-w {where}")
 
 
-def _check_store(info: os.stat_result, store: str) -> None:
+def sharing_problem(path: str, info: os.stat_result, what: str, why: str, fix: str,
+                    owner_fix: str = "use one of your own") -> str | None:
+    """Why a directory others control is refused (another owner, or writable by group or
+    others), or None. The store and hot folders share this rule: whoever can write there
+    could make nbwork run code, or feed work, as this user."""
     if info.st_uid != _uid():
-        raise StoreError(
-            f"the store directory {store!r} belongs to another user (uid {info.st_uid}); use a "
-            "store of your own (pass a path you own, or set NBWORK_HOME)")
+        return f"{what} {path!r} belongs to another user (uid {info.st_uid}); {owner_fix}"
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise StoreError(
-            f"the store directory {store!r} can be written by other users (mode "
-            f"{stat.S_IMODE(info.st_mode):o}); it holds code that nbwork runs, so make it "
-            f"private: chmod 700 {store}")
+        return (f"{what} {path!r} can be written by other users (mode "
+                f"{stat.S_IMODE(info.st_mode):o}); {why}: {fix}")
+    return None
+
+
+def _check_store(info: os.stat_result, store: str) -> None:
+    problem = sharing_problem(
+        store, info, "the store directory", "it holds code that nbwork runs, so make it private",
+        f"chmod 700 {store}", "use a store of your own (pass a path you own, or set NBWORK_HOME)")
+    if problem:
+        raise StoreError(problem)
 
 
 def _check_entry(info: os.stat_result, name: str, store: str, own: bool) -> None:

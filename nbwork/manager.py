@@ -25,7 +25,8 @@ from ._daemon import Daemon
 from ._executor_address import check_executor, require_distributed
 from ._ops import spec_of_request as _spec_of
 from ._spec import WorkSpec
-from ._store import Store, Unreadable, check_durability, sharing_problem
+from ._store import Store, Unreadable, check_durability
+from ._storedir import sharing_problem
 from ._time import Clock, to_seconds
 from ._wake import notify
 from ._watches import FolderWatch
