@@ -37,6 +37,7 @@ from .request import (
     NetworkType,
     OneTimeWorkRequest,
     PeriodicWorkRequest,
+    RunAfter,
     WorkRequest,
 )
 from .worker import CoroutineWorker, Result, Worker, is_stopped, set_progress
@@ -76,6 +77,7 @@ __all__ = [
     "OverwritingInputMerger",
     "PeriodicWorkRequest",
     "Result",
+    "RunAfter",
     "SchedulerError",
     "SchedulerWarning",
     "StopReason",

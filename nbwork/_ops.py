@@ -171,6 +171,12 @@ def update(store: Store, new: WorkSpec, payload: bytes) -> UpdateResult:
                 f"become {kinds[new.is_periodic]} work; cancel it and enqueue a new request")
         if spec.is_finished:
             return UpdateResult.NOT_APPLIED
+        if spec.run_after != new.run_after:
+            # Like its prerequisites, how it waits for them is fixed when it is enqueued.
+            raise InvalidRequestError(
+                f"update_work: work {new.id} runs after its prerequisites with run_after="
+                f"{spec.run_after}, and an update cannot change that; build the request with "
+                f"run_after={spec.run_after!r}, or cancel the work and enqueue a new one")
         running = spec.state is WorkState.RUNNING
         _apply_update(txn, new.id, new, payload)
         spec = txn.get(new.id)
@@ -245,6 +251,7 @@ def spec_of_request(request: WorkRequest, code_key: str, prerequisites: tuple[st
         unique_name=unique_name,
         prerequisites=prerequisites,
         input_merger=MERGER_NAMES[request.input_merger],
+        run_after=request.run_after.value,
         constraints=request.constraints.to_dict(),
         initial_delay=request.initial_delay,
         backoff_policy=request.backoff_policy.value,
@@ -256,14 +263,15 @@ def spec_of_request(request: WorkRequest, code_key: str, prerequisites: tuple[st
     )
 def prune_unreadable(store: Store, now: float) -> list[str]:
     """Remove every work whose record cannot be read (``Unreadable``), with its index entries
-    and log; the work that waited for one of them can never run, so it is cancelled. Returns
-    the removed ids. (A full scan of the records, in one transaction.)"""
+    and log; the work that waited for one of them can never run, so it is cancelled (one
+    with ``RunAfter.ALL_FINISHED`` runs without it). Returns the removed ids. (A full scan
+    of the records, in one transaction.)"""
     with store.transaction() as txn:
         records = txn.all_records()
         gone = {r.id for r in records if isinstance(r, Unreadable)}
         for wid in gone:
             txn.forget_unreadable(wid)
-        waiting = []
+        waiting, joins = [], []
         for spec in records:
             if not isinstance(spec, WorkSpec):
                 continue
@@ -272,8 +280,11 @@ def prune_unreadable(store: Store, now: float) -> list[str]:
                 spec.dependents = tuple(d for d in spec.dependents if d not in gone)
                 txn.put(spec)
             if not spec.is_finished and gone.intersection(spec.prerequisites):
-                waiting.append(spec.id)
+                # A work that runs after its prerequisites finished, whatever they ended
+                # as, may run without one that is gone; any other never can.
+                (joins if _rules.runs_after_all_finished(spec) else waiting).append(spec.id)
         _rules.cancel(txn, waiting, now)
+        _rules.unblock(txn, joins, now)
     for wid in gone:
         store.unreadable.pop(wid, None)
         with contextlib.suppress(FileNotFoundError):

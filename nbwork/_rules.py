@@ -16,7 +16,7 @@ from ._spec import WorkSpec
 from .data import MERGERS, Data
 from .errors import InvalidRequestError
 from .info import StopReason, WorkState
-from .request import MAX_BACKOFF_DELAY, ExistingPeriodicWorkPolicy, ExistingWorkPolicy
+from .request import MAX_BACKOFF_DELAY, ExistingPeriodicWorkPolicy, ExistingWorkPolicy, RunAfter
 
 MAX_CONSECUTIVE_CRASHES = 3
 """A work whose worker process dies this many times in a row fails (no endless crash loop)."""
@@ -91,10 +91,14 @@ def next_period_at(spec: WorkSpec, finished_at: float) -> float:
 # --- enqueue ----------------------------------------------------------------------------
 
 
-def state_from_prerequisites(prerequisites: Iterable[WorkSpec]) -> WorkState:
-    """FAILED if any failed (wins), else CANCELLED if any was, else ENQUEUED if all
-    succeeded, else BLOCKED."""
+def state_from_prerequisites(prerequisites: Iterable[WorkSpec],
+                             run_after: str = RunAfter.ALL_SUCCEEDED.value) -> WorkState:
+    """WorkManager's rule: FAILED if any failed (wins), else CANCELLED if any was, else
+    ENQUEUED if all succeeded, else BLOCKED. With ``run_after`` ALL_FINISHED: ENQUEUED once
+    all are finished (whatever they ended as), else BLOCKED."""
     states = [p.state for p in prerequisites]
+    if run_after == RunAfter.ALL_FINISHED.value:
+        return WorkState.ENQUEUED if all(s.is_finished for s in states) else WorkState.BLOCKED
     if WorkState.FAILED in states:
         return WorkState.FAILED
     if WorkState.CANCELLED in states:
@@ -102,6 +106,12 @@ def state_from_prerequisites(prerequisites: Iterable[WorkSpec]) -> WorkState:
     if all(s is WorkState.SUCCEEDED for s in states):
         return WorkState.ENQUEUED
     return WorkState.BLOCKED
+
+
+def runs_after_all_finished(spec: WorkSpec) -> bool:
+    """Whether ``spec`` waits for its prerequisites to finish, not to succeed: their
+    failure or cancellation never finishes it (``RunAfter.ALL_FINISHED``)."""
+    return spec.run_after == RunAfter.ALL_FINISHED.value
 
 
 def insert_new(works: WorkSet, spec: WorkSpec, now: float) -> None:
@@ -117,10 +127,9 @@ def insert_new(works: WorkSet, spec: WorkSpec, now: float) -> None:
         parent.dependents = (*parent.dependents, spec.id)
         works.put(parent)
     spec.enqueue_time = now
-    spec.state = state_from_prerequisites(prerequisites)
+    spec.state = state_from_prerequisites(prerequisites, spec.run_after)
     if spec.state is WorkState.ENQUEUED:
-        spec.last_enqueue_time = now
-        spec.next_run_at = first_run_at(spec, now)
+        _enqueue(spec, now)
     elif spec.state.is_finished:
         spec.finish_time = now
         if spec.state is WorkState.FAILED:
@@ -316,27 +325,47 @@ def finish_attempt(works: WorkSet, spec: WorkSpec, outcome: Outcome, now: float)
     works.put(spec)
 
 
+def _enqueue(spec: WorkSpec, now: float) -> None:
+    """A new or BLOCKED work becomes ENQUEUED: its initial delay counts from now."""
+    spec.state = WorkState.ENQUEUED
+    spec.last_enqueue_time = now
+    spec.next_run_at = first_run_at(spec, now)
+
+
+def _may_run(works: WorkSet, spec: WorkSpec) -> bool:
+    """Whether the prerequisites of a BLOCKED work now let it run."""
+    parents = [works.get(pid) for pid in spec.prerequisites]
+    if runs_after_all_finished(spec):
+        # A prerequisite that is gone (an unreadable record, removed) never runs again:
+        # for this rule it is finished.
+        return all(p is None or p.is_finished for p in parents)
+    if any(p is None for p in parents):
+        return False  # a prerequisite that cannot be read never succeeds: it stays BLOCKED
+    return state_from_prerequisites(parents) is WorkState.ENQUEUED
+
+
+def unblock(works: WorkSet, ids: Iterable[str], now: float) -> None:
+    """Each of ``ids`` that is BLOCKED becomes ENQUEUED if its prerequisites now let it."""
+    for wid in dict.fromkeys(ids):
+        spec = works.get(wid)
+        if spec is not None and spec.state is WorkState.BLOCKED and _may_run(works, spec):
+            _enqueue(spec, now)
+            works.put(spec)
+
+
 def _unblock_dependents(works: WorkSet, spec: WorkSpec, now: float) -> None:
-    for did in spec.dependents:
-        child = works.get(did)
-        if child is None or child.state is not WorkState.BLOCKED:
-            continue
-        parents = [works.get(pid) for pid in child.prerequisites]
-        if any(p is None for p in parents):
-            continue  # a prerequisite that cannot be read never succeeds: it stays BLOCKED
-        state = state_from_prerequisites(parents)
-        if state is WorkState.ENQUEUED:
-            child.state = WorkState.ENQUEUED
-            child.last_enqueue_time = now
-            child.next_run_at = first_run_at(child, now)
-            works.put(child)
+    unblock(works, spec.dependents, now)
 
 
 def _finish_dependents(works: WorkSet, spec: WorkSpec, state: WorkState, now: float) -> list[str]:
-    """Every unfinished dependent, transitively, takes ``state``; returns the RUNNING ones."""
+    """Every unfinished dependent, transitively, takes ``state``; returns the RUNNING ones.
+
+    A dependent that runs after all its prerequisites *finished* is neither failed nor
+    cancelled: it may run now, and its own dependents wait for its own result."""
     running: list[str] = []
     pending = [(did, spec) for did in spec.dependents]
     seen: set[str] = set()
+    joins: list[str] = []
     while pending:
         child_id, parent = pending.pop()
         if child_id in seen:
@@ -344,6 +373,9 @@ def _finish_dependents(works: WorkSet, spec: WorkSpec, state: WorkState, now: fl
         seen.add(child_id)
         child = works.get(child_id)
         if child is None:
+            continue
+        if runs_after_all_finished(child):
+            joins.append(child_id)
             continue
         # A finished dependent stays as it is, but its own dependents are still reached.
         pending.extend((did, child) for did in child.dependents)
@@ -360,6 +392,8 @@ def _finish_dependents(works: WorkSet, spec: WorkSpec, state: WorkState, now: fl
             child.error = failed_because(
                 parent if parent.state is WorkState.FAILED else spec, spec)
         works.put(child)
+    # Only now: a join's other prerequisites may have been finished further on in this walk.
+    unblock(works, joins, now)
     return running
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from ._content import CONTENT_WAIT, triggers_of, waits_for_content
 from .data import Data
 from .info import StopReason, WorkInfo, WorkState
-from .request import Constraints
+from .request import Constraints, RunAfter
 
 SCHEMA_VERSION = 1
 
@@ -44,6 +44,8 @@ class WorkSpec:
     prerequisites: tuple[str, ...] = ()
     dependents: tuple[str, ...] = ()
     input_merger: str = "OverwritingInputMerger"
+    # RunAfter's value: older records, written before the field existed, read as the default.
+    run_after: str = "ALL_SUCCEEDED"
     constraints: dict[str, Any] = field(default_factory=dict)
     initial_delay: float = 0.0
     backoff_policy: str = "EXPONENTIAL"
@@ -132,6 +134,7 @@ class WorkSpec:
             worker_name=self.worker_name,
             input_data=Data._from_store(self.input),
             prerequisites=self.prerequisites,
+            run_after=_run_after_of(self.run_after),
             dependents=self.dependents,
             enqueue_time=when(self.enqueue_time),
             start_time=when(self.start_time),
@@ -145,6 +148,13 @@ class WorkSpec:
                                  and waits_for_content(self)),
             triggered_content_paths=tuple(self.content.get("paths", ())),
         )
+
+
+def _run_after_of(value: str) -> RunAfter:
+    try:
+        return RunAfter(value)
+    except ValueError:  # a rule of a later version: shown as the rule this version applies
+        return RunAfter.ALL_SUCCEEDED
 
 
 _SHOWS_PROGRESS = frozenset({WorkState.RUNNING, WorkState.ENQUEUED})

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from .info import WorkInfo, WorkState
-from .request import Constraints, NetworkType
+from .request import Constraints, NetworkType, RunAfter
 
 PrerequisiteLookup = Mapping[str, WorkInfo] | Callable[[str], WorkInfo | None]
 """How ``why_waiting`` finds a prerequisite's info: a mapping by id (say, the infos a
@@ -83,7 +83,8 @@ def why_waiting(info: WorkInfo, prerequisites: PrerequisiteLookup | None = None,
     waiting (RUNNING or finished).
 
     BLOCKED work names the prerequisites it still waits for (with their states, when
-    ``prerequisites`` can look them up); ENQUEUED work names its initial delay, backoff
+    ``prerequisites`` can look them up), and says when it runs whatever they end as
+    (``RunAfter.ALL_FINISHED``); ENQUEUED work names its initial delay, backoff
     or next period and when it ends, else the conditions it needs, else says it is due.
     ``now`` (local time, default: the clock) decides whether a delay is still running.
     """
@@ -95,9 +96,13 @@ def why_waiting(info: WorkInfo, prerequisites: PrerequisiteLookup | None = None,
                 waits.append(id[:8])
             elif not parent.state.is_finished:
                 waits.append(f"{_name(parent)} ({parent.state.value})")
+        # A RunAfter.ALL_FINISHED work is not doomed by a failed prerequisite: say so.
+        whatever = (" (it runs whatever they end as)"
+                    if info.run_after is RunAfter.ALL_FINISHED else "")
         if not waits:
-            return "waits for its prerequisites to finish"
-        return "waits for prerequisite" + ("s " if len(waits) > 1 else " ") + ", ".join(waits)
+            return "waits for its prerequisites to finish" + whatever
+        return ("waits for prerequisite" + ("s " if len(waits) > 1 else " ") + ", ".join(waits)
+                + whatever)
     if info.state is not WorkState.ENQUEUED:
         return None
     now = now or datetime.now()

@@ -11,7 +11,7 @@ from datetime import datetime
 from ._content import ContentTrigger
 from .data import Data
 from .errors import InvalidInputError
-from .request import Constraints
+from .request import Constraints, RunAfter
 
 
 class WorkState(str, enum.Enum):
@@ -114,6 +114,9 @@ class WorkInfo:
     worker_name: str = ""
     input_data: Data = Data.EMPTY
     prerequisites: tuple[str, ...] = ()
+    run_after: RunAfter = RunAfter.ALL_SUCCEEDED
+    """When it runs after its prerequisites: once all succeeded (the default) or, with
+    ``RunAfter.ALL_FINISHED``, once all are finished whatever they ended as."""
     dependents: tuple[str, ...] = ()
     enqueue_time: datetime | None = None
     start_time: datetime | None = None

@@ -85,6 +85,25 @@ class ExistingPeriodicWorkPolicy(str, enum.Enum):
         return _enum_value(cls, value, "ExistingPeriodicWorkPolicy")
 
 
+class RunAfter(str, enum.Enum):
+    """When a work with prerequisites runs: an nbwork extension (WorkManager has only
+    ``ALL_SUCCEEDED``), like Airflow's ``trigger_rule``.
+
+    ``ALL_SUCCEEDED`` (the default, WorkManager's rule): once every prerequisite succeeded;
+    a failed or cancelled prerequisite fails or cancels it. ``ALL_FINISHED`` (Airflow's
+    ``"all_done"``): once every prerequisite is finished, whatever it ended as (SUCCEEDED,
+    FAILED or CANCELLED); only a cancel that selects it cancels it. For a step that reports
+    on, or cleans up after, steps that may fail.
+    """
+
+    ALL_SUCCEEDED = "ALL_SUCCEEDED"
+    ALL_FINISHED = "ALL_FINISHED"
+
+    @classmethod
+    def parse(cls, value: object) -> "RunAfter":
+        return _enum_value(cls, value, "run_after")
+
+
 class NetworkType(str, enum.Enum):
     """The network a work needs (WorkManager's ``NetworkType``)."""
 
@@ -252,6 +271,9 @@ class WorkRequest:
                 raise InvalidRequestError(f"id must be a UUID string, not {id!r}") from None
         self.id: str = id
 
+    run_after: RunAfter = RunAfter.ALL_SUCCEEDED
+    """When the work runs after its prerequisites (one-time work only; see ``RunAfter``)."""
+
     @property
     def is_periodic(self) -> bool:
         return False
@@ -265,7 +287,10 @@ class OneTimeWorkRequest(WorkRequest):
 
     ``OneTimeWorkRequest(worker, input_data=..., tags=[...], constraints=...,
     initial_delay=..., backoff_policy=..., backoff_delay=..., input_merger=...,
-    keep_results_for=...)``; or ``OneTimeWorkRequest.Builder(worker)...build()``.
+    keep_results_for=..., run_after=...)``; or ``OneTimeWorkRequest.Builder(worker)...build()``.
+    ``run_after`` (nbwork's extension, default ``RunAfter.ALL_SUCCEEDED``): with
+    ``RunAfter.ALL_FINISHED`` (or ``"all_finished"``) the work runs once all its
+    prerequisites are finished, even if some failed or were cancelled.
     """
 
     def __init__(
@@ -273,10 +298,12 @@ class OneTimeWorkRequest(WorkRequest):
         worker: type | Callable[..., Any],
         *,
         input_merger: type[InputMerger] = OverwritingInputMerger,
+        run_after: RunAfter | str = RunAfter.ALL_SUCCEEDED,
         **kwargs: Any,
     ) -> None:
         super().__init__(worker, **kwargs)
         self.input_merger = _check_merger(input_merger)
+        self.run_after = RunAfter.parse(run_after)
 
     @classmethod
     def from_worker(cls, worker: type | Callable[..., Any]) -> "OneTimeWorkRequest":
@@ -321,6 +348,12 @@ class OneTimeWorkRequest(WorkRequest):
             self._kwargs["keep_results_for"] = to_seconds(duration, "keep_results_for")
             return self
 
+        def set_run_after(self, run_after: RunAfter | str) -> "OneTimeWorkRequest.Builder":
+            """nbwork's extension: ``RunAfter.ALL_FINISHED`` runs the work once its
+            prerequisites are finished, whatever they ended as."""
+            self._kwargs["run_after"] = RunAfter.parse(run_after)
+            return self
+
         def set_id(self, id: str) -> "OneTimeWorkRequest.Builder":
             self._kwargs["id"] = id
             return self
@@ -361,6 +394,11 @@ class PeriodicWorkRequest(WorkRequest):
             raise InvalidRequestError(
                 "periodic work has no prerequisites, so it takes no input_merger; drop it "
                 "(its input_data is used as is)"
+            )
+        if "run_after" in kwargs:
+            raise InvalidRequestError(
+                "periodic work has no prerequisites, so it takes no run_after; drop it "
+                "(run_after is for a OneTimeWorkRequest in a chain)"
             )
         kwargs.setdefault("backoff_delay", min(DEFAULT_BACKOFF_DELAY, interval))
         super().__init__(worker, **kwargs)

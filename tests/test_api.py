@@ -16,7 +16,7 @@ def test_all_is_pinned():
         "InvalidInputError", "InvalidRequestError", "LargeWorkerWarning", "MAX_DATA_BYTES",
         "NbworkError", "NbworkWarning", "SchedulerWarning",
         "NetworkType", "OneTimeWorkRequest", "Operation", "OverwritingInputMerger",
-        "PeriodicWorkRequest", "Result", "SchedulerError", "StopReason", "StoreError",
+        "PeriodicWorkRequest", "Result", "RunAfter", "SchedulerError", "StopReason", "StoreError",
         "UpdateResult", "WorkContinuation", "WorkInfo", "WorkManager", "WorkQuery",
         "WorkRequest", "WorkState", "Worker", "WorkerSerializationError", "is_stopped",
         "set_progress", "__version__",

@@ -20,6 +20,7 @@ from nbwork.request import (
     NetworkType,
     OneTimeWorkRequest,
     PeriodicWorkRequest,
+    RunAfter,
 )
 from nbwork.worker import CoroutineWorker, Result, Worker, WorkerParameters
 
@@ -106,6 +107,7 @@ def test_defaults_match_workmanager():
     assert request.backoff_delay == DEFAULT_BACKOFF_DELAY == 30.0
     assert request.keep_results_for is None
     assert request.input_merger is OverwritingInputMerger
+    assert request.run_after is RunAfter.ALL_SUCCEEDED   # WorkManager's only rule
     assert request.is_periodic is False
 
 
@@ -368,7 +370,7 @@ def _fields(request: OneTimeWorkRequest) -> dict:
         name: getattr(request, name)
         for name in ("worker", "worker_name", "input_data", "tags", "constraints",
                      "initial_delay", "backoff_policy", "backoff_delay", "keep_results_for",
-                     "input_merger", "id", "is_periodic")
+                     "input_merger", "run_after", "id", "is_periodic")
     }
 
 
@@ -385,6 +387,7 @@ def test_builder_makes_the_same_request_as_keyword_arguments():
         .set_backoff_criteria("linear", 2)
         .set_input_merger(ArrayCreatingInputMerger)
         .keep_results_for(60)
+        .set_run_after("all_finished")
         .set_id(id)
         .build()
     )
@@ -392,6 +395,7 @@ def test_builder_makes_the_same_request_as_keyword_arguments():
         EchoWorker, input_data={"image_uri": "a.png"}, tags=["blur", "OUTPUT"],
         constraints=constraints, initial_delay=5, backoff_policy=BackoffPolicy.LINEAR,
         backoff_delay=2, input_merger=ArrayCreatingInputMerger, keep_results_for=60, id=id,
+        run_after=RunAfter.ALL_FINISHED,
     )
     assert isinstance(built, OneTimeWorkRequest)
     assert _fields(built) == _fields(direct)
@@ -429,6 +433,54 @@ def test_builder_setters_validate_at_once():
         builder.set_input_data({"x": object()})
     with pytest.raises(InvalidInputError, match="keep_results_for"):
         builder.keep_results_for(math.nan)
+    with pytest.raises(InvalidInputError, match="run_after 'any' is unknown"):
+        builder.set_run_after("any")
+
+
+# --- run_after (nbwork's extension) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [RunAfter.ALL_FINISHED, "ALL_FINISHED", "all_finished"])
+def test_run_after_accepts_the_enum_and_its_name(value):
+    assert OneTimeWorkRequest(add, run_after=value).run_after is RunAfter.ALL_FINISHED
+
+
+@pytest.mark.parametrize("bad", ["all_done", "", None, 1, True])
+def test_an_unknown_run_after_is_rejected_listing_the_valid_ones(bad):
+    with pytest.raises(InvalidInputError, match="RunAfter.ALL_SUCCEEDED, RunAfter.ALL_FINISHED"):
+        OneTimeWorkRequest(add, run_after=bad)
+
+
+def test_periodic_work_has_no_prerequisites_so_no_run_after():
+    with pytest.raises(InvalidRequestError, match="no run_after"):
+        PeriodicWorkRequest(add, 60, run_after=RunAfter.ALL_FINISHED)
+    assert PeriodicWorkRequest(add, 60).run_after is RunAfter.ALL_SUCCEEDED
+
+
+class Fails(Worker):
+    def do_work(self) -> Result:
+        return Result.failure()
+
+
+def test_the_rule_is_stored_and_shown_and_an_update_cannot_change_it(client):
+    """Through the client: the join is stored with its rule (BLOCKED, not doomed, after its
+    prerequisite); ``update_work`` that would change the rule is refused, writing nothing."""
+    from nbwork import UpdateResult, WorkState
+    from nbwork.explain import why_waiting
+
+    first = OneTimeWorkRequest(Fails)
+    join = OneTimeWorkRequest(add, run_after="all_finished", input_data={"a": 1, "b": 2})
+    client.begin_with(first).then(join).enqueue()
+    info = client.get_work_info_by_id(join.id)
+    assert (info.state, info.run_after) == (WorkState.BLOCKED, RunAfter.ALL_FINISHED)
+    assert why_waiting(info, client.get_work_info_by_id) == (
+        f"waits for prerequisite Fails {first.id[:8]} (ENQUEUED) (it runs whatever they end as)")
+    with pytest.raises(InvalidRequestError, match="cannot change that"):
+        client.update_work(OneTimeWorkRequest(add, id=join.id, input_data={"a": 5, "b": 5}))
+    assert client.get_work_info_by_id(join.id).input_data == {"a": 1, "b": 2}
+    assert client.update_work(OneTimeWorkRequest(
+        add, id=join.id, run_after="all_finished", input_data={"a": 5, "b": 5})) is \
+        UpdateResult.APPLIED_IMMEDIATELY
 
 
 # --- periodic ---------------------------------------------------------------------------

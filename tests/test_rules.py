@@ -25,12 +25,18 @@ from nbwork._rules import (
     recover,
     start_attempt,
     state_from_prerequisites,
+    unblock,
 )
 from nbwork._spec import Attempt, WorkSpec
 from nbwork.data import Data
 from nbwork.errors import DataError, InvalidRequestError
 from nbwork.info import StopReason, WorkState
-from nbwork.request import MAX_BACKOFF_DELAY, ExistingPeriodicWorkPolicy, ExistingWorkPolicy
+from nbwork.request import (
+    MAX_BACKOFF_DELAY,
+    ExistingPeriodicWorkPolicy,
+    ExistingWorkPolicy,
+    RunAfter,
+)
 
 ENQUEUED, RUNNING, SUCCEEDED = WorkState.ENQUEUED, WorkState.RUNNING, WorkState.SUCCEEDED
 FAILED, BLOCKED, CANCELLED = WorkState.FAILED, WorkState.BLOCKED, WorkState.CANCELLED
@@ -717,6 +723,170 @@ def test_merged_input_skips_pruned_prerequisites():
     works = MemoryWorkSet([make("p1", SUCCEEDED, output={"a": 1})])
     spec = make("c", prerequisites=("p1", "gone"), input={"b": 2})
     assert merged_input(spec, works) == {"a": 1, "b": 2}
+
+
+# --- RunAfter.ALL_FINISHED: runs once its prerequisites finished, whatever they ended as -
+
+
+JOIN = {"run_after": RunAfter.ALL_FINISHED.value}
+"""The record fields of a work that runs after all its prerequisites finished."""
+
+
+@pytest.mark.parametrize(
+    ("prerequisite_states", "expected"),
+    [
+        ([], ENQUEUED),
+        ([SUCCEEDED, FAILED, CANCELLED], ENQUEUED),
+        ([FAILED, BLOCKED], BLOCKED),
+        ([CANCELLED, RUNNING], BLOCKED),
+        ([SUCCEEDED, ENQUEUED], BLOCKED),
+    ],
+)
+def test_state_from_prerequisites_when_all_must_finish(prerequisite_states, expected):
+    parents = [make(f"p{i}", s) for i, s in enumerate(prerequisite_states)]
+    assert state_from_prerequisites(parents, RunAfter.ALL_FINISHED.value) is expected
+
+
+def test_a_join_is_blocked_while_a_prerequisite_runs_then_enqueued_with_its_delay():
+    works = MemoryWorkSet()
+    for wid in "abc":
+        add(works, wid)
+    join = add(works, "j", "a", "b", "c", initial_delay=5, **JOIN)
+    assert join.state is BLOCKED
+    attempt(works, "a", FAILURE, now=NOW + 1)
+    cancel(works, ["b"], NOW + 2)
+    assert works.get("j").state is BLOCKED       # c is not finished yet
+    attempt(works, "c", SUCCESS, now=NOW + 3)
+    join = works.get("j")
+    assert join.state is ENQUEUED and join.error is None
+    assert (join.last_enqueue_time, join.next_run_at) == (NOW + 3, NOW + 8)
+
+
+def test_a_failure_up_the_chain_reaches_a_join_and_lets_it_run():
+    """a fails -> b (after a) FAILED -> the join after b and c runs: it is not failed, even
+    though the failure reached it through b; found in either order of the walk."""
+    works = MemoryWorkSet()
+    add(works, "a")
+    add(works, "b", "a")
+    add(works, "c", "a")
+    add(works, "j", "b", "c", **JOIN)
+    attempt(works, "a", FAILURE)
+    assert states(works) == {"a": FAILED, "b": FAILED, "c": FAILED, "j": ENQUEUED}
+    assert works.get("j").error is None
+
+
+@pytest.mark.parametrize("outcome", [SUCCESS, FAILURE], ids=["succeeds", "fails"])
+def test_a_joins_own_dependents_follow_its_own_result(outcome):
+    works = MemoryWorkSet()
+    add(works, "a")
+    add(works, "j", "a", **JOIN)
+    add(works, "after", "j")
+    attempt(works, "a", FAILURE)
+    assert states(works) == {"a": FAILED, "j": ENQUEUED, "after": BLOCKED}
+    attempt(works, "j", outcome)
+    assert works.get("after").state is (ENQUEUED if outcome is SUCCESS else FAILED)
+
+
+def test_only_a_cancel_that_selects_a_join_cancels_it():
+    works = MemoryWorkSet()
+    add(works, "a")
+    add(works, "b")
+    add(works, "j", "a", "b", **JOIN)
+    add(works, "after", "j")
+    cancel(works, ["a"], NOW)                     # by id: a's dependents, not the join
+    assert states(works) == {"a": CANCELLED, "b": ENQUEUED, "j": BLOCKED, "after": BLOCKED}
+    cancel(works, ["b"], NOW, from_finished=False)
+    assert states(works) == {"a": CANCELLED, "b": CANCELLED, "j": ENQUEUED, "after": BLOCKED}
+    cancel(works, ["j"], NOW, from_finished=False)  # selected (by its tag, say): cancelled
+    assert states(works) == {"a": CANCELLED, "b": CANCELLED, "j": CANCELLED, "after": CANCELLED}
+
+
+def test_cancelling_every_unfinished_work_cancels_the_join_in_any_order():
+    for order in (["a", "j"], ["j", "a"]):
+        works = MemoryWorkSet()
+        add(works, "a")
+        add(works, "j", "a", **JOIN)
+        cancel(works, order, NOW)
+        assert states(works) == {"a": CANCELLED, "j": CANCELLED}, order
+
+
+def test_a_cancel_from_a_finished_work_stops_at_a_finished_join():
+    """Cancel by id starts from a finished work and reaches through finished dependents,
+    but not through a join: the join's dependents wait for the join's own result."""
+    works = MemoryWorkSet()
+    add(works, "a")
+    add(works, "j", "a", **JOIN)
+    add(works, "other")
+    add(works, "after", "j", "other")
+    attempt(works, "a", SUCCESS)
+    attempt(works, "j", SUCCESS)
+    cancel(works, ["a"], NOW)
+    assert states(works) == {"a": SUCCEEDED, "j": SUCCEEDED, "other": ENQUEUED,
+                             "after": BLOCKED}
+
+
+@pytest.mark.parametrize(("parents", "expected"), [
+    ([FAILED], ENQUEUED), ([CANCELLED, SUCCEEDED], ENQUEUED), ([FAILED, RUNNING], BLOCKED)])
+def test_a_join_enqueued_after_finished_prerequisites_is_enqueued_at_once(parents, expected):
+    works = MemoryWorkSet([make(f"p{i}", s) for i, s in enumerate(parents)])
+    join = add(works, "j", *(f"p{i}" for i in range(len(parents))), **JOIN)
+    assert join.state is expected
+    assert join.error is None and join.finish_time is None
+    if expected is ENQUEUED:
+        assert join.next_run_at == NOW
+
+
+def test_append_of_a_join_onto_a_failed_leaf_runs_it():
+    existing = [make("a", FAILED)]
+    plan = plan_unique(existing, ExistingWorkPolicy.APPEND)
+    works = MemoryWorkSet(existing)
+    assert add(works, "j", *plan.prerequisites, **JOIN).state is ENQUEUED
+
+
+def test_a_joins_input_merges_every_prerequisites_output_failures_too():
+    works = MemoryWorkSet()
+    add(works, "ok")
+    add(works, "bad")
+    add(works, "gone")
+    add(works, "j", "ok", "bad", "gone", input={"own": 1}, **JOIN,
+        input_merger="ArrayCreatingInputMerger")
+    attempt(works, "ok", Outcome("success", output={"uri": "ok.png"}))
+    attempt(works, "bad", Outcome("failure", output={"uri": "bad.png", "why": "broken"}))
+    cancel(works, ["gone"], NOW)
+    assert merged_input(works.get("j"), works) == {
+        "own": [1], "uri": ["ok.png", "bad.png"], "why": ["broken"]}
+
+
+def test_a_finished_prerequisite_of_a_waiting_join_is_not_prunable():
+    works = MemoryWorkSet()
+    add(works, "a")
+    add(works, "b")
+    add(works, "j", "a", "b", **JOIN)
+    attempt(works, "a", FAILURE)
+    assert not is_prunable(works.get("a"), works, None)
+    attempt(works, "b", SUCCESS)
+    attempt(works, "j", SUCCESS)
+    assert is_prunable(works.get("a"), works, None)
+
+
+def test_unblock_lets_a_join_run_without_a_prerequisite_that_is_gone_but_not_others():
+    works = MemoryWorkSet()
+    add(works, "a")
+    add(works, "j", "a", **JOIN)
+    add(works, "plain", "a")
+    del works.specs["a"]                          # an unreadable record, removed
+    unblock(works, ["j", "plain"], NOW)
+    assert works.get("j").state is ENQUEUED
+    assert works.get("plain").state is BLOCKED
+
+
+def test_a_joins_rule_round_trips_and_old_records_read_as_the_default():
+    join = make("j", **JOIN)
+    assert WorkSpec.from_dict(join.to_dict()).run_after == "ALL_FINISHED"
+    assert join.to_info().run_after is RunAfter.ALL_FINISHED
+    old = WorkSpec.from_dict({"id": "a", "worker_name": "w", "code_key": "k", "v": 1})
+    assert old.run_after == "ALL_SUCCEEDED"
+    assert old.to_info().run_after is RunAfter.ALL_SUCCEEDED
 
 
 # --- unique work: plan_unique -----------------------------------------------------------
