@@ -203,7 +203,7 @@ def test_save_copies_to_a_time_stamped_name(tmp_path):
 
 @pytest.mark.parametrize("hard_links", [True, False])
 def test_save_never_replaces_an_earlier_image(tmp_path, monkeypatch, hard_links):
-    monkeypatch.setattr(imaging, "_stamp", lambda: "2026-11-29-051500-123456")
+    monkeypatch.setattr(imaging._codelab, "_stamp", lambda: "2026-11-29-051500-123456")
     if not hard_links:
         def no_links(*args, **kwargs):
             raise PermissionError(1, "Operation not permitted")

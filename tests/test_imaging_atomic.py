@@ -15,7 +15,7 @@ KILLED_MID_WRITE = """
 import os, signal, sys
 from pathlib import Path
 from PIL import Image
-from nbwork import imaging
+from nbwork.imaging import _images
 
 def save_then_die(self, fp, format=None, **params):
     fp.write(b"\\x89PNG\\r\\n\\x1a\\n" + b"\\0" * 1000)  # the start of a PNG...
@@ -23,7 +23,7 @@ def save_then_die(self, fp, format=None, **params):
     os.kill(os.getpid(), signal.SIGKILL)  # ...then the cancel's SIGKILL
 
 Image.Image.save = save_then_die
-imaging._write_png(Image.new("RGB", (64, 64)), Path(sys.argv[1]), imaging.TEMP_PREFIX)
+_images._write_png(Image.new("RGB", (64, 64)), Path(sys.argv[1]), _images.TEMP_PREFIX)
 """
 
 
