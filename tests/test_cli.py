@@ -223,6 +223,7 @@ def test_batch_detach_returns_at_once(store_path, tmp_path):
     sheet_id = json.loads(nbwork("show", sheet, "--json", store=store_path).stdout)["id"]
     info = WorkManager(store_path).wait(sheet_id, timeout=60)
     assert info.state is WorkState.SUCCEEDED and info.output_data["failed"] == 1
+    assert info.run_attempt_count == 1   # it waited for the branches, not by retrying
     assert Path(info.output_data["contact_sheet"]).is_file()
 
 

@@ -18,11 +18,14 @@ from nbwork import (
     ArrayCreatingInputMerger,
     InvalidInputError,
     OneTimeWorkRequest,
+    RunAfter,
     StopReason,
     WorkContinuation,
+    WorkQuery,
     WorkState,
     imaging,
 )
+from nbwork.explain import why_waiting
 from nbwork.imaging import (
     BLUR_DIR_NAME,
     IMAGE_MANIPULATION_WORK_NAME,
@@ -264,10 +267,53 @@ def test_blur_o_matic_refuses_bad_arguments_and_enqueues_nothing(wm, tmp_path):
     assert wm.get_work_infos() == []
 
 
+def test_a_batch_sheet_waits_blocked_after_every_branch_not_by_retrying(client, tmp_path):
+    """The sheet depends on every branch's last step with RunAfter.ALL_FINISHED, enqueued
+    with them at once; it waits BLOCKED (no scheduler runs here), not doomed by a bad image."""
+    folder = _folder_with_a_corrupt_image(tmp_path)
+    job = blur_batch(client, folder, level=2, out_dir=tmp_path / "out")
+    sheet = client.get_work_info_by_id(job.sheet_id)
+    assert (sheet.state, sheet.run_after) == (WorkState.BLOCKED, RunAfter.ALL_FINISHED)
+    assert sorted(sheet.prerequisites) == sorted(ids[-1] for ids in job.branches.values())
+    assert {i.enqueue_time for i in client.get_work_infos(WorkQuery(ids=job.ids))} == {
+        sheet.enqueue_time}                               # one transaction
+    assert why_waiting(sheet, client.get_work_info_by_id).endswith(
+        "(it runs whatever they end as)")
+
+
 @pytest.mark.slow
-def test_contact_sheet_retries_until_its_batch_is_finished(wm, tmp_path):
-    """The sheet's settle logic, in-process: an unfinished branch means retry; a cancelled
-    one is reported; a passed deadline fails naming the image still waited for."""
+def test_a_sheet_run_after_its_branches_reads_them_once_and_never_retries(wm, tmp_path):
+    """In-process (its WorkManager starts the store's scheduler): a sheet of today's
+    batches reports what it finds at once; while a step of the batch is unfinished (a
+    branch whose save was cancelled by id) it keeps the batch's temporary folder, which
+    that step may still write to."""
+    held = OneTimeWorkRequest(BlurWorker, tags=["b-2"], initial_delay=3600,
+                              input_data={"source": "/pics/slow.png"})
+    gone = OneTimeWorkRequest(BlurWorker, tags=["b-2"], initial_delay=3600,
+                              input_data={"source": "/pics/gone.png"})
+    wm.enqueue([held, gone])
+    wm.cancel_work_by_id(gone.id)
+    blur_dir = tmp_path / "tmp"
+    blur_dir.mkdir()
+    data = {"batch_tag": "b-2", "after_branches": True, "store": wm.store_path,
+            "out_dir": str(tmp_path / "out"), "blur_dir": str(blur_dir)}
+    result = run_worker(ContactSheetWorker, input_data=data)
+    assert result.kind == "success"
+    report = json.loads(Path(result.output_data["report"]).read_text())
+    assert {Path(e["source"]).name: e["state"] for e in report["images"]} == {
+        "gone.png": "CANCELLED", "slow.png": "UNFINISHED"}
+    assert blur_dir.is_dir()
+    wm.cancel_work_by_id(held.id)
+    assert run_worker(ContactSheetWorker, input_data=data).kind == "success"
+    assert not blur_dir.exists()
+
+
+@pytest.mark.slow
+def test_a_polling_sheet_of_an_earlier_version_still_retries_until_its_batch_is_finished(
+        wm, tmp_path):
+    """A sheet enqueued before RunAfter (no prerequisites, no ``after_branches``), which a
+    store may still hold, in-process: an unfinished branch means retry; a cancelled one is
+    reported; a passed deadline fails naming the image still waited for."""
     held = OneTimeWorkRequest(BlurWorker, tags=["b-1"], initial_delay=3600,
                               input_data={"source": "/pics/slow.png"})
     wm.enqueue(held)
@@ -413,6 +459,12 @@ def test_batch_with_a_corrupt_image_blurs_the_others_and_reports_it(wm, tmp_path
         assert edge_energy(saved) < 0.6 * edge_energy(source)
     sheet = infos[job.sheet_id]
     assert sheet.state is WorkState.SUCCEEDED
+    # Issue 13: it waited for its branches BLOCKED and ran once, after the last one (it
+    # used to poll and retry, and a fine sheet showed TRIES 4).
+    assert sheet.run_attempt_count == 1
+    assert set(sheet.prerequisites) == {ids[-1] for ids in job.branches.values()}
+    assert sheet.start_time >= max(infos[i].finish_time for ids in job.branches.values()
+                                   for i in ids)
     assert sheet.output_data["succeeded"] == 3 and sheet.output_data["failed"] == 1
     assert sheet.output_data["failed_files"] == ["corrupt.png"]
     assert Path(sheet.output_data["contact_sheet"]) == out / SHEET_NAME

@@ -32,22 +32,25 @@ Batch blurs, ``blur_batch(wm, folder, level)``: one branch per image (``BlurWork
 then ``SaveImageToFileWorker``), all branches in parallel, and a ``ContactSheetWorker`` that
 builds a contact sheet PNG and a ``report.json`` of every image.
 
-*Why the contact sheet does not depend on the branches.* In WorkManager a failed
-prerequisite fails all its dependents, so a join that depends on every branch (the
-codelab's ``combine(...).then(join)`` with ``ArrayCreatingInputMerger``) would fail as soon
-as one image of the folder is bad, and the user would get no sheet and no report. Each bad
-image must still fail its own branch (so ``WorkInfo`` says FAILED, with the reason). So the
-contact sheet is enqueued in the same transaction as the branches but *without
-prerequisites*; the branches carry a tag of their own batch, and the sheet worker reads
-their ``WorkInfo`` through the public API (``WorkManager(store).get_work_infos``). Each
-attempt waits for the branches for at most ``wait`` seconds (default 2 s), then, if some
-are still unfinished, returns ``Result.retry()`` (linear backoff of 1 s): it never holds a
-worker slot for long, so branches keep running even with a single worker process, and its
-``run_attempt_count`` counts these checks. Once every branch is finished it draws the
-succeeded images (and a marked tile for each failed or cancelled one), writes the report
-naming each bad file with its error, removes the batch's temporary folder and succeeds.
-If the branches are not all finished by the batch's deadline (``timeout``, default 24 h)
-it fails, naming them.
+*How the contact sheet waits for the branches.* In WorkManager a failed prerequisite fails
+all its dependents, so a join that depends on every branch (the codelab's
+``combine(...).then(join)``) would fail as soon as one image of the folder is bad, and the
+user would get no sheet and no report; yet each bad image must fail its own branch (so its
+``WorkInfo`` says FAILED, with the reason). So the sheet depends on every branch's last step
+with nbwork's ``RunAfter.ALL_FINISHED``: it stays BLOCKED until every branch is finished,
+whatever it ended as, then runs once (``run_attempt_count`` 1), enqueued in the same
+transaction as the branches. The branches carry a tag of their own batch, and the sheet
+reads their ``WorkInfo`` through the public API (``WorkManager(store).get_work_infos``; its
+input has only the last steps' outputs, and an error is in ``WorkInfo.error``): it
+draws the succeeded images (and a marked tile for each failed or cancelled one), writes the
+report naming each bad file with its error, removes the batch's temporary folder and
+succeeds. Cancelling the batch's branches (``nbwork cancel --tag <batch tag>``) still gets
+a report of what was done; cancelling ``TAG_BATCH``, or the sheet, cancels the sheet too.
+
+A store may still hold a sheet enqueued by an earlier nbwork, without prerequisites: that
+one polls the branches' ``WorkInfo`` for ``wait`` seconds (default 2 s) per attempt and
+returns ``Result.retry()`` (linear backoff of 1 s) until they are finished, and fails if
+they are not by its ``deadline``. ``ContactSheetWorker`` still does both.
 
 ``ContactSheetWorker`` also works as a classic join: given ``image_uri`` as a list (what
 ``ArrayCreatingInputMerger`` makes of its prerequisites' outputs) it draws those images;

@@ -19,7 +19,7 @@ from ..errors import InvalidInputError
 from ..explain import error_headline
 from ..info import WorkInfo, WorkQuery, WorkState
 from ..manager import WorkContinuation, WorkManager
-from ..request import BackoffPolicy, OneTimeWorkRequest
+from ..request import OneTimeWorkRequest, RunAfter
 from ..worker import Result, Worker
 from ._codelab import BlurWorker, SaveImageToFileWorker
 from ._images import (
@@ -40,7 +40,8 @@ from ._images import (
 from ._sheet import _write_final, make_contact_sheet
 
 DEFAULT_BATCH_TIMEOUT = 24 * 3600.0
-"""How long the contact sheet of a batch waits for its branches, at most (seconds)."""
+"""``blur_batch``'s ``timeout`` (seconds): how long the polling sheet of an earlier version
+waited for its branches, at most. Today's sheet waits as their dependent, without one."""
 SHEET_NAME = "contact-sheet.png"
 REPORT_NAME = "report.json"
 
@@ -79,11 +80,14 @@ def _branch_entries(infos: list[WorkInfo]) -> list[_Entry]:
 class ContactSheetWorker(Worker):
     """Builds a contact sheet PNG (and ``report.json``) of blurred images in ``out_dir``.
 
-    Batch mode (what ``blur_batch`` enqueues): input ``batch_tag`` and ``store``; waits for
-    every work tagged ``batch_tag`` to finish (``wait`` seconds per attempt, then
-    ``Result.retry()``; fails after the epoch time ``deadline``), reports each source image
-    as SUCCEEDED, FAILED (with the error) or CANCELLED, and removes ``blur_dir`` (the
-    batch's temporary folder) when done.
+    Batch mode (what ``blur_batch`` enqueues): input ``batch_tag``, ``store`` and
+    ``after_branches``: the sheet runs after its batch's branches with
+    ``RunAfter.ALL_FINISHED``, so every work tagged ``batch_tag`` is finished when it runs;
+    it reads their ``WorkInfo``, reports each source image as SUCCEEDED, FAILED (with the
+    error) or CANCELLED, and removes ``blur_dir`` (the batch's temporary folder). Without
+    ``after_branches`` (a sheet enqueued by an earlier nbwork, which a store may still
+    hold) it polls instead: it waits for the batch ``wait`` seconds per attempt,
+    then returns ``Result.retry()``, and fails after the epoch time ``deadline``.
 
     Join mode: input ``image_uri`` as a list (``ArrayCreatingInputMerger`` over the
     prerequisites' outputs): draws those images.
@@ -98,12 +102,14 @@ class ContactSheetWorker(Worker):
         if not str(out_dir) or str(out_dir) == ".":
             raise InvalidInputError("ContactSheetWorker needs input 'out_dir' (a folder)")
         tag = _one(data.get("batch_tag"))
+        batch_finished = True
         if tag:
-            entries = self._settle(str(tag))
-            if entries is None:
+            found = self._batch_entries(str(tag))
+            if found is None:
                 return Result.retry()
             if self.is_stopped:
                 return Result.failure({"stopped": True})
+            entries, batch_finished = found
         else:
             uris = data.get(KEY_IMAGE_URI)
             uris = uris if isinstance(uris, list) else [uris] if uris else []
@@ -112,6 +118,21 @@ class ContactSheetWorker(Worker):
             [(e.image_uri, Path(e.source).name, e.state if e.state != "SUCCEEDED" else None)
              for e in entries], out_dir / SHEET_NAME)
         failed = [e for e in entries if e.state != "SUCCEEDED"]
+        report_path = _write_final(out_dir / REPORT_NAME, lambda f: f.write(json.dumps(
+            self._report(tag, entries, failed, sheet), indent=2).encode()))
+        blur_dir = _one(data.get("blur_dir"))
+        # A step still running (its branch's save was cancelled by id) may write there yet.
+        if blur_dir and batch_finished:
+            shutil.rmtree(str(blur_dir), ignore_errors=True)
+        return Result.success({
+            "contact_sheet": str(sheet), "report": str(report_path),
+            "succeeded": len(entries) - len(failed), "failed": len(failed),
+            "failed_files": [Path(e.source).name for e in failed[:20]],
+        })
+
+    def _report(self, tag: str | None, entries: list[_Entry], failed: list[_Entry],
+                sheet: Path) -> dict:
+        data = self.input_data
         report = {
             "batch": tag, "folder": _one(data.get("folder")), "created": datetime.now().isoformat(),
             "total": len(entries),
@@ -126,19 +147,22 @@ class ContactSheetWorker(Worker):
             report["missing"] = int(expected) - len(entries)
             report["note"] = (f"{report['missing']} image(s) of this batch were forgotten "
                               "(pruned) before the contact sheet was made")
-        report_path = _write_final(out_dir / REPORT_NAME,
-                                   lambda f: f.write(json.dumps(report, indent=2).encode()))
-        blur_dir = _one(data.get("blur_dir"))
-        if blur_dir:
-            shutil.rmtree(str(blur_dir), ignore_errors=True)
-        return Result.success({
-            "contact_sheet": str(sheet), "report": str(report_path),
-            "succeeded": len(entries) - len(failed), "failed": len(failed),
-            "failed_files": [Path(e.source).name for e in failed[:20]],
-        })
+        return report
+
+    def _batch_entries(self, tag: str) -> tuple[list[_Entry], bool] | None:
+        """The batch's entries, and whether every work of the batch is finished; None to
+        try again later (a sheet of an earlier version only)."""
+        data = self.input_data
+        if not _one(data.get("after_branches")):
+            entries = self._settle(tag)
+            return None if entries is None else (entries, True)
+        # Run after every branch's last step finished (RunAfter.ALL_FINISHED): one read.
+        infos = WorkManager(str(_one(data["store"]))).get_work_infos(WorkQuery(tags=[tag]))
+        return _branch_entries(infos), all(i.state.is_finished for i in infos)
 
     def _settle(self, tag: str) -> list[_Entry] | None:
-        """The batch's entries once every branch is finished; None to try again later."""
+        """The batch's entries once every branch is finished; None to try again later.
+        (How sheets enqueued without ``after_branches``, by earlier versions, wait.)"""
         data = self.input_data
         wm = WorkManager(str(_one(data["store"])))
         query = WorkQuery(tags=[tag])
@@ -199,8 +223,11 @@ def blur_batch(wm: WorkManager, folder: str | os.PathLike, level: int = 1,
 
     Each image's branch is ``level`` blurs then a save as ``blurred-<name>.png`` in
     ``out_dir`` (default: a new ``batch-<time>`` folder in ``blurred_images`` of the store);
-    a bad image fails its own branch only. ``ContactSheetWorker`` (``job.sheet_id``) then
-    writes ``contact-sheet.png`` and ``report.json`` there; see the module docstring.
+    a bad image fails its own branch only. ``ContactSheetWorker`` (``job.sheet_id``) runs
+    once every branch is finished, whatever it ended as, and writes ``contact-sheet.png``
+    and ``report.json`` there; see the package docstring. ``timeout`` (seconds, > 0) is
+    checked and kept for calls written for earlier versions, whose sheet polled for its
+    branches until then; the sheet now waits as their dependent, which needs no deadline.
     """
     level = _check_level(level)
     radius = _check_radius(radius)
@@ -216,9 +243,27 @@ def blur_batch(wm: WorkManager, folder: str | os.PathLike, level: int = 1,
     tag = f"{TAG_BATCH}-{batch}"
     saved = _out_folder(out_dir, store / SAVED_DIR_NAME / f"batch-{_stamp()[:17]}-{batch}")
     blur_dir = store / BLUR_DIR_NAME / f"batch-{batch}"
+    branches = {str(image): steps for image, steps in zip(images, _branches(
+        images, tag, level, {"output_dir": str(blur_dir), "radius": radius, "strips": strips},
+        str(saved)), strict=True)}
+    # Not failed by a bad image's FAILED branch: it runs once all branches are finished.
+    sheet = OneTimeWorkRequest(
+        ContactSheetWorker, tags=[TAG_BATCH, f"{tag}-sheet"], run_after=RunAfter.ALL_FINISHED,
+        input_data={"batch_tag": tag, "after_branches": True, "store": str(store),
+                    "out_dir": str(saved), "blur_dir": str(blur_dir),
+                    "folder": str(Path(folder).resolve()), "total": len(images)})
+    chains = [_chain(wm, steps) for steps in branches.values()]
+    # One transaction: the branches and the sheet are enqueued together or not at all.
+    WorkContinuation.combine(chains).then(sheet).enqueue()
+    return BatchJob(tag, sheet.id, str(saved),
+                    {source: tuple(s.id for s in steps) for source, steps in branches.items()})
+
+
+def _branches(images: list[Path], tag: str, level: int, blur: dict,
+              saved: str) -> list[list[OneTimeWorkRequest]]:
+    """Each image's steps: ``level`` blurs (with the ``blur`` input), then its save."""
     names: set[str] = set()
-    branches: dict[str, tuple[str, ...]] = {}
-    chains: list[WorkContinuation] = []
+    branches = []
     for image in images:
         name = f"blurred-{image.stem}.png"
         if name in names:  # photo.png and photo.jpg
@@ -226,22 +271,16 @@ def blur_batch(wm: WorkManager, folder: str | os.PathLike, level: int = 1,
         names.add(name)
         common = {"source": str(image)}
         steps = [OneTimeWorkRequest(BlurWorker, tags=[TAG_BATCH, tag], input_data={
-            **common, "output_dir": str(blur_dir), "radius": radius, "strips": strips,
-            **({KEY_IMAGE_URI: str(image)} if i == 0 else {})}) for i in range(level)]
+            **common, **blur, **({KEY_IMAGE_URI: str(image)} if i == 0 else {})})
+            for i in range(level)]
         steps.append(OneTimeWorkRequest(SaveImageToFileWorker, tags=[TAG_BATCH, tag], input_data={
-            **common, "out_dir": str(saved), "file_name": name}))
-        chain = wm.begin_with(steps[0])
-        for step in steps[1:]:
-            chain = chain.then(step)
-        chains.append(chain)
-        branches[str(image)] = tuple(s.id for s in steps)
-    sheet = OneTimeWorkRequest(
-        ContactSheetWorker, tags=[TAG_BATCH, f"{tag}-sheet"],
-        backoff_policy=BackoffPolicy.LINEAR, backoff_delay=1.0,
-        input_data={"batch_tag": tag, "store": str(store), "out_dir": str(saved),
-                    "blur_dir": str(blur_dir), "folder": str(Path(folder).resolve()),
-                    "total": len(images), "deadline": time.time() + float(timeout)})
-    # One transaction: the branches and the sheet are enqueued together or not at all.
-    WorkContinuation.combine([*chains, wm.begin_with(sheet)]).enqueue()
-    return BatchJob(tag, sheet.id, str(saved), branches)
+            **common, "out_dir": saved, "file_name": name}))
+        branches.append(steps)
+    return branches
 
+
+def _chain(wm: WorkManager, steps: list[OneTimeWorkRequest]) -> WorkContinuation:
+    chain = wm.begin_with(steps[0])
+    for step in steps[1:]:
+        chain = chain.then(step)
+    return chain
