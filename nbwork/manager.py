@@ -660,7 +660,8 @@ class WorkContinuation:
         _check_no_repeats(self)
 
     def then(self, requests: Requests) -> "WorkContinuation":
-        """Add a step that runs after every request of this step has succeeded."""
+        """Add a step that runs after every request of this step has succeeded (or, for a
+        request with ``run_after=RunAfter.ALL_FINISHED``, finished)."""
         return WorkContinuation(self.manager, _as_list(requests, "then()"), [self],
                                 unique_name=self.unique_name)
 

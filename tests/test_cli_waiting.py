@@ -35,5 +35,11 @@ def test_show_says_why_a_work_waits(wm, store_path, tmp_path):
     assert f"waiting: waits for prerequisite echo {first.id[:8]} (ENQUEUED)" in blocked
     as_json = json.loads(show(store_path, second.id, "--json"))
     assert as_json["waiting"].startswith("waits for prerequisite echo")
+    assert as_json["run_after"] == "ALL_SUCCEEDED"
+    join = OneTimeWorkRequest(echo, run_after="all_finished")
+    wm.begin_with(OneTimeWorkRequest(echo, initial_delay=3600)).then(join).enqueue()
+    shown = show(store_path, join.id[:8])
+    assert "run_after: ALL_FINISHED" in shown
+    assert "(it runs whatever they end as)" in shown
     wm.cancel_all_work()
     assert "waiting:" not in show(store_path, first.id)
