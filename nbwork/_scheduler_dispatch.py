@@ -1,11 +1,19 @@
-"""The dispatcher: hands due ENQUEUED work to the executor while it has room, earliest
-first."""
+"""The dispatcher: hands due ENQUEUED work to the executor while it has room.
+
+Due works start earliest first; works due at the same moment start in enqueue order (a
+list passed to ``enqueue`` starts in list order), as WorkManager's queries list them.
+The state index holds only id -> due time, so the enqueue order of works due at the same
+moment is read from their records once per work and kept (it never changes).
+"""
 
 from __future__ import annotations
 
 import heapq
 import logging
+import math
 import uuid
+from collections import deque
+from operator import countOf, itemgetter
 from typing import Any
 
 from . import _rules
@@ -21,6 +29,15 @@ from .info import WorkState
 
 log = logging.getLogger("nbwork.scheduler")
 
+OrderKey = tuple[float, int]
+_UNKNOWN_ORDER: OrderKey = (math.inf, 0)  # a record gone meanwhile: it will not start anyway
+_due_time = itemgetter(1)
+
+
+def order_key(spec: WorkSpec) -> OrderKey:
+    """Where a work stands among those due at the same moment (fixed at its enqueue)."""
+    return (spec.enqueue_time, spec.enqueue_order)
+
 class Dispatcher:
     def __init__(self, store: Store, executor: Executor, clock: Clock, records: RecordCache,
                  gate: ConstraintGate, attempts: dict[str, str], reports: ReportBuffer) -> None:
@@ -31,6 +48,12 @@ class Dispatcher:
         self._gate = gate
         self._attempts = attempts
         self._reports = reports
+        self._order: dict[str, OrderKey] = {}
+        # The works due at one moment, in enqueue order, while more of them are due than
+        # there is room for (a list of a thousand works enqueued at once): ranked once,
+        # then taken from the front.
+        self._ranked_time: float | None = None
+        self._ranked: deque[str] = deque()
         self._first_due_memo: tuple[dict[str, float], frozenset[str], float | None] | None = None
         set_code_source = getattr(executor, "set_code_source", None)
         # An executor with a code source reads each blob itself, once per worker process
@@ -71,11 +94,57 @@ class Dispatcher:
             self._submit(*self._start(due, now, admission))
 
     def _earliest_due(self, enqueued: dict[str, float], now: float, want: int) -> list[str]:
-        """Up to ``want`` due works, the earliest first."""
+        """Up to ``want`` due works, the earliest first, ties in enqueue order."""
         unreadable = self._store.unreadable
-        firsts = heapq.nsmallest(want, ((t, wid) for wid, t in enqueued.items()
-                                        if t <= now and wid not in unreadable))
-        return [wid for _, wid in firsts]
+        firsts = [(wid, t) for wid, t in heapq.nsmallest(want + 1 + len(unreadable),
+                                                          enqueued.items(), key=_due_time)
+                  if t <= now and wid not in unreadable]
+        if len(firsts) > want and firsts[want - 1][1] == firsts[want][1]:
+            # More are due at the last moment taken than there is room for.
+            last = firsts[want - 1][1]
+            before = [(wid, t) for wid, t in firsts if t < last]
+            tied = self._ranked_at(last, enqueued, unreadable, want - len(before))
+        else:
+            before, tied = firsts[:want], []
+        if len({t for _, t in before}) < len(before):  # ties among those taken
+            self._learn_order([wid for wid, _ in before])
+            order = self._order
+            before.sort(key=lambda p: (p[1], order.get(p[0], _UNKNOWN_ORDER)))
+        return [wid for wid, _ in before] + tied
+
+    def _ranked_at(self, time: float, enqueued: dict[str, float], unreadable: Any,
+                   count: int) -> list[str]:
+        """The first ``count`` works due at ``time``, in enqueue order."""
+        ranked = self._ranked
+        while ranked and enqueued.get(ranked[0]) != time:  # started (or cancelled) since
+            ranked.popleft()
+        present = countOf(enqueued.values(), time) - sum(
+            1 for wid in unreadable if enqueued.get(wid) == time)
+        if self._ranked_time != time or len(ranked) != present:  # others came or went
+            group = [wid for wid, t in enqueued.items() if t == time and wid not in unreadable]
+            self._learn_order(group)
+            order = self._order
+            group.sort(key=lambda wid: order.get(wid, _UNKNOWN_ORDER))
+            ranked = deque(group)
+            self._ranked_time, self._ranked = time, ranked
+        taken: list[str] = []
+        for wid in ranked:
+            if len(taken) >= count:
+                break
+            if enqueued.get(wid) == time and wid not in unreadable:
+                taken.append(wid)
+        return taken
+
+    def _learn_order(self, work_ids: list[str]) -> None:
+        """Read the enqueue order of the works not read before (once per work)."""
+        missing = [wid for wid in work_ids if wid not in self._order]
+        if not missing:
+            return
+        if len(self._order) > 4096 + 2 * len(missing):  # works cancelled meanwhile
+            enqueued = self._store.state_index(WorkState.ENQUEUED)
+            self._order = {wid: k for wid, k in self._order.items() if wid in enqueued}
+        for spec in self._store.get_many(missing):
+            self._order[spec.id] = order_key(spec)
 
     def first_due(self, enqueued: dict[str, float]) -> float | None:
         """The earliest run time of the enqueued works not waiting for constraints; kept
@@ -108,6 +177,7 @@ class Dispatcher:
                 spec = txn.get(work_id)
                 if spec is None:
                     continue
+                self._order[work_id] = order_key(spec)  # (an id enqueued again after a prune)
                 if work_id not in known:
                     known[work_id] = gating(spec)
                     if admission.blocks(work_id, known[work_id]):
@@ -120,6 +190,8 @@ class Dispatcher:
                     attempts.append(attempt)
                     gates[attempt.token] = gating(spec)
         self._records.committed(txn, started)
+        for spec in started:
+            self._order.pop(spec.id, None)
         return attempts, gates
 
     def _start_one(self, txn: Any, spec: WorkSpec, now: float,

@@ -259,6 +259,41 @@ def test_shutdown_after_letting_the_lock_go_leaves_other_schedulers_work_alone(c
     assert _states(client, request) == [WorkState.RUNNING]
 
 
+def _run_one_at_a_time(sched: Scheduler, executor: HoldingExecutor, count: int) -> list[str]:
+    """Step until ``count`` attempts started, finishing each at once; their work ids in
+    start order."""
+    for _ in range(4 * count):
+        if len(executor.submitted) >= count:
+            break
+        before = len(executor.submitted)
+        sched.step()
+        for attempt in executor.submitted[before:]:
+            executor.finish(attempt.token, Outcome("success"))
+    return [a.work_id for a in executor.submitted]
+
+
+def test_works_due_at_the_same_moment_start_in_list_order(client, clock):
+    executor = HoldingExecutor()                  # room for two at a time
+    sched = _scheduler(client, clock, executor)
+    requests = [OneTimeWorkRequest(helpers.echo, input_data={"n": n}) for n in range(12)]
+    client.enqueue(requests)
+    assert _run_one_at_a_time(sched, executor, 12) == [r.id for r in requests]
+
+
+def test_the_earlier_due_time_comes_first_and_ties_go_by_enqueue_order(client, clock):
+    executor = HoldingExecutor()
+    sched = _scheduler(client, clock, executor)
+    late = OneTimeWorkRequest(helpers.echo, initial_delay=5)
+    first = [OneTimeWorkRequest(helpers.echo) for _ in range(3)]
+    client.enqueue([late, *first])
+    clock.advance(1)
+    second = [OneTimeWorkRequest(helpers.echo) for _ in range(3)]
+    client.enqueue(second)                        # a later call: after the first one's works
+    clock.advance(10)                             # all due now, ``late`` since 6 s
+    expected = [*first, *second, late]
+    assert _run_one_at_a_time(sched, executor, 7) == [r.id for r in expected]
+
+
 def test_idle_exit_comes_when_the_clock_reaches_idle_exit(client, clock):
     sched = _scheduler(client, clock, idle_exit=30)
     request = OneTimeWorkRequest(helpers.echo)
