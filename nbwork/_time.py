@@ -13,10 +13,14 @@ from .errors import InvalidInputError
 
 
 class Clock:
-    """Wall-clock time in seconds since the epoch (what the store records)."""
+    """Wall-clock time in seconds since the epoch (what the store records), and a monotonic
+    time for intervals (the system's: what executors' deadlines are given in)."""
 
     def now(self) -> float:
         return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
 
 class ManualClock(Clock):
@@ -26,6 +30,10 @@ class ManualClock(Clock):
         self._now = float(start)
 
     def now(self) -> float:
+        return self._now
+
+    def monotonic(self) -> float:
+        # Both move together, only when told to: an interval is what the test advanced.
         return self._now
 
     def advance(self, seconds: float) -> None:

@@ -11,8 +11,8 @@ import pytest
 
 from nbwork import BackoffPolicy, OneTimeWorkRequest, StopReason, WorkState
 from nbwork._executors.inline import InlineExecutor
-from nbwork._rules import Outcome
-from nbwork._scheduler import Scheduler
+from nbwork._rules import DEFAULT_PRUNE_AGE, Outcome
+from nbwork._scheduler import PRUNE_INTERVAL, Scheduler
 from nbwork._store import Store
 from tests import helpers
 from tests.helpers import read_ints
@@ -61,13 +61,9 @@ class HoldingExecutor:
         self._running.clear()
 
 
-
-
-
-
-def _scheduler(client, clock, executor=None) -> Scheduler:
+def _scheduler(client, clock, executor=None, **options) -> Scheduler:
     return Scheduler(Store(client.store_path), executor=executor or InlineExecutor(),
-                     clock=clock)
+                     clock=clock, **options)
 
 
 def _states(client, *requests):
@@ -261,3 +257,85 @@ def test_shutdown_after_letting_the_lock_go_leaves_other_schedulers_work_alone(c
     assert leaving.lock.fd is None
     leaving._shutdown()
     assert _states(client, request) == [WorkState.RUNNING]
+
+
+def _run_one_at_a_time(sched: Scheduler, executor: HoldingExecutor, count: int) -> list[str]:
+    """Step until ``count`` attempts started, finishing each at once; their work ids in
+    start order."""
+    for _ in range(4 * count):
+        if len(executor.submitted) >= count:
+            break
+        before = len(executor.submitted)
+        sched.step()
+        for attempt in executor.submitted[before:]:
+            executor.finish(attempt.token, Outcome("success"))
+    return [a.work_id for a in executor.submitted]
+
+
+def test_works_due_at_the_same_moment_start_in_list_order(client, clock):
+    executor = HoldingExecutor()                  # room for two at a time
+    sched = _scheduler(client, clock, executor)
+    requests = [OneTimeWorkRequest(helpers.echo, input_data={"n": n}) for n in range(12)]
+    client.enqueue(requests)
+    assert _run_one_at_a_time(sched, executor, 12) == [r.id for r in requests]
+
+
+def test_the_earlier_due_time_comes_first_and_ties_go_by_enqueue_order(client, clock):
+    executor = HoldingExecutor()
+    sched = _scheduler(client, clock, executor)
+    late = OneTimeWorkRequest(helpers.echo, initial_delay=5)
+    first = [OneTimeWorkRequest(helpers.echo) for _ in range(3)]
+    client.enqueue([late, *first])
+    clock.advance(1)
+    second = [OneTimeWorkRequest(helpers.echo) for _ in range(3)]
+    client.enqueue(second)                        # a later call: after the first one's works
+    clock.advance(10)                             # all due now, ``late`` since 6 s
+    expected = [*first, *second, late]
+    assert _run_one_at_a_time(sched, executor, 7) == [r.id for r in expected]
+
+
+def test_idle_exit_comes_when_the_clock_reaches_idle_exit(client, clock):
+    sched = _scheduler(client, clock, idle_exit=30)
+    request = OneTimeWorkRequest(helpers.echo)
+    client.enqueue(request)
+    assert not sched.idle_long_enough()           # work waits
+    sched.step()
+    assert not sched.idle_long_enough()           # an attempt in flight
+    clock.advance(100)
+    sched.step()
+    assert _states(client, request) == [WorkState.SUCCEEDED]
+    assert not sched.idle_long_enough()           # idle from now on
+    clock.advance(29.999)
+    sched.step()
+    assert not sched.idle_long_enough()
+    assert sched._sleep_time() == pytest.approx(0.001)   # it wakes up for the exit
+    clock.advance(0.001)
+    assert sched.idle_long_enough()
+    client.enqueue(OneTimeWorkRequest(helpers.echo))
+    assert not sched.idle_long_enough()           # new work: the idle time starts again
+    sched.step()
+    sched.step()
+    clock.advance(29)
+    assert not sched.idle_long_enough()
+
+
+def test_expired_work_is_pruned_at_start_and_then_every_prune_interval(client, clock):
+    sched = _scheduler(client, clock)
+    request = OneTimeWorkRequest(helpers.echo, keep_results_for=0)
+    client.enqueue(request)
+    sched.step()                                  # starts it (and prunes: nothing to prune)
+    sched.step()                                  # records it: finished at the start time
+    expires = clock.now() + DEFAULT_PRUNE_AGE
+    clock.advance(DEFAULT_PRUNE_AGE - 100)
+    sched.step()                                  # a prune is due: nothing expired yet
+    last_prune = clock.now()
+    clock.advance(200)
+    assert clock.now() > expires
+    sched.step()                                  # expired, but the next prune is not due
+    assert _states(client, request) == [WorkState.SUCCEEDED]
+    clock.advance(last_prune + PRUNE_INTERVAL - clock.now() - 0.001)
+    sched.step()
+    assert _states(client, request) == [WorkState.SUCCEEDED]
+    clock.advance(0.001)
+    sched.step()
+    assert client.get_work_info_by_id(request.id) is None

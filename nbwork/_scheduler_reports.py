@@ -1,0 +1,183 @@
+"""The executor's reports (started, progress, outcomes) on their way to the store.
+
+While other attempts are still in flight, reports wait up to ``RECORD_DELAY`` seconds, or
+until ``RECORD_BATCH`` outcomes are in, to be written in one transaction: a flood of short
+works would otherwise cost a transaction per work. A report with nothing else in flight is
+written at once (no delay in a work's latency). Nothing that could not be written is lost:
+on a store fault every report waits for the next try.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _rules
+from ._rules import Outcome
+from ._scheduler_records import RecordCache
+from ._spec import WorkSpec
+from ._store import Store
+from ._time import Clock
+from .errors import StoreError
+from .info import WorkState
+
+log = logging.getLogger("nbwork.scheduler")
+
+RECORD_DELAY = 0.005
+RECORD_BATCH = 64
+
+
+@dataclass
+class Reports:
+    started: dict[str, tuple[int | None, float | None]] = field(default_factory=dict)
+    progress: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    since: float | None = None  # monotonic time of the oldest unwritten one
+
+    def __bool__(self) -> bool:
+        return bool(self.started or self.progress or self.outcomes)
+
+
+class ReportBuffer:
+    """The sink the executor reports to: reports wait here until ``take()``."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._reports = Reports()
+
+    def started(self, token: str, pid: int | None, pid_create_time: float | None) -> None:
+        self._reports.started[token] = (pid, pid_create_time)
+        self._note()
+
+    def progress(self, token: str, progress: dict[str, Any]) -> None:
+        self._reports.progress[token] = progress
+        self._note()
+
+    def finished(self, token: str, outcome: Outcome) -> None:
+        self._reports.outcomes[token] = outcome
+        self._note()
+
+    def _note(self) -> None:
+        if self._reports.since is None:
+            self._reports.since = self._clock.monotonic()
+
+    def ripe(self, in_flight: int) -> bool:
+        """Write now, or let a few more join (see RECORD_DELAY)? ``in_flight``: attempts
+        not yet recorded as finished."""
+        reports = self._reports
+        if reports.since is None:
+            return False
+        return (len(reports.outcomes) >= min(RECORD_BATCH, in_flight)
+                or self._clock.monotonic() - reports.since >= RECORD_DELAY)
+
+    def deadline(self) -> float | None:
+        """The monotonic time by which the waiting reports must be written."""
+        since = self._reports.since
+        return None if since is None else since + RECORD_DELAY
+
+    def take(self) -> Reports:
+        reports, self._reports = self._reports, Reports()
+        return reports
+
+    def put_back(self, reports: Reports) -> None:
+        """Reports that could not be written, ahead of any that came since (newer ones of
+        the same attempt win)."""
+        newer = self._reports
+        self._reports = Reports(
+            started={**reports.started, **newer.started},
+            progress={**reports.progress, **newer.progress},
+            outcomes={**reports.outcomes, **newer.outcomes},
+            since=reports.since)
+
+    def drop_outcomes(self) -> None:
+        self._reports.outcomes.clear()
+
+
+class ReportWriter:
+    """Writes the buffered reports of this scheduler's attempts (``attempts``: token -> work
+    id, shared with the loop and the dispatcher) in one transaction."""
+
+    def __init__(self, store: Store, clock: Clock, records: RecordCache,
+                 attempts: dict[str, str]) -> None:
+        self._store = store
+        self._clock = clock
+        self._records = records
+        self._attempts = attempts
+        self.buffer = ReportBuffer(clock)
+        self._pending_logged: set[str] = set()  # tokens of outcomes not yet recorded
+
+    def write(self, force: bool = False) -> list[str]:
+        """Write the reports if they are ripe (or ``force``); the tokens of the outcomes
+        recorded. Raises StoreError with every report kept for the next try."""
+        if self.buffer.deadline() is None:  # nothing waits
+            return []
+        if not (force or self.buffer.ripe(len(self._attempts))):
+            return []
+        reports = self.buffer.take()
+        try:
+            self._write(reports, self._clock.now())
+        except BaseException as exc:
+            self._records.failed()
+            if not isinstance(exc, StoreError):
+                raise
+            # Nothing was written (a full disk): keep every report for the next try. Dropped,
+            # an outcome was lost for good and its work stayed RUNNING until a restart.
+            self.buffer.put_back(reports)
+            if reports.outcomes.keys() - self._pending_logged:  # say so once per attempt
+                log.warning("%d finished attempt(s) wait until the store can be written",
+                            len(reports.outcomes))
+                self._pending_logged.update(reports.outcomes)
+            raise
+        for token in reports.outcomes:  # only once recorded (see above)
+            self._pending_logged.discard(token)
+            self._attempts.pop(token, None)
+        return list(reports.outcomes)
+
+    def _write(self, reports: Reports, now: float) -> None:
+        updated: list[WorkSpec] = []
+        ended: list[str] = []
+        with self._store.transaction() as txn:
+            for token in set(reports.progress) | set(reports.started):
+                spec = self._current(txn, token)
+                if spec is None:
+                    continue
+                if token in reports.started and spec.attempt is not None:
+                    spec.attempt.pid, spec.attempt.pid_create_time = reports.started[token]
+                if token in reports.progress:
+                    spec.progress = reports.progress[token]
+                txn.put(spec)
+                updated.append(spec)
+            for token, outcome in reports.outcomes.items():
+                work_id = self._attempts.get(token)
+                if work_id is not None:
+                    ended.append(work_id)
+                spec = self._current(txn, token, work_id)
+                if spec is None:
+                    # Cancelled (or updated) while running: the late result is ignored.
+                    if work_id is not None:
+                        _clear_attempt(txn, work_id, token)
+                    continue
+                _rules.finish_attempt(txn, spec, outcome, now)
+        finished = set(ended)
+        self._records.committed(txn, [s for s in updated if s.id not in finished], ended)
+
+    def _current(self, txn: Any, token: str, work_id: str | None = None) -> WorkSpec | None:
+        """The work an attempt belongs to, if that attempt is still its current one."""
+        work_id = work_id or self._attempts.get(token)
+        if work_id is None:
+            return None
+        spec = self._records.own(txn, work_id)
+        if spec is None or spec.state is not WorkState.RUNNING:
+            return None
+        if spec.attempt is None or spec.attempt.token != token:
+            return None
+        return spec
+
+
+def _clear_attempt(txn: Any, work_id: str, token: str) -> None:
+    spec = txn.get(work_id)
+    if spec is not None and spec.attempt is not None and spec.attempt.token == token:
+        spec.attempt = None
+        spec.progress = {}
+        txn.put(spec)
