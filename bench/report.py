@@ -325,7 +325,10 @@ between polls).
    does); each size is filled once per run and copied for every store that needs it.
    Then, with both schedulers running, alternating between the stores: `wm.enqueue` of one
    work (and its enqueue → SUCCEEDED), `get_work_info_by_id`, `get_work_infos_by_tag` (100
-   works) and `get_work_infos_for_unique_work` (10 works); p50 of each.
+   works) and `get_work_infos_for_unique_work` (10 works); p50 of each. The two queries
+   start from an empty read memo of the `WorkManager` in both stores (before, the small
+   store's 10 tags were all memo hits after warm-up and the large store's 1,000 were not:
+   that measured the memo, not the store's size).
 6. **Idle cost**: CPU time (psutil, user + system) over fixed windows, as % of one core:
    all of nbwork's processes (supervisor, scheduler, idle workers) with 1,000 works delayed
    by an hour, alternating with Huey's default consumer holding 1,000 tasks scheduled an
