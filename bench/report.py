@@ -268,9 +268,14 @@ def _details(results: dict[str, Any]) -> list[str]:
         out.append(f"- Store scale: filled {fill}.")
     rss = results.get("rss")
     if rss:
-        curve = ", ".join(f"{p['works']:,}: {p['rss']:.1f}" for p in rss["curve"])
-        out.append(f"- Scheduler RSS (MiB) after each {rss['curve_step']:,} works of the "
-                   f"{rss['curve_works']:,}-work run: {curve}.")
+        curve = ", ".join(f"{p['works']:,}: {p['rss']:.1f} ({p.get('anon', 0):.1f})"
+                          for p in rss["curve"])
+        big = rss["finished"]["large"]
+        out.append(f"- Scheduler RSS (MiB; in brackets its private part, `RssAnon`, the rest "
+                   f"is mapped files) after each {rss['curve_step']:,} works of the "
+                   f"{rss['curve_works']:,}-work run: {curve}. With "
+                   f"{big['finished_works']:,} finished works: {big['rss']:.1f} now "
+                   f"({big.get('anon', 0):.1f} private), peak {big['peak']:.1f}.")
     idle = results.get("idle")
     if idle:
         c = idle["cpu_percent"]

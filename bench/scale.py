@@ -171,17 +171,23 @@ def bench_scale(run: Run) -> dict[str, Any]:
 # --- 10. the scheduler's memory at size ---------------------------------------------------
 
 
+_STATUS_FIELDS = {"VmRSS": "rss", "VmHWM": "peak", "RssAnon": "anon", "RssFile": "file"}
+
+
 def proc_memory_mib(pid: int) -> dict[str, float]:
-    """Resident memory now (``VmRSS``) and at its peak (``VmHWM``) of a live process, in
-    MiB, from ``/proc/<pid>/status``."""
+    """Resident memory of a live process in MiB, from ``/proc/<pid>/status``: now
+    (``rss``), at its peak (``peak``), and now split into private memory (``anon``: the
+    Python heap, SQLite's page cache) and mapped files (``file``: the interpreter's
+    libraries and the pages of the store's database SQLite memory-maps, which the kernel
+    can drop)."""
     found: dict[str, float] = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            key = line.split(":", 1)[0]
-            if key in ("VmRSS", "VmHWM"):
-                found["rss" if key == "VmRSS" else "peak"] = int(line.split()[1]) / 1024
-    if len(found) != 2:
-        raise RuntimeError(f"no VmRSS/VmHWM in /proc/{pid}/status")
+            name = _STATUS_FIELDS.get(line.split(":", 1)[0])
+            if name:
+                found[name] = int(line.split()[1]) / 1024
+    if len(found) != len(_STATUS_FIELDS):
+        raise RuntimeError(f"/proc/{pid}/status lacks some of {sorted(_STATUS_FIELDS)}")
     return found
 
 
@@ -245,12 +251,14 @@ def bench_rss(run: Run) -> dict[str, Any]:
     # warm-up: worker pool, imports, SQLite's page cache filling up).
     warm = next(p for p in curve if p["works"] >= s.rss_curve_works / 4)
     last = curve[-1]
-    run.log("  scheduler RSS curve (works: MiB): "
-            + ", ".join(f"{p['works']:,}: {p['rss']:.1f}" for p in curve))
+    run.log("  scheduler RSS curve (works: MiB, anon + file): "
+            + ", ".join(f"{p['works']:,}: {p['rss']:.1f} ({p['anon']:.1f} + {p['file']:.1f})"
+                        for p in curve))
     return {
         "finished": {"small": small, "large": large},
         "curve": curve, "curve_works": s.rss_curve_works, "curve_step": s.rss_curve_step,
         "growth_mib": round(last["rss"] - warm["rss"], 1), "growth_from_works": warm["works"],
+        "anon_growth_mib": round(last["anon"] - warm["anon"], 1),
         "ratios": {"large_over_small": large["rss"] / small["rss"],
                    "curve_end_over_warm": last["rss"] / warm["rss"]},
     }
