@@ -7,6 +7,7 @@ with its supervisor and worker processes, the Jupyter kernel of the live-table f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import statistics
@@ -14,11 +15,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from nbwork import WorkManager
+
+from .tasks import noop
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -178,6 +183,49 @@ class NbworkStore:
             self._seen.clear()
 
 
+# --- a busy neighbour -------------------------------------------------------------------
+
+SPIN = """\
+import os, sys
+cpu = int(sys.argv[1])
+if cpu >= 0:
+    os.sched_setaffinity(0, {cpu})
+while True:
+    pass
+"""
+
+
+class BusyNeighbour:
+    """One process spinning on one core (pinned to the last CPU where the OS allows it) for
+    as long as it runs: issue 15's "busy neighbour". ``stop()`` ends it by its pid and says
+    how much of a core it really took (a neighbour that was starved or died is visible)."""
+
+    def __init__(self) -> None:
+        cpus = os.cpu_count() or 1
+        self.cpu = cpus - 1 if hasattr(os, "sched_setaffinity") and cpus > 1 else -1
+        self.process = subprocess.Popen([sys.executable, "-c", SPIN, str(self.cpu)],
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        self._handle = psutil.Process(self.process.pid)
+        self._t0 = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> dict[str, Any]:
+        wall = time.monotonic() - self._t0
+        alive = self.alive()
+        try:
+            times = self._handle.cpu_times()
+            cpu_s = times.user + times.system
+        except psutil.Error:
+            cpu_s = float("nan")
+        kill_leftovers([self._handle])
+        self.process.wait(5)
+        return {"pinned_cpu": self.cpu if self.cpu >= 0 else None, "wall_s": round(wall, 1),
+                "cpu_s": round(cpu_s, 1), "core_share": round(cpu_s / wall, 3) if wall else 0.0,
+                "alive_until_stopped": alive}
+
+
 # --- Huey -------------------------------------------------------------------------------
 
 
@@ -286,3 +334,70 @@ class Kernel:
         finally:
             kill_leftovers(list(self._seen.values()))
             self._seen.clear()
+
+
+# --- a run of the suite ---------------------------------------------------------------
+
+
+class Run:
+    """One run of the suite: its temp dir, sizes, and every process to stop at the end."""
+
+    def __init__(self, root: str, sizes: Any,
+                 on_stop: Callable[[str], None] | None = None, log: Callable[[str], None] = print
+                 ) -> None:
+        self.root = root
+        self.sizes = sizes
+        self.on_stop = on_stop
+        self.log = log
+        self.store_paths: list[str] = []
+        self.stack = contextlib.ExitStack()
+        self.cache: dict[str, Any] = {}  # what benchmarks share within a run (templates)
+
+    def folder(self, name: str) -> str:
+        path = os.path.join(self.root, name)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def nbwork(self, name: str, fill: Callable[[str], Any] | None = None,
+               durability: str | None = None) -> NbworkStore:
+        """A new store ``name`` (``fill(path)`` first, before any scheduler), scheduler on."""
+        path = os.path.join(self.root, f"store-{name}")
+        self.store_paths.append(path)
+        if fill is not None:
+            fill(path)
+        store = NbworkStore(path, self.on_stop, durability)
+        self.stack.callback(store.stop)
+        return store.start()
+
+    def huey(self, name: str, args: list[str]) -> HueyConsumer:
+        consumer = HueyConsumer(os.path.join(self.root, f"huey-{name}.db"), args,
+                                os.path.join(self.root, f"huey-{name}.log"))
+        self.stack.callback(consumer.stop)
+        return consumer
+
+    def pool(self) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(2)
+        self.stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+        pool.submit(noop).result()
+        return pool
+
+
+def close_all(run: Run, *things: Any) -> None:
+    """Stop what a benchmark started, now, all at once (each is also on the run's stack,
+    in case of an error: stopping twice is harmless)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def stop(thing: Any) -> None:
+        if isinstance(thing, ProcessPoolExecutor):
+            thing.shutdown(wait=True, cancel_futures=True)
+        else:
+            thing.stop()
+
+    with ThreadPoolExecutor(max(1, len(things))) as threads:
+        for future in [threads.submit(stop, thing) for thing in things]:
+            future.result()
+
+
+def rotated(items: list, shift: int) -> list:
+    shift %= len(items)
+    return items[shift:] + items[:shift]

@@ -17,7 +17,12 @@ DB_ENV = "NBWORK_BENCH_HUEY_DB"
 
 # SqliteHuey creates its file when constructed: the default must not land in the checkout.
 _DEFAULT_DB = os.path.join(tempfile.gettempdir(), "nbwork-bench-huey.db")
-huey = SqliteHuey("nbwork-bench", filename=os.environ.get(DB_ENV, _DEFAULT_DB))
+# The same SQLite lock timeout as nbwork's store (60 s): with Huey's default (5 s), on a
+# loaded machine a worker's result write hit "database is locked", the result was lost, and
+# a throughput round waited for it until its timeout.
+LOCK_TIMEOUT = 60.0
+huey = SqliteHuey("nbwork-bench", filename=os.environ.get(DB_ENV, _DEFAULT_DB),
+                  timeout=LOCK_TIMEOUT)
 
 
 @huey.task()

@@ -3,6 +3,7 @@
     python -m bench                # the full suite, about 5 minutes on 2 cores
     python -m bench --quick        # smaller sizes, about 2 minutes
     python -m bench --only throughput,latency
+    python -m bench --busy         # the same beside a process spinning on one core
 
 Writes ``bench/results.json`` (``bench/results-quick.json`` with ``--quick``) and, for a
 full run, the table of the last run in ``BENCHMARKS.md``. Machines here are noisy: read the
@@ -12,8 +13,9 @@ ratios; absolute times are informational. The benchmarks:
    Huey (``SqliteHuey``, ``huey_consumer -w 2 -k process``) and a raw
    ``ProcessPoolExecutor(2)`` (no durability: the ceiling).
 2. ``latency``: enqueue → SUCCEEDED of one no-op work on an idle system, p50 and p99;
-   against Huey with its default consumer (enqueue → result available). The tries
-   alternate one by one, with a random pause of 5-50 ms before each.
+   against Huey with its default consumer (enqueue → result available) and the raw pool's
+   ``submit(noop).result()``. The tries alternate one by one, with a random pause of
+   5-50 ms before each.
 3. ``chain``: a chain of 20 no-op works, time per hop; against a Huey pipeline
    (``noop.s().then(noop)...``) and 20 sequential round trips through the raw pool.
 4. ``blur``: 64 images of 1024×1024, blur level 3 (``BlurWorker`` × 3 then
@@ -24,8 +26,11 @@ ratios; absolute times are informational. The benchmarks:
 5. ``scale``: a store holding 100,000 finished works against one holding 1,000: latency of
    an enqueue (and of that work's enqueue → SUCCEEDED), and of queries by id, by tag (100
    works per tag) and by unique name (10 works per name). The stores are filled through
-   ``nbwork._ops.enqueue`` in batches, each batch then marked SUCCEEDED in one store
-   transaction (as the scheduler's last write of a work would), so no worker runs.
+   ``nbwork._ops.enqueue_in`` in batches, each work marked SUCCEEDED in the same
+   transaction (as the scheduler's last write of a work would), so no worker runs; filled
+   once per run and copied (``bench/scale.py``).
+10. ``rss``: the scheduler's resident memory on a copy of that 100,000-work store (and of
+   the 1,000-work one), and its curve over a 20,000-work run (``bench/scale.py``).
 7. ``memory``: the scheduler's peak resident memory (``VmHWM``) while 300 one-time works
    run whose function refers to a 20 MiB global, against the same with a 1 KiB global
    (issue 17: each queued attempt used to carry its own copy of the worker's code).
@@ -61,18 +66,22 @@ from nbwork import OneTimeWorkRequest, WorkContinuation, WorkQuery, WorkState
 from . import report
 from .harness import (
     REPO,
+    BusyNeighbour,
     HueyConsumer,
     Kernel,
-    NbworkStore,
+    Run,
+    close_all,
     median,
     ms,
     percentile,
     poll,
+    rotated,
 )
 from .harness import CpuMeter as _CpuMeter
+from .scale import bench_rss, bench_scale, fill_finished
 from .tasks import blur_pipeline, global_carrier, noop
 
-BENCHMARKS = ("throughput", "latency", "chain", "blur", "scale", "idle", "memory",
+BENCHMARKS = ("throughput", "latency", "chain", "blur", "scale", "rss", "idle", "memory",
               "durability", "query")
 
 
@@ -91,6 +100,9 @@ class Sizes:
     scale_small: int = 1000
     scale_large: int = 100_000
     scale_tries: int = 100
+    rss_warm_works: int = 200
+    rss_curve_works: int = 20_000
+    rss_curve_step: int = 1000
     idle_pending: int = 1000
     idle_window: float = 8.0
     idle_rounds: int = 2
@@ -107,81 +119,20 @@ class Sizes:
 SIZES = {
     "full": Sizes(),
     "quick": Sizes(throughput_works=1000, throughput_rounds=1, latency_tries=40,
-                   chain_tries=4, blur_images=16, blur_rounds=1, scale_large=20_000,
-                   scale_tries=40, idle_window=3.0, idle_rounds=1, table_window=3.0,
+                   chain_tries=4, blur_images=16, blur_rounds=1,
+                   scale_tries=40, rss_curve_works=5000, rss_curve_step=500,
+                   idle_window=3.0, idle_rounds=1, table_window=3.0,
                    durability_works=1000, durability_enqueue=5000, durability_rounds=1,
                    query_rounds=1),
     # For the smoke test: every code path, no meaningful figure.
     "tiny": Sizes(throughput_works=20, throughput_rounds=1, latency_tries=3, chain_length=4,
                   chain_tries=1, blur_images=2, blur_pixels=96, blur_level=2, blur_rounds=1,
-                  scale_small=30, scale_large=120, scale_tries=3, idle_pending=20,
+                  scale_small=30, scale_large=120, scale_tries=3, rss_warm_works=5,
+                  rss_curve_works=40, rss_curve_step=10, idle_pending=20,
                   idle_window=0.3, idle_rounds=1, table_window=0.3, memory_works=20,
                   memory_global_mib=2, durability_works=20, durability_enqueue=50,
                   durability_rounds=1, query_works=30, query_rounds=1),
 }
-
-
-class Run:
-    """One run of the suite: its temp dir, sizes, and every process to stop at the end."""
-
-    def __init__(self, root: str, sizes: Sizes,
-                 on_stop: Callable[[str], None] | None = None, log: Callable[[str], None] = print
-                 ) -> None:
-        self.root = root
-        self.sizes = sizes
-        self.on_stop = on_stop
-        self.log = log
-        self.store_paths: list[str] = []
-        self.stack = contextlib.ExitStack()
-
-    def folder(self, name: str) -> str:
-        path = os.path.join(self.root, name)
-        os.makedirs(path, exist_ok=True)
-        return path
-
-    def nbwork(self, name: str, fill: Callable[[str], Any] | None = None,
-               durability: str | None = None) -> NbworkStore:
-        """A new store ``name`` (``fill(path)`` first, before any scheduler), scheduler on."""
-        path = os.path.join(self.root, f"store-{name}")
-        self.store_paths.append(path)
-        if fill is not None:
-            fill(path)
-        store = NbworkStore(path, self.on_stop, durability)
-        self.stack.callback(store.stop)
-        return store.start()
-
-    def huey(self, name: str, args: list[str]) -> HueyConsumer:
-        consumer = HueyConsumer(os.path.join(self.root, f"huey-{name}.db"), args,
-                                os.path.join(self.root, f"huey-{name}.log"))
-        self.stack.callback(consumer.stop)
-        return consumer
-
-    def pool(self) -> ProcessPoolExecutor:
-        pool = ProcessPoolExecutor(2)
-        self.stack.callback(pool.shutdown, wait=True, cancel_futures=True)
-        pool.submit(noop).result()
-        return pool
-
-
-def _close(run: Run, *things: Any) -> None:
-    """Stop what a benchmark started, now, all at once (each is also on the run's stack,
-    in case of an error: stopping twice is harmless)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def stop(thing: Any) -> None:
-        if isinstance(thing, ProcessPoolExecutor):
-            thing.shutdown(wait=True, cancel_futures=True)
-        else:
-            thing.stop()
-
-    with ThreadPoolExecutor(max(1, len(things))) as threads:
-        for future in [threads.submit(stop, thing) for thing in things]:
-            future.result()
-
-
-def _rotated(items: list, shift: int) -> list:
-    shift %= len(items)
-    return items[shift:] + items[:shift]
 
 
 # --- 1. throughput ----------------------------------------------------------------------
@@ -235,18 +186,24 @@ def bench_throughput(run: Run) -> dict[str, Any]:
         ("process_pool", lambda: pool_batch(pool, n)),
     ]
     for r in range(rounds):
-        for name, go in _rotated(contenders, r):
+        for name, go in rotated(contenders, r):
             seconds[name].append(go())
             run.log(f"  throughput round {r + 1}: {name} {n / seconds[name][-1]:.0f} /s")
             if name == "nbwork":
                 store.wm.prune_work()
-    _close(run, store, consumer, pool)
+    close_all(run, store, consumer, pool)
     per_s = {k: n / median(v) for k, v in seconds.items()}
+    # Issue 15 reads the worst round: each round's ratio (its contenders ran one right
+    # after the other), the lowest of them.
+    worst = {peer: min(p / w for w, p in zip(seconds["nbwork"], seconds[peer], strict=True))
+             for peer in ("huey", "process_pool")}
     return {
         "works": n, "rounds": rounds, "seconds": seconds,
         "per_s": {k: round(v, 1) for k, v in per_s.items()},
         "ratios": {"nbwork_over_huey": per_s["nbwork"] / per_s["huey"],
-                   "nbwork_over_pool": per_s["nbwork"] / per_s["process_pool"]},
+                   "nbwork_over_pool": per_s["nbwork"] / per_s["process_pool"],
+                   "worst_round_nbwork_over_huey": worst["huey"],
+                   "worst_round_nbwork_over_pool": worst["process_pool"]},
     }
 
 
@@ -271,22 +228,30 @@ def huey_once(consumer: HueyConsumer) -> float:
     return time.perf_counter() - start
 
 
+def pool_once(pool: ProcessPoolExecutor) -> float:
+    start = time.perf_counter()
+    pool.submit(noop).result()
+    return time.perf_counter() - start
+
+
 def bench_latency(run: Run) -> dict[str, Any]:
     tries = run.sizes.latency_tries
     store = run.nbwork("latency")
     consumer = run.huey("latency", [])  # Huey's default consumer settings
+    pool = run.pool()
     consumer.warm_up(3)
     for _ in range(3):
         nbwork_once(store.wm)
-    times: dict[str, list[float]] = {"nbwork": [], "huey": []}
+    times: dict[str, list[float]] = {"nbwork": [], "huey": [], "process_pool": []}
     contenders = [("nbwork", lambda: nbwork_once(store.wm)),
-                  ("huey", lambda: huey_once(consumer))]
+                  ("huey", lambda: huey_once(consumer)),
+                  ("process_pool", lambda: pool_once(pool))]
     rng = random.Random(7)
     for i in range(tries):
-        for name, go in _rotated(contenders, i):
+        for name, go in rotated(contenders, i):
             time.sleep(rng.uniform(0.005, 0.05))
             times[name].append(go())
-    _close(run, store, consumer)
+    close_all(run, store, consumer, pool)
     p50 = {k: median(v) for k, v in times.items()}
     p99 = {k: percentile(v, 0.99) for k, v in times.items()}
     return {
@@ -294,7 +259,9 @@ def bench_latency(run: Run) -> dict[str, Any]:
         "p50_ms": {k: ms(v) for k, v in p50.items()},
         "p99_ms": {k: ms(v) for k, v in p99.items()},
         "ratios": {"p50_nbwork_over_huey": p50["nbwork"] / p50["huey"],
-                   "p99_nbwork_over_huey": p99["nbwork"] / p99["huey"]},
+                   "p99_nbwork_over_huey": p99["nbwork"] / p99["huey"],
+                   "p50_nbwork_over_pool": p50["nbwork"] / p50["process_pool"],
+                   "p99_nbwork_over_pool": p99["nbwork"] / p99["process_pool"]},
         "samples_ms": {k: [ms(x) for x in v] for k, v in times.items()},
     }
 
@@ -346,10 +313,10 @@ def bench_chain(run: Run) -> dict[str, Any]:
                   ("huey", lambda: huey_chain(consumer, length)),
                   ("process_pool", lambda: pool_chain(pool, length))]
     for i in range(tries):
-        for name, go in _rotated(contenders, i):
+        for name, go in rotated(contenders, i):
             time.sleep(0.02)
             per_hop[name].append(go())
-    _close(run, store, consumer, pool)
+    close_all(run, store, consumer, pool)
     hop = {k: median(v) for k, v in per_hop.items()}
     return {
         "length": length, "tries": tries,
@@ -472,144 +439,19 @@ def bench_blur(run: Run) -> dict[str, Any]:
                       ("process_pool", lambda d: pool_blur(pool, images, d, s.blur_level))]
         if r < s.blur_sequential_rounds:
             contenders.append(("sequential", lambda d: sequential_blur(images, d, s.blur_level)))
-        for name, go in _rotated(contenders, r):
+        for name, go in rotated(contenders, r):
             seconds[name].append(go(fresh(name)))
             run.log(f"  blur round {r + 1}: {name} {seconds[name][-1]:.1f} s")
             shutil.rmtree(os.path.join(scratch, name), ignore_errors=True)
             if name == "nbwork":
                 store.wm.prune_work()
-    _close(run, store, pool)
+    close_all(run, store, pool)
     wall = {k: median(v) for k, v in seconds.items()}
     return {
         "images": s.blur_images, "pixels": s.blur_pixels, "level": s.blur_level,
         "seconds": seconds, "wall_s": {k: round(v, 3) for k, v in wall.items()},
         "ratios": {"nbwork_over_pool": wall["nbwork"] / wall["process_pool"],
                    "sequential_over_nbwork": wall["sequential"] / wall["nbwork"]},
-    }
-
-
-# --- 5. store scale ---------------------------------------------------------------------
-
-FILL_BATCH = 2000
-WORKS_PER_TAG = 100
-WORKS_PER_NAME = 10
-
-
-def fill_finished(path: str, count: int) -> dict[str, float]:
-    """Put ``count`` finished (SUCCEEDED) no-op works in a new store, without a scheduler.
-
-    Through ``nbwork._ops.enqueue`` (the client's enqueue transaction, here in batches of
-    ``FILL_BATCH``), then each batch marked SUCCEEDED in one more transaction, as the
-    scheduler's last write of a work would. Work ``i`` has tag ``batch-{i // 100}`` and
-    unique name ``name-{i // 10}``.
-    """
-    from nbwork import _ops
-    from nbwork._code import serialize_worker
-    from nbwork._store import Store
-    from nbwork.manager import _spec_of
-
-    store = Store(path)
-    start = time.perf_counter()
-    code_key = payload = None
-    try:
-        for first in range(0, count, FILL_BATCH):
-            now = time.time()
-            works = []
-            for i in range(first, min(count, first + FILL_BATCH)):
-                request = OneTimeWorkRequest(noop, tags=[f"batch-{i // WORKS_PER_TAG}"])
-                if payload is None:
-                    code_key, payload = serialize_worker(request.worker, request.worker_name)
-                spec = _spec_of(request, code_key, (), f"name-{i // WORKS_PER_NAME}")
-                works.append(_ops.NewWork(spec, payload))
-            _ops.enqueue(store, works, [], now)
-            with store.transaction() as txn:
-                for work in works:
-                    spec = txn.get(work.spec.id)
-                    spec.state = WorkState.SUCCEEDED
-                    spec.run_attempt_count = 1
-                    spec.start_time = spec.finish_time = now
-                    txn.put(spec)
-    finally:
-        store.close()
-    seconds = time.perf_counter() - start
-    return {"works": count, "seconds": seconds, "per_s": count / seconds}
-
-
-def _scale_figures(store: NbworkStore, size: int, rng: random.Random,
-                   ids: list[str]) -> dict[str, Callable[[], float]]:
-    wm = store.wm
-    tags, names = max(1, size // WORKS_PER_TAG), max(1, size // WORKS_PER_NAME)
-    last_enqueued: list[tuple[str, float]] = []
-
-    def timed(f: Callable[[], Any]) -> float:
-        start = time.perf_counter()
-        f()
-        return time.perf_counter() - start
-
-    def enqueue() -> float:
-        request = OneTimeWorkRequest(noop, tags=["probe"])
-        start = time.perf_counter()
-        wm.enqueue(request)
-        elapsed = time.perf_counter() - start
-        wm.wait(request.id, timeout=60)
-        last_enqueued.append((request.id, time.perf_counter() - start))
-        return elapsed
-
-    def enqueue_to_succeeded() -> float:
-        return last_enqueued[-1][1]
-
-    return {
-        "enqueue": enqueue,
-        "enqueue_to_succeeded": enqueue_to_succeeded,
-        "get_by_id": lambda: timed(lambda: wm.get_work_info_by_id(rng.choice(ids))),
-        "by_tag": lambda: timed(lambda: wm.get_work_infos_by_tag(
-            f"batch-{rng.randrange(tags)}")),
-        "by_unique_name": lambda: timed(lambda: wm.get_work_infos_for_unique_work(
-            f"name-{rng.randrange(names)}")),
-    }
-
-
-def bench_scale(run: Run) -> dict[str, Any]:
-    s = run.sizes
-    sizes = {"small": s.scale_small, "large": s.scale_large}
-    fills: dict[str, dict[str, float]] = {}
-    stores: dict[str, NbworkStore] = {}
-    for label, size in sizes.items():
-        run.log(f"  scale: filling a store with {size:,} finished works")
-
-        def fill(path: str, label: str = label, size: int = size) -> None:
-            fills[label] = fill_finished(path, size)
-
-        stores[label] = run.nbwork(f"scale-{label}", fill)
-    rng = random.Random(11)
-    ids = {label: list(store.wm._store.state_index(WorkState.SUCCEEDED))
-           for label, store in stores.items()}
-    figures = {label: _scale_figures(store, sizes[label], rng, ids[label])
-               for label, store in stores.items()}
-    for label in stores:  # warm up (page cache, worker processes)
-        for f in figures[label].values():
-            f()
-            f()
-    samples: dict[str, dict[str, list[float]]] = {name: {"small": [], "large": []}
-                                                  for name in figures["small"]}
-    for name in samples:
-        tries = s.scale_tries if name.startswith(("get", "by")) else max(3, s.scale_tries // 2)
-        if name == "enqueue_to_succeeded":
-            continue  # measured with enqueue
-        for i in range(tries):
-            for label in _rotated(["small", "large"], i):
-                samples[name][label].append(figures[label][name]())
-                if name == "enqueue":
-                    samples["enqueue_to_succeeded"][label].append(
-                        figures[label]["enqueue_to_succeeded"]())
-    _close(run, *stores.values())
-    p50 = {name: {label: median(v) for label, v in by.items()} for name, by in samples.items()}
-    return {
-        "sizes": sizes,
-        "fill": {k: {"seconds": round(v["seconds"], 1), "per_s": round(v["per_s"])}
-                 for k, v in fills.items()},
-        "p50_ms": {name: {label: ms(v) for label, v in by.items()} for name, by in p50.items()},
-        "ratios": {name: by["large"] / by["small"] for name, by in p50.items()},
     }
 
 
@@ -667,12 +509,12 @@ def bench_idle(run: Run) -> dict[str, Any]:
     }
     cpu: dict[str, list[dict[str, float]]] = {k: [] for k in meters}
     for r in range(s.idle_rounds):
-        for side in _rotated(["nbwork", "huey"], r):
+        for side in rotated(["nbwork", "huey"], r):
             chosen = {k: m for k, m in meters.items() if k.startswith(side)}
             for name, figure in _measure(chosen, s.idle_window).items():
                 cpu[name].append(figure)
     pending = len(store.wm.get_work_infos(WorkQuery(tags=["idle"], states=["ENQUEUED"])))
-    _close(run, consumer)
+    close_all(run, consumer)
 
     # A live table in a real kernel, against the same kernel with nothing live.
     kernel_cpu: dict[str, list[float]] = {"table": [], "baseline": []}
@@ -700,7 +542,7 @@ def bench_idle(run: Run) -> dict[str, Any]:
                     f"baseline {kernel_cpu['baseline'][-1]:.2f} %")
         view_kind = _kernel_value(kernel, "_view_kind")
         kernel.stop()
-    _close(run, store)
+    close_all(run, store)
 
     def pct(name: str) -> float:
         return round(median(x["cpu_percent"] for x in cpu[name]), 3)
@@ -828,7 +670,7 @@ def bench_durability(run: Run) -> dict[str, Any]:
     enqueue: dict[str, list[float]] = {level: [] for level in DURABILITIES}
     peer: dict[str, list[float]] = {level: [] for level in DURABILITIES}
     for r in range(rounds):
-        for level in _rotated(list(DURABILITIES), r):
+        for level in rotated(list(DURABILITIES), r):
             wm = stores[level].wm
             throughput[level].append(nbwork_batch(wm, n))
             wm.prune_work()
@@ -840,7 +682,7 @@ def bench_durability(run: Run) -> dict[str, Any]:
             run.log(f"  durability round {r + 1}: {level}: {n / throughput[level][-1]:.0f} "
                     f"works/s; enqueue of {count:,} {enqueue[level][-1]:.2f} s, diskcache "
                     f"sets {peer[level][-1]:.2f} s")
-    _close(run, *stores.values())
+    close_all(run, *stores.values())
     # The worst round is the figure (issue 15): ratios are taken round by round, nbwork
     # against its peer measured right after it, and the worst of them reported.
     return {
@@ -888,7 +730,7 @@ def bench_query(run: Run) -> dict[str, Any]:
         start = time.perf_counter()
         count = len(fresh.get_work_infos(query))
         first.append(time.perf_counter() - start)
-    _close(run, store)
+    close_all(run, store)
     # Ratios round by round (a query against the by-id reads just before it), the worst
     # round reported: the machine's load changes faster than a run.
     per_id = [1000 * b / len(ids) for b in by_id]
@@ -908,7 +750,8 @@ def bench_query(run: Run) -> dict[str, Any]:
 
 RUNNERS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "throughput": bench_throughput, "latency": bench_latency, "chain": bench_chain,
-    "blur": bench_blur, "scale": bench_scale, "idle": bench_idle, "memory": bench_memory,
+    "blur": bench_blur, "scale": bench_scale, "rss": bench_rss, "idle": bench_idle,
+    "memory": bench_memory,
     "durability": bench_durability, "query": bench_query,
 }
 
@@ -939,32 +782,52 @@ def meta(mode: str, sizes: Sizes) -> dict[str, Any]:
 
 def run_suite(sizes: Sizes, only: tuple[str, ...] = BENCHMARKS, mode: str = "full",
               workdir: str | None = None, on_stop: Callable[[str], None] | None = None,
-              log: Callable[[str], None] = print, store_paths: list[str] | None = None
-              ) -> dict[str, Any]:
+              log: Callable[[str], None] = print, store_paths: list[str] | None = None,
+              busy: bool = False) -> dict[str, Any]:
     """Run the benchmarks ``only`` and return the results (with ``targets``).
 
-    Every process started is stopped before this returns, even on an error. The store
-    paths used are appended to ``store_paths`` when given.
+    With ``busy``, a ``BusyNeighbour`` spins on one core from before the first benchmark to
+    after the last, and every result says so (``busy_neighbour``). Every process started
+    is stopped before this returns, even on an error. The store paths used are appended to
+    ``store_paths`` when given.
     """
     results: dict[str, Any] = {"meta": meta(mode, sizes)}
+    results["meta"]["busy_neighbour"] = None
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="nbwork-bench-", dir=workdir) as root:
-        run = Run(root, sizes, on_stop, log)
-        try:
-            for name in only:
-                t0 = time.perf_counter()
-                log(f"{name} ...")
-                with contextlib.ExitStack() as stack:  # stops what the benchmark started
-                    run.stack = stack
-                    results[name] = RUNNERS[name](run)
-                results[name]["bench_seconds"] = round(time.perf_counter() - t0, 1)
-                log(f"{name}: done in {results[name]['bench_seconds']} s")
-        finally:
-            if store_paths is not None:
-                store_paths.extend(run.store_paths)
+    neighbour = BusyNeighbour() if busy else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="nbwork-bench-", dir=workdir) as root:
+            run = Run(root, sizes, on_stop, log)
+            try:
+                for name in only:
+                    results[name] = _run_one(run, name, neighbour)
+            finally:
+                if store_paths is not None:
+                    store_paths.extend(run.store_paths)
+    finally:
+        if neighbour is not None:
+            results["meta"]["busy_neighbour"] = neighbour.stop()
+    figures = results["meta"]["busy_neighbour"]
+    if figures is not None and not figures["alive_until_stopped"]:
+        raise RuntimeError("the busy neighbour died during the run: the figures are not "
+                           "busy-neighbour figures")
     results["meta"]["seconds"] = round(time.perf_counter() - started, 1)
     results["targets"] = report.targets(results)
     return results
+
+
+def _run_one(run: Run, name: str, neighbour: BusyNeighbour | None) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    run.log(f"{name} ..." + (" (busy neighbour)" if neighbour else ""))
+    with contextlib.ExitStack() as stack:  # stops what the benchmark started
+        run.stack = stack
+        result = RUNNERS[name](run)
+    if neighbour is not None and not neighbour.alive():
+        raise RuntimeError(f"the busy neighbour died during {name}")
+    result["busy_neighbour"] = neighbour is not None
+    result["bench_seconds"] = round(time.perf_counter() - t0, 1)
+    run.log(f"{name}: done in {result['bench_seconds']} s")
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -972,22 +835,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (about 2 min)")
     parser.add_argument("--only", default=",".join(BENCHMARKS),
                         help=f"comma-separated subset of {','.join(BENCHMARKS)}")
+    parser.add_argument("--busy", action="store_true",
+                        help="run every benchmark beside a busy neighbour: one process "
+                             "spinning on one core for the whole run (results are tagged; "
+                             "-busy is added to the default results file name)")
     parser.add_argument("--out", help="results JSON (default bench/results.json, "
-                                      "bench/results-quick.json with --quick)")
-    parser.add_argument("--md", help="Markdown file whose suite section gets the table "
-                                     "(default BENCHMARKS.md for a full run of all "
-                                     "benchmarks; '' for none)")
+                                      "bench/results-quick.json with --quick, "
+                                      "bench/results[-quick]-busy.json with --busy)")
+    parser.add_argument("--md", help="Markdown file whose suite section (its busy-neighbour "
+                                     "section with --busy) gets the table (default "
+                                     "BENCHMARKS.md for a full run of all benchmarks; '' "
+                                     "for none)")
     args = parser.parse_args(argv)
     only = tuple(x.strip() for x in args.only.split(",") if x.strip())
     unknown = [x for x in only if x not in RUNNERS]
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
     mode = "quick" if args.quick else "full"
-    out = args.out or str(REPO / "bench" / f"results{'-quick' if args.quick else ''}.json")
+    suffix = ("-quick" if args.quick else "") + ("-busy" if args.busy else "")
+    out = args.out or str(REPO / "bench" / f"results{suffix}.json")
     md = args.md
     if md is None:
         md = str(REPO / "BENCHMARKS.md") if mode == "full" and only == BENCHMARKS else ""
-    results = run_suite(SIZES[mode], only, mode)
+    results = run_suite(SIZES[mode], only, mode, busy=args.busy)
     with open(out, "w") as f:
         json.dump(results, f, indent=2)
     print(report.table(results))
