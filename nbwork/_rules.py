@@ -335,9 +335,10 @@ def _enqueue(spec: WorkSpec, now: float) -> None:
 def _may_run(works: WorkSet, spec: WorkSpec) -> bool:
     """Whether the prerequisites of a BLOCKED work now let it run.
 
-    Read from the last prerequisite back, stopping at the first that still holds it:
-    prerequisites mostly finish in the order they were enqueued, so the join of a large
-    batch reads one or two records per finish of a branch, not all of them."""
+    Read from the last prerequisite back, stopping at the first that still holds it: the
+    last enqueued tend to finish last, and while many are unfinished one is found in a few
+    reads whatever the order; so a wide join (a batch's contact sheet) reads a few records
+    per finish of a prerequisite, not all of them (that was quadratic in the batch)."""
     join = runs_after_all_finished(spec)
     for pid in reversed(spec.prerequisites):
         parent = works.get(pid)
