@@ -7,7 +7,14 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from nbwork import Constraints, NetworkType, OneTimeWorkRequest, WorkInfo, WorkState
+from nbwork import (
+    Constraints,
+    NetworkType,
+    OneTimeWorkRequest,
+    RunAfter,
+    WorkInfo,
+    WorkState,
+)
 from nbwork.explain import constraint_words, error_headline, why_waiting
 from nbwork.info import StopReason
 from tests.helpers import echo
@@ -27,6 +34,15 @@ def test_blocked_work_names_the_unfinished_prerequisite_and_its_state():
     assert why_waiting(blocked, found) == "waits for prerequisite BlurWorker cccccccc (RUNNING)"
     assert why_waiting(blocked, found.get) == why_waiting(blocked, found)  # a function too
     assert why_waiting(blocked) == "waits for prerequisites bbbbbbbb, cccccccc"
+
+
+def test_a_join_waiting_after_a_failed_prerequisite_says_it_runs_whatever_they_end_as():
+    failed = WorkInfo(id="b" * 32, state=WorkState.FAILED, worker_name="pkg.BlurWorker")
+    running = WorkInfo(id="c" * 32, state=WorkState.RUNNING, worker_name="pkg.BlurWorker")
+    join = info(WorkState.BLOCKED, prerequisites=(failed.id, running.id),
+                run_after=RunAfter.ALL_FINISHED)
+    assert why_waiting(join, {failed.id: failed, running.id: running}) == (
+        "waits for prerequisite BlurWorker cccccccc (RUNNING) (it runs whatever they end as)")
 
 
 def test_enqueued_work_names_its_delay_and_when_it_ends():
