@@ -32,6 +32,9 @@ log = logging.getLogger("nbwork.scheduler")
 OrderKey = tuple[float, int]
 _UNKNOWN_ORDER: OrderKey = (math.inf, 0)  # a record gone meanwhile: it will not start anyway
 _due_time = itemgetter(1)
+HOLD_READ = 1024
+"""Records of tied due works kept from the read that ranks them, for the transactions that
+start them (the rest are read again when their turn comes)."""
 
 
 def order_key(spec: WorkSpec) -> OrderKey:
@@ -107,7 +110,7 @@ class Dispatcher:
         else:
             before, tied = firsts[:want], []
         if len({t for _, t in before}) < len(before):  # ties among those taken
-            self._learn_order([wid for wid, _ in before])
+            self._hold(self._learn_order([wid for wid, _ in before]))
             order = self._order
             before.sort(key=lambda p: (p[1], order.get(p[0], _UNKNOWN_ORDER)))
         return [wid for wid, _ in before] + tied
@@ -122,9 +125,10 @@ class Dispatcher:
             1 for wid in unreadable if enqueued.get(wid) == time)
         if self._ranked_time != time or len(ranked) != present:  # others came or went
             group = [wid for wid, t in enqueued.items() if t == time and wid not in unreadable]
-            self._learn_order(group)
+            read = self._learn_order(group)
             order = self._order
             group.sort(key=lambda wid: order.get(wid, _UNKNOWN_ORDER))
+            self._hold(read, group[:HOLD_READ])
             ranked = deque(group)
             self._ranked_time, self._ranked = time, ranked
         taken: list[str] = []
@@ -135,16 +139,29 @@ class Dispatcher:
                 taken.append(wid)
         return taken
 
-    def _learn_order(self, work_ids: list[str]) -> None:
-        """Read the enqueue order of the works not read before (once per work)."""
+    def _learn_order(self, work_ids: list[str]) -> tuple[int, dict[str, WorkSpec]]:
+        """Read the enqueue order of the works not read before (once per work); the change
+        counter read before, and the records read."""
         missing = [wid for wid in work_ids if wid not in self._order]
         if not missing:
-            return
+            return -1, {}
         if len(self._order) > 4096 + 2 * len(missing):  # works cancelled meanwhile
             enqueued = self._store.state_index(WorkState.ENQUEUED)
             self._order = {wid: k for wid, k in self._order.items() if wid in enqueued}
-        for spec in self._store.get_many(missing):
+        counter = self._store.change_counter()
+        read = {spec.id: spec for spec in self._store.get_many(missing)}
+        for spec in read.values():
             self._order[spec.id] = order_key(spec)
+        return counter, read
+
+    def _hold(self, learnt: tuple[int, dict[str, WorkSpec]], ids: list[str] | None = None
+              ) -> None:
+        """Give the record cache what ``_learn_order`` read (of ``ids`` only, if given): the
+        transaction that starts those works need not read them again."""
+        counter, read = learnt
+        if read:
+            self._records.read(counter, [read[w] for w in (read if ids is None else ids)
+                                         if w in read])
 
     def first_due(self, enqueued: dict[str, float]) -> float | None:
         """The earliest run time of the enqueued works not waiting for constraints; kept
@@ -170,25 +187,27 @@ class Dispatcher:
         gates: dict[str, dict[str, Any]] = {}
         started: list[WorkSpec] = []
         payloads: dict[str, bytes | None] = {}
-        # (The records read here are fresh, none of the record cache's: a failed
-        # transaction leaves those as they were.)
-        with self._store.transaction() as txn:
-            for work_id in due:
-                spec = txn.get(work_id)
-                if spec is None:
-                    continue
-                self._order[work_id] = order_key(spec)  # (an id enqueued again after a prune)
-                if work_id not in known:
-                    known[work_id] = gating(spec)
-                    if admission.blocks(work_id, known[work_id]):
+        try:
+            with self._store.transaction() as txn:
+                for work_id in due:
+                    spec = self._records.current(txn, work_id)
+                    if spec is None:
                         continue
-                if not _rules.is_due(spec, now):
-                    continue
-                attempt = self._start_one(txn, spec, now, payloads)
-                if attempt is not None:
-                    started.append(spec)
-                    attempts.append(attempt)
-                    gates[attempt.token] = gating(spec)
+                    self._order[work_id] = order_key(spec)  # (an id enqueued again after a prune)
+                    if work_id not in known:
+                        known[work_id] = gating(spec)
+                        if admission.blocks(work_id, known[work_id]):
+                            continue
+                    if not _rules.is_due(spec, now):
+                        continue
+                    attempt = self._start_one(txn, spec, now, payloads)
+                    if attempt is not None:
+                        started.append(spec)
+                        attempts.append(attempt)
+                        gates[attempt.token] = gating(spec)
+        except BaseException:
+            self._records.failed()  # held records it changed are not the store's
+            raise
         self._records.committed(txn, started)
         for spec in started:
             self._order.pop(spec.id, None)

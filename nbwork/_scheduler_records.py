@@ -8,9 +8,15 @@ differs from ``seen``, a commit of ours that did not follow ``seen``) forgets al
 raises ``news``, which the loop takes to look at its running attempts again (a cancel, a
 changed constraint). Nothing else in the scheduler compares change counters.
 
-Kept here: the records of this scheduler's running attempts as it last wrote them (the next
-transaction need not read them back) and the constraints of works it read (with many works
-waiting for the charger, each wake-up must not reload every one of them).
+Kept here: records as the store holds them (those of this scheduler's running attempts as
+it last wrote them, and due works it read outside a transaction): the next transaction
+adopts them instead of reading them back, which keeps reads out of the transactions that
+block clients. Also the constraints of works it read (with many works waiting for the
+charger, each wake-up must not reload every one of them).
+
+Our own commits change the works they start and finish, and the BLOCKED dependents of the
+latter; a record held of any other work stays true through them. (Records whose state one
+of our commits moved are dropped all the same.)
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ class RecordCache:
     def __init__(self) -> None:
         self._seen = -1
         self._news = True
-        self._own: dict[str, WorkSpec] = {}
+        self._held: dict[str, WorkSpec] = {}
         self._looked_in: Any = None  # the transaction whose counter was last looked at
         self.constraints: dict[str, dict[str, Any]] = {}
         """work id -> the constraints that gate it ({} when none or overridden)."""
@@ -40,14 +46,24 @@ class RecordCache:
         news, self._news = self._news, False
         return news
 
-    def own(self, txn: Any, work_id: str) -> WorkSpec | None:
-        """The record of ``work_id`` in ``txn``: ours as last written if nobody else wrote
-        since, else read from the store."""
+    def current(self, txn: Any, work_id: str) -> WorkSpec | None:
+        """The record of ``work_id`` in ``txn``: the one held if nobody else wrote since,
+        else read from the store."""
         if self._looked_in is not txn:  # one counter read per transaction
             self._looked_in = txn
             self.look(txn.change_counter())
-        own = self._own.get(work_id)
-        return txn.adopt(own) if own is not None else txn.get(work_id)
+        held = self._held.get(work_id)
+        return txn.adopt(held) if held is not None else txn.get(work_id)
+
+    def holds(self, work_id: str) -> bool:
+        return work_id in self._held
+
+    def read(self, counter: int, specs: list[WorkSpec]) -> None:
+        """Records read outside a transaction that began after ``counter`` was read (a commit
+        in between makes them look older than they are: dropped at the next look)."""
+        self.look(counter)
+        for spec in specs:
+            self._held[spec.id] = spec
 
     def committed(self, txn: Any, written: list[WorkSpec] = (),  # type: ignore[assignment]
                   ended: list[str] = ()) -> None:  # type: ignore[assignment]
@@ -61,10 +77,12 @@ class RecordCache:
             # makes "nobody else" exact): forget, and look at the running attempts again.
             self._forget()
         self._seen = txn.counter_after
+        for _, _, work_id, _ in txn.index_moves:
+            self._held.pop(work_id, None)
         for spec in written:
-            self._own[spec.id] = spec
+            self._held[spec.id] = spec
         for work_id in ended:
-            self._own.pop(work_id, None)
+            self._held.pop(work_id, None)
 
     def failed(self) -> None:
         """A transaction of ours did not commit: records it changed in place are not the
@@ -72,6 +90,6 @@ class RecordCache:
         self._forget()
 
     def _forget(self) -> None:
-        self._own.clear()
+        self._held.clear()
         self.constraints.clear()  # cleared in place: the dispatcher holds this dict
         self._news = True

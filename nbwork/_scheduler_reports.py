@@ -167,7 +167,7 @@ class ReportWriter:
         work_id = work_id or self._attempts.get(token)
         if work_id is None:
             return None
-        spec = self._records.own(txn, work_id)
+        spec = self._records.current(txn, work_id)
         if spec is None or spec.state is not WorkState.RUNNING:
             return None
         if spec.attempt is None or spec.attempt.token != token:
