@@ -339,3 +339,31 @@ def test_expired_work_is_pruned_at_start_and_then_every_prune_interval(client, c
     clock.advance(0.001)
     sched.step()
     assert client.get_work_info_by_id(request.id) is None
+
+
+def test_the_loop_exits_idle_exit_seconds_after_the_last_work_on_the_clock(client, clock):
+    sched = _scheduler(client, clock, idle_exit=30)
+    assert sched.lock.acquire()
+    request = OneTimeWorkRequest(helpers.echo, initial_delay=5)
+    client.enqueue(request)
+    slept: list[float] = []
+
+    def sleep() -> None:                          # a sleep moves the manual clock only
+        slept.append(sched._sleep_time())
+        clock.advance(slept[-1])
+
+    sched._sleep = sleep
+    start = clock.now()
+    try:
+        sched._loop()
+    finally:
+        sched._shutdown()
+    assert _states(client, request) == [WorkState.SUCCEEDED]
+    info = client.get_work_info_by_id(request.id)
+    assert info.start_time == _at(start + 5)        # woken for the due time, not later
+    # (The inline executor has nothing to wake the loop: its result is taken at the next
+    # heartbeat.) Idle from that moment for exactly idle_exit, then gone.
+    assert info.finish_time == _at(start + 6)
+    assert clock.now() == start + 6 + 30
+    assert sched.lock.fd is None
+    assert max(slept) <= 1.0                       # never asleep past a heartbeat
