@@ -60,7 +60,7 @@ class Dispatcher:
         self._first_due_memo: tuple[dict[str, float], frozenset[str], float | None] | None = None
         set_code_source = getattr(executor, "set_code_source", None)
         # An executor with a code source reads each blob itself, once per worker process
-        # that lacks it; the others get one copy shared by a batch (see _start_in).
+        # that lacks it; the others get one copy shared by a batch (see _start_one).
         self._code_source_set = set_code_source is not None
         if set_code_source is not None:
             set_code_source(store.open_code)
