@@ -294,6 +294,20 @@ def test_the_earlier_due_time_comes_first_and_ties_go_by_enqueue_order(client, c
     assert _run_one_at_a_time(sched, executor, 7) == [r.id for r in expected]
 
 
+def test_one_step_starts_earlier_ties_then_the_first_of_a_later_tie_in_enqueue_order(
+        client, clock):
+    executor = HoldingExecutor()
+    executor.capacity = 4
+    sched = _scheduler(client, clock, executor)
+    earlier = [OneTimeWorkRequest(helpers.echo) for _ in range(2)]
+    client.enqueue(earlier)
+    clock.advance(1)
+    later = [OneTimeWorkRequest(helpers.echo) for _ in range(3)]
+    client.enqueue(later)
+    sched.step()
+    assert [a.work_id for a in executor.submitted] == [r.id for r in [*earlier, *later[:2]]]
+
+
 def test_idle_exit_comes_when_the_clock_reaches_idle_exit(client, clock):
     sched = _scheduler(client, clock, idle_exit=30)
     request = OneTimeWorkRequest(helpers.echo)
