@@ -77,7 +77,9 @@ def test_exactly_one_scheduler_when_four_processes_start_it_at_once(wm):
 def test_an_enqueue_wakes_the_scheduler_through_its_fifo(wm):
     assert not notify(wm.store_path)          # no scheduler: nobody listens
     wm.daemon.start()
-    assert notify(wm.store_path)              # the scheduler listens on the FIFO
+    # start() returns once the scheduler holds the lock; it opens the FIFO a moment later
+    # (on a loaded machine, after it looked for a predecessor's leftover processes).
+    wait_until(lambda: notify(wm.store_path), what="the scheduler to listen on its FIFO")
     for i in range(5):
         request = OneTimeWorkRequest(helpers.add, input_data={"a": i, "b": i})
         wm.enqueue(request)
