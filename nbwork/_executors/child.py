@@ -1,28 +1,23 @@
-"""The body of a worker process: runs one attempt and reports over a pipe.
+"""The body of a process that runs one attempt and reports over a pipe (the Dask side).
 
 Runs in a process of its own group (so a stop kills every process the worker started),
-with stdout and stderr going to the work's log file. Messages to the parent:
-``("started", pid)``, ``("progress", dict)``, ``("result", kind, output, error)``.
+with stdout and stderr going to the attempt's log file. The attempt itself is
+``attempt.run_attempt``, as in every executor. Messages to the parent: ``("started", pid)``,
+``("progress", dict)``, ``("result", outcome)`` (its wire form, ``attempt.to_wire``).
 From the parent: ``("stop", reason)``.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import sys
 import threading
 import traceback
 from typing import Any
 
-from .._code import load_worker
-from ..data import Data
-from ..worker import Result, WorkerParameters, instantiate
-from .leftovers import kill_descendants
-
-NICE_INCREMENT = 10
-"""Worker processes run niced so the notebook stays responsive."""
+from .._rules import Outcome, OutcomeKind
+from .attempt import run_attempt, to_wire, worker_parameters
+from .process_groups import become_group_leader, end_own_group, kill_descendants
 
 
 def _redirect_output(log_path: str | None) -> None:
@@ -37,64 +32,8 @@ def _redirect_output(log_path: str | None) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False, errors="replace")  # noqa: SIM115
 
 
-_PR_SET_CHILD_SUBREAPER = 36
-
-
-def become_group_leader(subreaper: bool = False) -> None:
-    """Lead a process group of our own (a stop kills it whole), niced; as a *child
-    subreaper*, processes orphaned below us become our children, so none escapes."""
-    try:
-        os.setpgid(0, 0)
-    except OSError:
-        pass
-    try:
-        os.nice(NICE_INCREMENT)
-    except OSError:
-        pass
-    if subreaper:
-        become_subreaper()
-
-
-def become_subreaper() -> None:
-    """Processes orphaned below this one become its children (Linux), so none escapes."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: descendants are found while parents live
-        pass
-
-
-def end_own_group() -> None:
-    """Our parent is gone: end this process and everything its attempt started, so a
-    recovered work never runs twice at once."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    try:  # first what left the group (start_new_session=True), while this process lives
-        kill_descendants()
-    except Exception:
-        pass
-    try:
-        if os.getpgid(0) == os.getpid():  # only a group of our own (see become_group_leader)
-            os.killpg(0, signal.SIGKILL)
-    except OSError:
-        pass
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def exit_reason(exc: BaseException) -> str:
-    """The first line of the error of a worker that called ``sys.exit()``: even
-    ``sys.exit(0)`` fails the work (a work succeeds only by returning), and says so."""
-    if isinstance(exc, SystemExit):
-        code = "" if exc.code is None else repr(exc.code)
-        return (f"worker called sys.exit({code}): a work succeeds only by returning "
-                "(a Result or a dict), so it FAILED\n")
-    return ""
-
-
-def run_attempt(conn: Any, attempt: Any) -> None:
-    """Entry point of the worker process (``attempt`` is an ``AttemptSpec``)."""
+def run_attempt_process(conn: Any, attempt: Any) -> None:
+    """Entry point of the attempt's process (``attempt`` is an ``AttemptSpec``)."""
     become_group_leader(subreaper=True)
     _redirect_output(attempt.log_path)
     send_lock = threading.Lock()
@@ -103,15 +42,7 @@ def run_attempt(conn: Any, attempt: Any) -> None:
         with send_lock:
             conn.send(message)
 
-    params = WorkerParameters(
-        id=attempt.work_id,
-        input_data=Data(attempt.input_data),
-        tags=attempt.tags,
-        run_attempt_count=attempt.run_attempt_count,
-        generation=attempt.generation,
-        triggered_content_paths=attempt.extra.get("triggered_content_paths", ()),
-        progress_sink=lambda data: send(("progress", data.to_dict())),
-    )
+    params = worker_parameters(attempt, lambda values: send(("progress", values)))
 
     def listen() -> None:
         while True:
@@ -133,21 +64,14 @@ def run_attempt(conn: Any, attempt: Any) -> None:
 
     threading.Thread(target=listen, name="nbwork-stop-listener", daemon=True).start()
     send(("started", os.getpid()))
-    try:
-        worker = load_worker(attempt.payload)
-        result = instantiate(worker, params).run()
-        message = ("result", result.kind, result.output_data.to_dict(), None)
-    except BaseException as exc:  # anything the worker raises fails the work, with its traceback
-        error = traceback.format_exc()
-        sys.stderr.write(error)
-        message = ("result", Result.FAILURE, {}, exit_reason(exc) + error)
     # What the attempt left running dies before its result is told (as a subreaper this
     # process has every orphan below it, whatever its session).
-    kill_descendants()
+    outcome, seconds = run_attempt(attempt, params, after=kill_descendants)
     try:
-        send(message)
+        send(("result", to_wire(attempt.token, outcome, seconds)))
     except Exception:  # an output that cannot be sent is the worker's failure, not ours
-        send(("result", Result.FAILURE, {}, traceback.format_exc()))
+        send(("result", to_wire(attempt.token, Outcome(OutcomeKind.FAILURE,
+                                                       error=traceback.format_exc()))))
     sys.stdout.flush()
     sys.stderr.flush()
     # Exit at once: a thread the worker left running must not keep the attempt alive.

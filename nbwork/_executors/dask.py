@@ -43,13 +43,14 @@ from multiprocessing.connection import wait as wait_for
 from typing import Any
 
 from .._executor_address import DASK_PREFIX, EXTRA_HINT, check_executor, require_distributed
-from .._rules import Outcome
+from .._rules import Outcome, OutcomeKind
 from ..errors import InvalidInputError
 from ..info import StopReason
-from .base import AttemptSpec, DiscardSink, Sink
+from .attempt import from_wire
+from .base import DEFAULT_STOP_GRACE, AttemptSpec, DiscardSink, Sink
 from .capture import LogWriter, log_max_bytes
-from .dask_task import KILL_AFTER_TERM, end_strays, run_attempt_task, stop_attempt, task_key
-from .local import DEFAULT_STOP_GRACE
+from .dask_task import end_strays, run_attempt_task, stop_attempt, task_key
+from .process_groups import KILL_AFTER_TERM
 
 log = logging.getLogger("nbwork.dask")
 
@@ -349,24 +350,15 @@ class DaskExecutor:
         del self._running[token]
         status, payload = value
         text = ""
-        if status == "finished" and not (isinstance(payload, dict) and payload.get("kind") in
-                                         ("success", "failure", "retry", "crash", "stopped")):
-            outcome = Outcome("crash", error=(
-                f"the Dask worker returned {type(payload).__name__} where nbwork expected an "
-                "outcome: it runs another version of nbwork than this scheduler; install the "
-                "same version on the Dask workers"))
-        elif status == "finished":
-            text = str(payload.get("log") or "")
-            outcome = Outcome(payload["kind"], output=payload.get("output") or {},
-                              error=payload.get("error"),
-                              stop_reason=payload.get("stop_reason"))
-            self._short = payload.get("seconds", 0.0) < SHORT_WORK
+        if status == "finished":
+            outcome, text = self._task_result(payload)
         elif status == "error":
-            outcome = Outcome("crash", error=payload)
+            outcome = Outcome(OutcomeKind.CRASH, error=payload)
         else:  # cut short by the cluster: back to the queue, not a failure
-            outcome = Outcome("stopped", stop_reason=StopReason.SCHEDULER_RESTARTED.value)
+            outcome = Outcome(OutcomeKind.STOPPED,
+                              stop_reason=StopReason.SCHEDULER_RESTARTED.value)
         if run.stop_reason is not None:
-            outcome = Outcome("stopped", stop_reason=run.stop_reason)
+            outcome = Outcome(OutcomeKind.STOPPED, stop_reason=run.stop_reason)
         if text and run.attempt.log_path:
             try:
                 writer = LogWriter(run.attempt.log_path, log_max_bytes())
@@ -377,6 +369,18 @@ class DaskExecutor:
             except OSError as exc:
                 log.warning("cannot write the log of %s: %s", run.attempt.work_id, exc)
         sink.finished(token, outcome)
+
+    def _task_result(self, payload: Any) -> tuple[Outcome, str]:
+        """The outcome and output log a task returned (``run_attempt_task``)."""
+        try:
+            _, outcome, seconds = from_wire(payload)
+        except ValueError:
+            return Outcome(OutcomeKind.CRASH, error=(
+                f"the Dask worker returned {type(payload).__name__} where nbwork expected an "
+                "outcome: it runs another version of nbwork than this scheduler; install the "
+                "same version on the Dask workers")), ""
+        self._short = seconds < SHORT_WORK
+        return outcome, str(payload.get("log") or "")
 
     def shutdown(self, grace: float, sink: Sink | None = None) -> None:
         self._monitor_started = True  # never connect just to shut down

@@ -34,15 +34,15 @@ from functools import partial
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
+from .._rules import Outcome, OutcomeKind
 from ..info import StopReason
+from .attempt import from_wire, to_wire
 from .base import AttemptSpec
 from .launcher import Launcher
-from .local import exit_description
+from .process_groups import GraceThenKill, exit_description, kill_group
 
 log = logging.getLogger("nbwork.dask")
 
-KILL_AFTER_TERM = 2.0
-"""Seconds between SIGTERM and SIGKILL of a stopped attempt's process group."""
 ORPHAN_CHECK_INTERVAL = 0.5
 """How often (seconds) a running attempt checks that someone still wants its result."""
 LOG_LIMIT = 1 << 20
@@ -116,15 +116,6 @@ async def end_strays(owner: str, executor_id: str) -> None:
 # --- the task -----------------------------------------------------------------------------
 
 
-def _kill_group(pid: int, sig: int) -> None:
-    """Signal an attempt's process group. The launcher made the group before it told us the
-    pid, and only the group is signalled: once the attempt is reaped, its pid may be reused."""
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _unwanted(worker: Any, key: str) -> bool:
     """True when this task's result can no longer be taken (released task, closing worker)."""
     try:
@@ -175,10 +166,9 @@ def _explain(error: str | None, worker: Any) -> str | None:
 
 
 def run_attempt_task(attempt_blob: bytes, topic: str, owner: str, executor_id: str) -> dict:
-    """The Dask task of one attempt (a pickled ``AttemptSpec``). Returns the fields of its
-    ``Outcome`` (``kind``: success, failure, retry, crash or stopped; ``output``, ``error``,
-    ``stop_reason``), the attempt's output ``log`` and how many ``seconds`` the worker ran
-    (from its start to its result, without launching and reporting)."""
+    """The Dask task of one attempt (a pickled ``AttemptSpec``). Returns its outcome in
+    the wire form (``attempt.to_wire``, with how many ``seconds`` the worker ran, from its
+    start to its result) and the attempt's output ``log``."""
     from distributed import get_worker
 
     attempt: AttemptSpec = pickle.loads(attempt_blob)
@@ -192,23 +182,24 @@ def run_attempt_task(attempt_blob: bytes, topic: str, owner: str, executor_id: s
             _running[token] = remote
     if early is not None:
         remote.close()
-        return {"kind": "stopped", "stop_reason": early, "log": "", "seconds": 0.0}
+        return {**to_wire(token, Outcome(OutcomeKind.STOPPED, stop_reason=early)), "log": ""}
     worker.log_event(topic, ["started", token, worker.address])
     fd, log_path = tempfile.mkstemp(prefix=f"nbwork-{attempt.work_id[:8]}-", suffix=".log")
     os.close(fd)
     child = None
     try:
         child = _launcher.launch(dataclasses.replace(attempt, log_path=log_path))
-        outcome = _supervise(worker, key, remote, child, topic, partial(_note, log_path))
+        outcome, seconds = _supervise(worker, key, remote, child, topic,
+                                      partial(_note, log_path))
     except Exception as exc:
         log.exception("attempt %s could not run", token)
-        outcome = {"kind": "crash",
-                   "error": f"the attempt could not be started on the {_where(worker)}: {exc}"}
+        outcome, seconds = Outcome(OutcomeKind.CRASH, error=(
+            f"the attempt could not be started on the {_where(worker)}: {exc}")), 0.0
     finally:
         with _lock:
             _running.pop(token, None)
         if child is not None:
-            _kill_group(child.pid, signal.SIGKILL)  # grandchildren die with the attempt
+            kill_group(child.pid, signal.SIGKILL)  # grandchildren die with the attempt
             child.close()
         remote.close()
         text = _read_log(log_path)
@@ -216,27 +207,26 @@ def run_attempt_task(attempt_blob: bytes, topic: str, owner: str, executor_id: s
             os.unlink(log_path)
         except OSError:
             pass
-    if outcome["kind"] in ("failure", "retry"):
-        outcome["error"] = _explain(outcome.get("error"), worker)
-    return {"seconds": 0.0, **outcome, "log": text}
+    if outcome.kind in (OutcomeKind.FAILURE, OutcomeKind.RETRY):
+        outcome = dataclasses.replace(outcome, error=_explain(outcome.error, worker))
+    return {**to_wire(token, outcome, seconds), "log": text}
 
 
 def _supervise(worker: Any, key: str, remote: _Remote, child: Any, topic: str,
-               note: Callable[[str], None]) -> dict:
-    """Relay the child's messages until it ends; carry out stops; the outcome (no log)."""
+               note: Callable[[str], None]) -> tuple[Outcome, float]:
+    """Relay the child's messages until it ends; carry out stops; the outcome and the
+    seconds its worker ran."""
     token = remote.token
-    result: tuple | None = None
+    result: tuple[Outcome, float] | None = None
     stopping: str | None = None
-    term_at = kill_at = None
+    ending = GraceThenKill()
     exit_code: int | None = None
-    began = ran = 0.0
     next_check = time.monotonic() + ORPHAN_CHECK_INTERVAL
     ended = False
     while not ended:
-        now = time.monotonic()
-        deadlines = [t for t in (term_at, kill_at, next_check) if t is not None]
+        deadlines = [t for t in (ending.deadline(), next_check) if t is not None]
         watched = [child.exit_fd, remote.wake_r] + ([] if child.conn.closed else [child.conn])
-        ready = wait_for(watched, max(0.0, min(deadlines) - now))
+        ready = wait_for(watched, max(0.0, min(deadlines) - time.monotonic()))
         if remote.wake_r in ready:
             try:
                 os.read(remote.wake_r, 4096)
@@ -246,21 +236,7 @@ def _supervise(worker: Any, key: str, remote: _Remote, child: Any, topic: str,
             exit_code = child.read_exit_code()
             ended = True
         # After the exit, read what is left: the result may have been the last message.
-        while not child.conn.closed:
-            try:
-                if not child.conn.poll():
-                    break
-                message = child.conn.recv()
-            except (EOFError, OSError):
-                child.conn.close()
-                break
-            if message[0] == "started":
-                began = time.monotonic()
-            elif message[0] == "progress":
-                worker.log_event(topic, ["progress", token, message[1]])
-            elif message[0] == "result":
-                result = message[1:]
-                ran = time.monotonic() - began
+        result = _relay(child, worker, topic, token) or result
         if ended:
             break
         now = time.monotonic()
@@ -270,9 +246,9 @@ def _supervise(worker: Any, key: str, remote: _Remote, child: Any, topic: str,
             if stopping is None:
                 note(f"ended on the {_where(worker)}: nobody can take its result any more "
                      "(its nbwork scheduler died or lost the cluster)")
-            _kill_group(child.pid, signal.SIGKILL)
+            kill_group(child.pid, signal.SIGKILL)
             stopping = stopping or StopReason.SCHEDULER_RESTARTED.value
-            term_at = None
+            ending.cancel()
         if now >= next_check:
             next_check = now + ORPHAN_CHECK_INTERVAL
         if remote.stop_reason is not None and stopping is None:
@@ -281,17 +257,34 @@ def _supervise(worker: Any, key: str, remote: _Remote, child: Any, topic: str,
                 child.conn.send(("stop", stopping))
             except OSError:
                 pass
-            term_at = now + remote.grace
-        if term_at is not None and now >= term_at:
+            ending.start(now, remote.grace)
+        due = ending.due(now)
+        if due == signal.SIGTERM:
             note(f"the attempt ignored its stop for {remote.grace:g} s; terminating it")
-            _kill_group(child.pid, signal.SIGTERM)
-            term_at, kill_at = None, now + KILL_AFTER_TERM
-        elif kill_at is not None and now >= kill_at:
-            _kill_group(child.pid, signal.SIGKILL)
-            kill_at = None
+        if due is not None:
+            kill_group(child.pid, due)
     if stopping is not None:
-        return {"kind": "stopped", "stop_reason": stopping}
+        return Outcome(OutcomeKind.STOPPED, stop_reason=stopping), 0.0
     if result is not None:
-        kind, output, error = result
-        return {"kind": kind, "output": output, "error": error, "seconds": ran}
-    return {"kind": "crash", "error": f"{exit_description(exit_code)} (on the {_where(worker)})"}
+        return result
+    return Outcome(OutcomeKind.CRASH, error=(
+        f"{exit_description(exit_code)} (on the {_where(worker)})")), 0.0
+
+
+def _relay(child: Any, worker: Any, topic: str, token: str) -> tuple[Outcome, float] | None:
+    """Pass on the progress the child sent so far; its result, if it came."""
+    result = None
+    while not child.conn.closed:
+        try:
+            if not child.conn.poll():
+                break
+            message = child.conn.recv()
+        except (EOFError, OSError):
+            child.conn.close()
+            break
+        if message[0] == "progress":
+            worker.log_event(topic, ["progress", token, message[1]])
+        elif message[0] == "result":
+            _, outcome, seconds = from_wire(message[1])
+            result = outcome, seconds
+    return result

@@ -4,8 +4,8 @@ A Dask worker process is daemonic, and daemonic processes may not start ``multip
 children; starting a fresh interpreter per attempt costs a fifth of a second. So the first
 attempt in a process starts one server (``python -c ... serve(fd)``): single-threaded, it
 imports the attempt runner once, then forks a copy of itself per attempt. Each copy runs
-``child.run_attempt`` — the local executor's worker body and pipe protocol, unchanged — in a
-process group of its own, so a stop can kill everything the worker started.
+``child.run_attempt_process`` (``attempt.run_attempt`` behind a pipe) in a process group
+of its own, so a stop can kill everything the worker started.
 
 Protocol on the control socket (one request in flight, under the client's lock): the client
 sends one byte with two descriptors (its end of the attempt's connection and the write end
@@ -106,7 +106,7 @@ class Launcher:
         raise AssertionError("unreachable")
 
     def launch(self, attempt: Any) -> Child:
-        """Start a process running ``child.run_attempt(conn, attempt)``."""
+        """Start a process running ``child.run_attempt_process(conn, attempt)``."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         exit_r, exit_w = os.pipe()
         try:
@@ -156,22 +156,22 @@ def _run_forked(conn_fd: int, closing: list[int]) -> None:
             os.setpgid(0, 0)
         except OSError:
             pass
-        from .child import run_attempt
+        from .child import run_attempt_process
 
         conn = Connection(conn_fd)
-        run_attempt(conn, conn.recv())
+        run_attempt_process(conn, conn.recv())
     finally:
-        os._exit(1)  # run_attempt exits by itself; this is for an attempt that never came
+        os._exit(1)  # the attempt exits by itself; this is for an attempt that never came
 
 
 def serve(control_fd: int) -> None:
     """The server's loop (in its own process); returns when its client is gone."""
-    from . import child  # (imported once here, inherited by every fork)
-    from .leftovers import kill_orphans_of
+    from . import child  # noqa: F401 (imported once here, inherited by every fork)
+    from .process_groups import become_subreaper, kill_orphans_of
 
     # What a dead attempt process orphaned (a helper in a session of its own) becomes our
     # child, and is killed when we reap that attempt.
-    child.become_subreaper()
+    become_subreaper()
     control = socket.socket(fileno=control_fd)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
