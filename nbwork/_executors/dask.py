@@ -15,9 +15,11 @@ pipe is what ``wait_objects()`` gives the scheduler to select on.
 - **Results**: a done-callback (on Dask's callback thread) fetches the task's result and
   queues it; the attempt's output log comes with it and is appended to the store's log.
 - **Stops**: ``Client.run(stop_attempt)`` on the workers (from a control thread): the task
-  asks the worker to stop and kills its process group after the grace period. A task not
-  started yet is cancelled. If no answer comes, the Dask future is cancelled (the task then
-  ends its subprocess) and the attempt is reported stopped.
+  asks the worker to stop and kills its process group after the grace period; a task that
+  starts after its stop reached its worker returns at once. (Cancelling the future of a
+  task this side had not yet heard start killed, without its grace, one that had.) If no
+  answer comes, the Dask future is cancelled (the task then ends its subprocess) and the
+  attempt is reported stopped.
 - **Failures of the cluster**: a Dask worker that dies makes Dask run the task again
   elsewhere (the same attempt; its token still fences the result). A lost connection to the
   Dask scheduler cuts every attempt short: each goes back to ENQUEUED (stop reason
@@ -88,7 +90,6 @@ class _Run:
     attempt: AttemptSpec
     future: Any
     generation: int
-    started: bool = False
     stop_reason: str | None = None
     cancel_at: float | None = None
     give_up_at: float | None = None
@@ -302,8 +303,6 @@ class DaskExecutor:
         client = connection[0]
         self._control.submit(self._quietly, client.run, stop_attempt, token, reason,
                              self.stop_grace, wait=False, on_error="ignore")
-        if not run.started:  # still queued in Dask, most likely: it need not start at all
-            self._control.submit(self._quietly, run.future.cancel)
 
     def wait_objects(self) -> list[Any]:
         return [self._wake_r]
@@ -331,8 +330,6 @@ class DaskExecutor:
                 continue  # late news of an attempt already finished
             if kind == "progress":
                 sink.progress(token, value)
-            elif kind == "started":
-                run.started = True
             elif kind == "done":
                 self._finish(token, run, value, sink)
         now = time.monotonic()

@@ -183,7 +183,6 @@ def run_attempt_task(attempt_blob: bytes, topic: str, owner: str, executor_id: s
     if early is not None:
         remote.close()
         return {**to_wire(token, Outcome(OutcomeKind.STOPPED, stop_reason=early)), "log": ""}
-    worker.log_event(topic, ["started", token, worker.address])
     fd, log_path = tempfile.mkstemp(prefix=f"nbwork-{attempt.work_id[:8]}-", suffix=".log")
     os.close(fd)
     child = None
