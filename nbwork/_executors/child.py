@@ -17,7 +17,7 @@ from typing import Any
 
 from .._rules import Outcome, OutcomeKind
 from .attempt import run_attempt, to_wire, worker_parameters
-from .process_groups import become_group_leader, end_own_group, kill_descendants
+from .process_groups import become_group_leader, end_own_group, kill_leftovers
 
 
 def _redirect_output(log_path: str | None) -> None:
@@ -66,7 +66,7 @@ def run_attempt_process(conn: Any, attempt: Any) -> None:
     send(("started", os.getpid()))
     # What the attempt left running dies before its result is told (as a subreaper this
     # process has every orphan below it, whatever its session).
-    outcome, seconds = run_attempt(attempt, params, after=kill_descendants)
+    outcome, seconds = run_attempt(attempt, params, after=kill_leftovers)
     try:
         send(("result", to_wire(attempt.token, outcome, seconds)))
     except Exception:  # an output that cannot be sent is the worker's failure, not ours

@@ -78,6 +78,20 @@ def has_children() -> bool:
     return True
 
 
+def child_pids() -> set[int] | None:
+    """This process's children, read from ``/proc`` (Linux); None where it cannot tell.
+    Far cheaper than ``psutil``'s ``children()``, which reads every process's status: a
+    cost per attempt that halved the attempts a busy Dask worker ran."""
+    pids: set[int] = set()
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children") as f:
+                pids.update(int(pid) for pid in f.read().split())
+    except (OSError, ValueError):
+        return None
+    return pids
+
+
 def kill_leftovers() -> None:
     """Kill every process the last attempt left behind (whatever its session or group: as
     a subreaper this process has them all below it), and reap them."""
@@ -168,6 +182,10 @@ def kill_descendants(pid: int | None = None) -> int:
 def kill_orphans_of(parent_pid: int, keep: set[int]) -> int:
     """SIGKILL the children of ``parent_pid`` (a subreaper) that are not in ``keep``, and what
     they started: processes orphaned by a worker process that died."""
+    if parent_pid == os.getpid():
+        children = child_pids()
+        if children is not None and children <= keep:
+            return 0  # nothing orphaned: no need to read every process's status
     try:
         children = [c for c in psutil.Process(parent_pid).children() if c.pid not in keep]
     except psutil.Error:
