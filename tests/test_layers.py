@@ -19,7 +19,7 @@ LAYERS = {
     "_rules": 2,
     "_store": 3, "_storedir": 3, "_lock": 3, "_liveness": 3, "_wake": 3, "_ops": 3,
     "_conditions": 3, "_watches": 3,
-    "_executors": 3, "_executors.base": 3, "_executors.child": 3, "_executors.local": 3,
+    "_executors": 3, "_executors.base": 3, "_executors.local": 3,
     "_executors.inline": 3, "_executors.slot": 3, "_executors.capture": 3,
     "_executors.leftovers": 3, "_executors.reaper": 3,
     "_executors.launcher": 3, "_executors.dask_task": 3, "_executors.dask": 3,
@@ -214,11 +214,10 @@ def test_only_the_store_imports_diskcache_or_sqlite3():
 
 
 def test_the_local_and_dask_executors_never_import_each_other():
-    """They share the attempt (``_executors.attempt``), the process groups and the contract
-    (``base``), never each other's code."""
-    sides = {"local": ("_executors.local", "_executors.slot", "_executors.reaper"),
-             "dask": ("_executors.dask", "_executors.dask_task", "_executors.launcher",
-                      "_executors.child")}
+    """They share the worker process (``slot``), the attempt it runs (``attempt``), the
+    process groups and the contract (``base``), never each other's code."""
+    sides = {"local": ("_executors.local", "_executors.reaper"),
+             "dask": ("_executors.dask", "_executors.dask_task", "_executors.launcher")}
     wrong = [f"{_where(path, line)} imports {target}"
              for side, own in sides.items()
              for other in [m for s, ms in sides.items() if s != side for m in ms]

@@ -1,9 +1,9 @@
 """One attempt, in whatever process runs it, and the one form its outcome travels in.
 
 Every executor runs an attempt with ``run_attempt``: the inline executor in the scheduler's
-own process, the local executor in a warm worker process (``slot.py``), the Dask executor
-in a process its task starts (``child.py``). What differs between them is around it (where
-output goes, how a stop arrives, who is told the result), never the attempt itself:
+own process, the local and Dask executors in a warm worker process (``slot.py``; on Dask
+started by the task's fork server). What differs between them is around it (where output
+goes, how a stop arrives, who is told the result), never the attempt itself:
 
 - the worker code is loaded (``load``: a process that keeps code passes its cache);
 - the ``Worker`` is built from ``WorkerParameters`` (``worker_parameters``) and run, with

@@ -1,11 +1,14 @@
-"""What runs on a Dask worker: one attempt per Dask task, in a subprocess it can kill.
+"""What runs on a Dask worker: one attempt per Dask task, in a worker process it can kill.
 
-``run_attempt_task`` is the task the Dask executor submits. It starts the attempt in a
-fresh process (``launcher.py``: a fork server, since a Dask worker process may not start
-``multiprocessing`` children) that speaks ``child.py``'s protocol, forwards the worker's
+``run_attempt_task`` is the task the Dask executor submits. It hands the attempt to a warm
+worker process — the local executor's (``slot.py``), started by a fork server
+(``launcher.py``), since a Dask worker process may not start ``multiprocessing`` children
+— kept for the next task once the attempt returned, as the local executor keeps its own
+(a fresh process per attempt cost more than most works). It forwards the worker's
 progress to the nbwork scheduler as Dask events (``Worker.log_event`` on the executor's
 topic), and returns the outcome — with the attempt's output log, which lives on this
 machine — as the task's result. The scheduler fences that result by the attempt token.
+A process that was stopped hard, died or is unwanted is ended, never reused.
 
 Stops arrive out of band (``Client.run(stop_attempt, ...)``, on the worker's event loop):
 the task sends the worker a stop message, then terminates its process group after the
@@ -38,8 +41,10 @@ from .._rules import Outcome, OutcomeKind
 from ..info import StopReason
 from .attempt import from_wire, to_wire
 from .base import AttemptSpec
-from .launcher import Launcher
+from .capture import salvage
+from .launcher import Child, Launcher
 from .process_groups import GraceThenKill, exit_description, kill_group
+from .slot import CODE_CACHE_SIZE
 
 log = logging.getLogger("nbwork.dask")
 
@@ -52,6 +57,8 @@ _EARLY_STOPS_KEPT = 1000
 _launcher = Launcher()
 _lock = threading.Lock()
 _running: dict[str, "_Remote"] = {}
+_idle: list[Child] = []  # warm worker processes waiting for an attempt
+_logs: str | None = None  # see _log_dir
 # Stops that arrived before their task started here (broadcast to every worker).
 _early_stops: collections.OrderedDict[str, str] = collections.OrderedDict()
 
@@ -174,7 +181,6 @@ def run_attempt_task(attempt_blob: bytes, topic: str, owner: str, executor_id: s
     attempt: AttemptSpec = pickle.loads(attempt_blob)
     worker = get_worker()
     token = attempt.token
-    key = task_key(token)
     remote = _Remote(token, owner, executor_id)
     with _lock:
         early = _early_stops.pop(token, None)
@@ -183,13 +189,13 @@ def run_attempt_task(attempt_blob: bytes, topic: str, owner: str, executor_id: s
     if early is not None:
         remote.close()
         return {**to_wire(token, Outcome(OutcomeKind.STOPPED, stop_reason=early)), "log": ""}
-    fd, log_path = tempfile.mkstemp(prefix=f"nbwork-{attempt.work_id[:8]}-", suffix=".log")
-    os.close(fd)
+    log_path = os.path.join(_log_dir(), f"{token}.log")
     child = None
+    keep = False
     try:
-        child = _launcher.launch(dataclasses.replace(attempt, log_path=log_path))
-        outcome, seconds = _supervise(worker, key, remote, child, topic,
-                                      partial(_note, log_path))
+        child = _hand_over(dataclasses.replace(attempt, log_path=log_path))
+        outcome, seconds, keep = _supervise(worker, task_key(token), remote, child, topic,
+                                            partial(_note, log_path))
     except Exception as exc:
         log.exception("attempt %s could not run", token)
         outcome, seconds = Outcome(OutcomeKind.CRASH, error=(
@@ -198,8 +204,7 @@ def run_attempt_task(attempt_blob: bytes, topic: str, owner: str, executor_id: s
         with _lock:
             _running.pop(token, None)
         if child is not None:
-            kill_group(child.pid, signal.SIGKILL)  # grandchildren die with the attempt
-            child.close()
+            _put_back(child, keep, log_path)
         remote.close()
         text = _read_log(log_path)
         try:
@@ -211,10 +216,67 @@ def run_attempt_task(attempt_blob: bytes, topic: str, owner: str, executor_id: s
     return {**to_wire(token, outcome, seconds), "log": text}
 
 
-def _supervise(worker: Any, key: str, remote: _Remote, child: Any, topic: str,
-               note: Callable[[str], None]) -> tuple[Outcome, float]:
-    """Relay the child's messages until it ends; carry out stops; the outcome and the
-    seconds its worker ran."""
+def _log_dir() -> str:
+    """This worker process's folder for its attempts' logs (and its worker processes'
+    scratch files, see capture.py), made on first use."""
+    global _logs
+    with _lock:
+        if _logs is None:
+            _logs = tempfile.mkdtemp(prefix="nbwork-dask-")
+        return _logs
+
+
+def _hand_over(attempt: AttemptSpec) -> Child:
+    """Send ``attempt`` to an idle warm worker process (a new one if none is idle, or if
+    the idle one turns out dead); its code only if that process lacks it."""
+    for tries_left in (1, 0):
+        with _lock:
+            child = _idle.pop() if _idle else None
+        if child is None:
+            child = _launcher.launch()
+        try:
+            _send_code(child, attempt)
+            child.conn.send(("run", dataclasses.replace(attempt, payload=None)))
+            return child
+        except OSError:  # it died while idle (killed): end it, and try another once
+            _put_back(child, False, None)
+            if not tries_left:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _send_code(child: Child, attempt: AttemptSpec) -> None:
+    key = attempt.code_key
+    if key in child.codes:
+        child.codes.move_to_end(key)
+        return
+    payload = attempt.payload or b""
+    child.conn.send(("code", key, len(payload)))
+    child.conn.send_bytes(payload)
+    child.codes[key] = None
+    while len(child.codes) > CODE_CACHE_SIZE:
+        old, _ = child.codes.popitem(last=False)
+        child.conn.send(("forget", old))
+
+
+def _put_back(child: Child, keep: bool, log_path: str | None) -> None:
+    """An attempt is over: its process waits for the next one, or (``keep`` False: it was
+    stopped hard, it died, it is unwanted) it is ended with its group and what it wrote
+    and had not yet copied goes to ``log_path``."""
+    if keep:
+        with _lock:
+            _idle.append(child)
+        return
+    kill_group(child.pid, signal.SIGKILL)
+    child.close()
+    if _logs is not None:
+        salvage(_logs, child.pid, log_path)
+
+
+def _supervise(worker: Any, key: str, remote: _Remote, child: Child, topic: str,
+               note: Callable[[str], None]) -> tuple[Outcome, float, bool]:
+    """Relay the worker process's messages until the attempt ends; carry out stops. The
+    outcome, the seconds its worker ran, and whether the process can run another."""
     token = remote.token
     result: tuple[Outcome, float] | None = None
     stopping: str | None = None
@@ -222,7 +284,7 @@ def _supervise(worker: Any, key: str, remote: _Remote, child: Any, topic: str,
     exit_code: int | None = None
     next_check = time.monotonic() + ORPHAN_CHECK_INTERVAL
     ended = False
-    while not ended:
+    while result is None and not ended:
         deadlines = [t for t in (ending.deadline(), next_check) if t is not None]
         watched = [child.exit_fd, remote.wake_r] + ([] if child.conn.closed else [child.conn])
         ready = wait_for(watched, max(0.0, min(deadlines) - time.monotonic()))
@@ -236,7 +298,7 @@ def _supervise(worker: Any, key: str, remote: _Remote, child: Any, topic: str,
             ended = True
         # After the exit, read what is left: the result may have been the last message.
         result = _relay(child, worker, topic, token) or result
-        if ended:
+        if result is not None or ended:
             break
         now = time.monotonic()
         if remote.stray or (now >= next_check and _unwanted(worker, key)):
@@ -253,7 +315,7 @@ def _supervise(worker: Any, key: str, remote: _Remote, child: Any, topic: str,
         if remote.stop_reason is not None and stopping is None:
             stopping = remote.stop_reason
             try:
-                child.conn.send(("stop", stopping))
+                child.conn.send(("stop", token, stopping))
             except OSError:
                 pass
             ending.start(now, remote.grace)
@@ -262,12 +324,13 @@ def _supervise(worker: Any, key: str, remote: _Remote, child: Any, topic: str,
             note(f"the attempt ignored its stop for {remote.grace:g} s; terminating it")
         if due is not None:
             kill_group(child.pid, due)
+    alive = not ended and not child.conn.closed
     if stopping is not None:
-        return Outcome(OutcomeKind.STOPPED, stop_reason=stopping), 0.0
+        return Outcome(OutcomeKind.STOPPED, stop_reason=stopping), 0.0, alive
     if result is not None:
-        return result
+        return result[0], result[1], alive
     return Outcome(OutcomeKind.CRASH, error=(
-        f"{exit_description(exit_code)} (on the {_where(worker)})")), 0.0
+        f"{exit_description(exit_code)} (on the {_where(worker)})")), 0.0, False
 
 
 def _relay(child: Any, worker: Any, topic: str, token: str) -> tuple[Outcome, float] | None:
@@ -282,7 +345,7 @@ def _relay(child: Any, worker: Any, topic: str, token: str) -> tuple[Outcome, fl
             child.conn.close()
             break
         if message[0] == "progress":
-            worker.log_event(topic, ["progress", token, message[1]])
+            worker.log_event(topic, ["progress", token, message[2]])
         elif message[0] == "result":
             _, outcome, seconds = from_wire(message[1])
             result = outcome, seconds
