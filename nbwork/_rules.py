@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Protocol
 
 from ._content import CONTENT_WAIT, content_due, has_triggers, waits_for_content
@@ -250,23 +251,41 @@ def merged_input(spec: WorkSpec, works: WorkSet) -> Data:
     return MERGERS[spec.input_merger].merge(inputs)
 
 
+class OutcomeKind(str, Enum):
+    """How an attempt ended. A ``str`` whose value is the form it travels in between
+    processes (and the plain strings older code passed): ``OutcomeKind("success")`` reads it."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    RETRY = "retry"
+    CRASH = "crash"
+    """The worker process died (a signal, ``os._exit``): retried, failed after a few in a row."""
+    STOPPED = "stopped"
+    """Stopped (a cancel, an unmet constraint, a scheduler restart): ``stop_reason`` says why."""
+    NOT_STARTED = "not_started"
+    """Handed to a worker process but never begun: as if it had never left the queue."""
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """How an attempt ended, as the executor saw it."""
+    """How an attempt ended, as the executor saw it. ``kind`` may be given as its string."""
 
-    kind: str  # "success", "failure", "retry", "crash", "stopped", "not_started"
+    kind: OutcomeKind
     output: dict = field(default_factory=dict)
     error: str | None = None
     stop_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", OutcomeKind(self.kind))
 
 
 def finish_attempt(works: WorkSet, spec: WorkSpec, outcome: Outcome, now: float) -> None:
     """Apply an attempt's outcome to a RUNNING work and propagate to its dependents."""
     spec.attempt = None
     kind = outcome.kind
-    if kind not in ("stopped", "not_started"):
+    if kind not in (OutcomeKind.STOPPED, OutcomeKind.NOT_STARTED):
         spec.progress = {}  # a result clears it; a stop keeps it for the next attempt
-    if kind == "not_started":
+    if kind is OutcomeKind.NOT_STARTED:
         # Handed to a worker process but never begun (queued behind an attempt that died,
         # or taken back for an idle process): as if it had never left the queue.
         spec.state = WorkState.ENQUEUED
@@ -275,26 +294,26 @@ def finish_attempt(works: WorkSet, spec: WorkSpec, outcome: Outcome, now: float)
         works.put(spec)
         return
     error = outcome.error
-    if kind == "crash":
+    if kind is OutcomeKind.CRASH:
         spec.consecutive_crashes += 1
         spec.error = error
         if spec.consecutive_crashes >= MAX_CONSECUTIVE_CRASHES:
-            kind = "failure"
+            kind = OutcomeKind.FAILURE
             error = (
                 f"{outcome.error}\nnbwork: the worker process died {spec.consecutive_crashes} "
                 "times in a row; the work is failed so it cannot crash forever"
             )
         else:
-            kind = "retry"
+            kind = OutcomeKind.RETRY
     else:
         spec.consecutive_crashes = 0
 
-    if kind == "stopped":
+    if kind is OutcomeKind.STOPPED:
         # A stop for a constraint is not a failure: back to the queue at once.
         spec.state = WorkState.ENQUEUED
         spec.stop_reason = outcome.stop_reason
         spec.next_run_at = now
-    elif kind == "retry":
+    elif kind is OutcomeKind.RETRY:
         spec.state = WorkState.ENQUEUED
         # As WorkManager: a backed-off work is due its backoff after its last enqueue.
         spec.last_enqueue_time = now
@@ -308,7 +327,7 @@ def finish_attempt(works: WorkSet, spec: WorkSpec, outcome: Outcome, now: float)
         spec.run_attempt_count = 0
         spec.last_enqueue_time = now
         spec.next_run_at = next_period_at(spec, now)
-    elif kind == "success":
+    elif kind is OutcomeKind.SUCCESS:
         spec.state = WorkState.SUCCEEDED
         spec.output = dict(outcome.output)
         spec.error = None

@@ -27,11 +27,9 @@ import uuid
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
-import psutil
-
 from . import _ops, _rules
 from ._conditions import HOST_READ_INTERVAL
-from ._executors import leftovers
+from ._executors import leftovers, process_groups
 from ._executors.base import Executor
 from ._executors.local import DEFAULT_STOP_GRACE, LocalExecutor
 from ._liveness import BeatWriter, read_beat, remove_dead_tmpdir
@@ -379,19 +377,5 @@ class Scheduler:
 
 def _kill_orphan(spec: WorkSpec) -> None:
     """Kill the process group of an attempt whose scheduler died, if it still runs."""
-    attempt = spec.attempt
-    if attempt is None or attempt.pid is None:
-        return
-    try:
-        process = psutil.Process(attempt.pid)
-        if attempt.pid_create_time and abs(process.create_time() - attempt.pid_create_time) > 0.01:
-            return  # the pid was reused by an unrelated process
-    except psutil.Error:
-        return
-    try:
-        os.killpg(attempt.pid, signal.SIGKILL)
-    except OSError:
-        try:
-            os.kill(attempt.pid, signal.SIGKILL)
-        except OSError:
-            pass
+    if spec.attempt is not None:
+        process_groups.kill_recorded(spec.attempt.pid, spec.attempt.pid_create_time)

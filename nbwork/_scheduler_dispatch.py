@@ -18,7 +18,7 @@ from typing import Any
 
 from . import _rules
 from ._executors.base import AttemptSpec, Executor
-from ._rules import Outcome
+from ._rules import Outcome, OutcomeKind
 from ._scheduler_gate import Admission, ConstraintGate, gating
 from ._scheduler_records import RecordCache
 from ._scheduler_reports import ReportBuffer
@@ -258,8 +258,8 @@ class Dispatcher:
             except Exception as exc:
                 log.exception("could not start attempt of %s", attempt.work_id)
                 self._reports.finished(attempt.token, Outcome(
-                    "crash", error=f"the worker process could not be started: {exc}"))
+                    OutcomeKind.CRASH, error=f"the worker process could not be started: {exc}"))
 
 
 def _failure(error: str) -> Outcome:
-    return Outcome("failure", error=error)
+    return Outcome(OutcomeKind.FAILURE, error=error)

@@ -233,60 +233,6 @@ def test_unique_work_replace_stops_the_running_chain(wm, tmp_path):
     assert [i.id for i in wm.get_work_infos_for_unique_work("job")] == [new.id]
 
 
-def test_retry_runs_again_with_a_growing_attempt_count(wm, tmp_path):
-    record = str(tmp_path / "attempts")
-    request = OneTimeWorkRequest(helpers.RetryTwice, input_data={"record": record},
-                                 backoff_delay=0)
-    wm.enqueue(request)
-    info = wm.wait(request, timeout=60)
-    assert info.state is WorkState.SUCCEEDED
-    assert read_ints(record) == [0, 1, 2]
-    assert info.run_attempt_count == 3
-
-
-def test_cancel_really_stops_running_work(store_path, executor, tmp_path, monkeypatch):
-    monkeypatch.setenv("NBWORK_STOP_GRACE", "0.5")   # read when the scheduler is started
-    wm = WorkManager(store_path, executor=executor)
-    polite_dir, stubborn_dir = tmp_path / "polite", tmp_path / "stubborn"
-    polite_dir.mkdir()
-    stubborn_dir.mkdir()
-    polite = OneTimeWorkRequest(helpers.StopAware, input_data={"dir": str(polite_dir)})
-    stubborn = OneTimeWorkRequest(helpers.Stubborn, input_data={"dir": str(stubborn_dir)})
-    wm.enqueue([polite, stubborn])
-    wait_until(lambda: (polite_dir / "started").exists(), what="the polite worker to start")
-    wait_until((stubborn_dir / "pids").exists, what="the stubborn worker's grandchild")
-    stubborn_pid, grandchild_pid = read_ints(stubborn_dir / "pids")
-    assert not is_dead(stubborn_pid) and not is_dead(grandchild_pid)
-    assert sorted(wm.cancel_all_work().cancelled_running) == sorted([polite.id, stubborn.id])
-    wait_until(lambda: (polite_dir / "saw_stop").exists(), what="is_stopped in the worker")
-    assert (polite_dir / "saw_stop").read_text() == "CANCELLED_BY_APP"
-    wait_until(lambda: (polite_dir / "on_stopped").exists(), what="on_stopped() to be called")
-    for pid in (stubborn_pid, grandchild_pid):
-        wait_until(lambda pid=pid: is_dead(pid), timeout=30, what=f"process {pid} to end")
-    for request in (polite, stubborn):
-        wait_until(lambda r=request: _attempt_handled(wm, r), what="the end to be handled")
-        info = _info(wm, request)
-        assert info.state is WorkState.CANCELLED and info.output_data == {}
-        assert info.stop_reason is StopReason.CANCELLED_BY_APP
-    assert "stop requested (CANCELLED_BY_APP)" in wm.read_log(polite.id)
-    stop_scheduler(store_path)
-
-
-def test_progress_is_visible_while_running(wm, tmp_path):
-    gate = tmp_path / "gate"
-    subclass = OneTimeWorkRequest(helpers.Progressing, input_data={"gate": str(gate)})
-    function = OneTimeWorkRequest(helpers.progressing_function, input_data={"gate": str(gate)})
-    wm.enqueue([subclass, function])
-    wait_until(lambda: _info(wm, subclass).progress == {"percent": 50, "step": "half"},
-               what="the worker's progress")
-    wait_until(lambda: _info(wm, function).progress == {"percent": 10},
-               what="the function's progress")
-    assert _info(wm, subclass).state is WorkState.RUNNING
-    helpers.touch(gate)
-    for info in wm.wait([subclass, function], timeout=60):
-        assert info.state is WorkState.SUCCEEDED and info.progress == {}
-
-
 def test_periodic_work_runs_and_waits_for_its_next_period(wm, tmp_path):
     record = str(tmp_path / "runs")
     request = PeriodicWorkRequest(helpers.RecordRun, repeat_interval=3600,

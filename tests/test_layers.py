@@ -19,10 +19,11 @@ LAYERS = {
     "_rules": 2,
     "_store": 3, "_storedir": 3, "_lock": 3, "_liveness": 3, "_wake": 3, "_ops": 3,
     "_conditions": 3, "_watches": 3,
-    "_executors": 3, "_executors.base": 3, "_executors.child": 3, "_executors.local": 3,
+    "_executors": 3, "_executors.base": 3, "_executors.local": 3,
     "_executors.inline": 3, "_executors.slot": 3, "_executors.capture": 3,
     "_executors.leftovers": 3, "_executors.reaper": 3,
     "_executors.launcher": 3, "_executors.dask_task": 3, "_executors.dask": 3,
+    "_executors.attempt": 3, "_executors.process_groups": 3,
     "_scheduler": 4, "_scheduler_main": 4, "_scheduler_records": 4, "_scheduler_reports": 4,
     "_scheduler_gate": 4, "_scheduler_dispatch": 4, "_watch": 4, "_daemon": 4, "_supervisor": 4,
     "manager": 5, "testing": 5, "examples": 5,
@@ -210,3 +211,32 @@ def test_only_the_store_imports_diskcache_or_sqlite3():
              for line, target, inside in _package_imports(path)
              if not inside and target.split(".")[0] in ("diskcache", "sqlite3")]
     assert not wrong, "only nbwork/_store.py touches the database:\n" + "\n".join(wrong)
+
+
+def test_the_local_and_dask_executors_never_import_each_other():
+    """They share the worker process (``slot``), the attempt it runs (``attempt``), the
+    process groups and the contract (``base``), never each other's code."""
+    sides = {"local": ("_executors.local", "_executors.reaper"),
+             "dask": ("_executors.dask", "_executors.dask_task", "_executors.launcher")}
+    wrong = [f"{_where(path, line)} imports {target}"
+             for side, own in sides.items()
+             for other in [m for s, ms in sides.items() if s != side for m in ms]
+             for path in _modules(*own)
+             for line, target, inside in _package_imports(path)
+             if inside and target == other]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_one_attempt_body_and_one_place_that_signals_process_groups():
+    """Only ``_executors/attempt.py`` builds a Worker for an attempt (``testing.run_worker``
+    runs one in the caller's process, for tests), and only ``_executors/process_groups.py``
+    signals a process group or a pid."""
+    wrong = []
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        name = _module_name(path)
+        if "instantiate(" in text and name not in ("_executors.attempt", "testing", "worker"):
+            wrong.append(f"{path.name} builds a Worker itself")
+        if ("os.killpg(" in text or "os.kill(" in text) and name != "_executors.process_groups":
+            wrong.append(f"{path.name} signals processes itself")
+    assert not wrong, "\n".join(wrong)

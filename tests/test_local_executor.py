@@ -167,20 +167,6 @@ def test_what_an_attempt_leaves_running_is_killed_when_it_returns(executor, tmp_
     assert not helpers.is_dead(sink.pids[a.token]), "the warm process itself lives on"
 
 
-def test_a_crash_fails_only_the_running_attempt_and_a_fresh_slot_takes_over(executor, tmp_path):
-    sink = Sink()
-    crash = attempt(helpers.kill_myself, tmp_path)
-    executor.submit(crash)
-    run_until_done(executor, sink, [crash.token])
-    assert sink.outcomes[crash.token].kind == "crash"
-    assert "signal 9" in sink.outcomes[crash.token].error
-    after = attempt(helpers.add, tmp_path, a=2, b=3)
-    executor.submit(after)
-    run_until_done(executor, sink, [after.token])
-    assert sink.outcomes[after.token].output == {"sum": 5}
-    assert sink.pids[after.token] != sink.pids[crash.token]
-
-
 def _pids_of_seven_attempts(ex: LocalExecutor, tmp_path) -> list[int]:
     sink = Sink()
     try:
@@ -233,17 +219,6 @@ def test_short_works_queued_behind_a_long_one_are_taken_back_for_an_idle_process
     helpers.touch(gates[0])
     run_until_done(executor, sink, [blockers[0].token])
     assert sink.outcomes[blockers[0].token].kind == "success"
-
-
-def test_a_short_attempts_output_reaches_its_log_when_it_ends(executor, tmp_path):
-    sink = Sink()
-    quiet = attempt(helpers.add, tmp_path, a=1, b=2)
-    loud = attempt(print_then, tmp_path, log="loud.log", text="hello from a short attempt")
-    for a in (quiet, loud):
-        executor.submit(a)
-    run_until_done(executor, sink, [quiet.token, loud.token])
-    assert read(loud.log_path) == "hello from a short attempt\n"
-    assert not os.path.exists(quiet.log_path)  # no output, no file
 
 
 def test_a_long_attempts_output_is_in_its_log_while_it_runs(executor, tmp_path):

@@ -1,5 +1,6 @@
 """The fences behind "no double completion" and "nothing lost on a store fault", step by
-step with no daemon (``Scheduler.step()``, a fake executor, a manual clock)."""
+step with no daemon (``Scheduler.step()``, an inline executor that holds attempts, a
+manual clock)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextlib
 import pytest
 
 from nbwork import OneTimeWorkRequest, StoreError, WorkManager, WorkState
+from nbwork._executors.inline import InlineExecutor
 from nbwork._rules import Outcome
 from nbwork._scheduler import Scheduler
 from nbwork._store import Store
@@ -16,41 +18,10 @@ from tests import helpers
 from tests.reliability import consistency_problems, succeeded_count
 
 
-class FakeExecutor:
-    """Attempts run until the test reports an outcome for a token (any token: a fake
-    executor may report for an attempt that is not its own, as a late orphan would)."""
-
-    capacity = 2
-
-    def __init__(self) -> None:
-        self.submitted = []
-        self._reports: list[tuple[str, Outcome]] = []
-
-    def submit(self, attempt) -> None:
-        self.submitted.append(attempt)
-
-    def stop(self, token: str, reason: str) -> None:
-        pass
-
-    def report(self, token: str, outcome: Outcome) -> None:
-        self._reports.append((token, outcome))
-
-    def running(self) -> set[str]:
-        return {a.token for a in self.submitted}
-
-    def wait_objects(self) -> list:
-        return []
-
-    def next_deadline(self):
-        return None
-
-    def poll(self, sink) -> None:
-        reports, self._reports = self._reports, []
-        for token, outcome in reports:
-            sink.finished(token, outcome)
-
-    def shutdown(self, grace: float, sink=None) -> None:
-        pass
+def holding_executor() -> InlineExecutor:
+    """Attempts run until the test reports an outcome for a token (``finish``; any token: a
+    report may come for an attempt that is not this executor's, as a late orphan's would)."""
+    return InlineExecutor(capacity=2, hold=True)
 
 
 @pytest.fixture
@@ -70,35 +41,35 @@ def _scheduler(client, executor) -> Scheduler:
 def test_a_late_result_of_an_orphaned_attempt_cannot_complete_the_work(client):
     request = OneTimeWorkRequest(helpers.echo, input_data={"x": 1})
     client.enqueue(request)
-    dead_executor = FakeExecutor()
+    dead_executor = holding_executor()
     dead = _scheduler(client, dead_executor)
     dead.step()
     [orphan] = dead_executor.submitted              # its scheduler dies now
-    successor_executor = FakeExecutor()
+    successor_executor = holding_executor()
     successor = _scheduler(client, successor_executor)
     successor.recover()
     successor.step()
     [attempt] = successor_executor.submitted
     assert attempt.token != orphan.token and attempt.run_attempt_count == 1
     # The orphan's result reaches the new scheduler somehow: it is not its attempt.
-    successor_executor.report(orphan.token, Outcome("success", output={"from": "orphan"}))
+    successor_executor.finish(orphan.token, Outcome("success", output={"from": "orphan"}))
     successor.step()
     spec = successor.store.get(request.id)
     assert spec.state is WorkState.RUNNING and spec.attempt.token == attempt.token
     # Nor can it, delivered to the dead scheduler's object (a stale process), after the
     # work moved on: its token is no longer the work's attempt.
-    dead_executor.report(orphan.token, Outcome("success", output={"from": "orphan"}))
+    dead_executor.finish(orphan.token, Outcome("success", output={"from": "orphan"}))
     dead.step()
     assert successor.store.get(request.id).state is WorkState.RUNNING
-    successor_executor.report(attempt.token, Outcome("success", output={"from": "attempt"}))
+    successor_executor.finish(attempt.token, Outcome("success", output={"from": "attempt"}))
     successor.step()
     spec = successor.store.get(request.id)
     assert spec.state is WorkState.SUCCEEDED and spec.output == {"from": "attempt"}
     assert succeeded_count(successor.store, request.id) == 1
     # A succeeded work is never started again, whatever reports or recoveries follow.
-    successor_executor.report(attempt.token, Outcome("success", output={"again": True}))
+    successor_executor.finish(attempt.token, Outcome("success", output={"again": True}))
     successor.step()
-    _scheduler(client, FakeExecutor()).recover()
+    _scheduler(client, holding_executor()).recover()
     successor.step()
     assert len(successor_executor.submitted) == 1
     assert successor.store.get(request.id).output == {"from": "attempt"}
@@ -108,11 +79,11 @@ def test_a_late_result_of_an_orphaned_attempt_cannot_complete_the_work(client):
 def test_an_outcome_that_cannot_be_written_is_kept_until_it_can(client, monkeypatch):
     request = OneTimeWorkRequest(helpers.echo, input_data={"x": 2})
     client.enqueue(request)
-    executor = FakeExecutor()
+    executor = holding_executor()
     sched = _scheduler(client, executor)
     sched.step()
     [attempt] = executor.submitted
-    executor.report(attempt.token, Outcome("success", output={"x": 2}))
+    executor.finish(attempt.token, Outcome("success", output={"x": 2}))
     real = sched.store.transaction
 
     @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """The scheduler's logic step by step, with no daemon: ``Scheduler.step()`` with an inline
-executor (or a fake one that holds attempts) and a manual clock. Deterministic: time moves
-only when the test moves it."""
+executor (running attempts at once, or holding them until the test ends them) and a manual
+clock. Deterministic: time moves only when the test moves it."""
 
 from __future__ import annotations
 
@@ -18,47 +18,9 @@ from tests import helpers
 from tests.helpers import read_ints
 
 
-class HoldingExecutor:
-    """Attempts 'run' until the test finishes them; records stop requests."""
-
-    capacity = 2
-
-    def __init__(self) -> None:
-        self.submitted = []
-        self.stopped: list[tuple[str, str]] = []
-        self._running: set[str] = set()
-        self._reports: list[tuple[str, Outcome]] = []
-
-    def submit(self, attempt) -> None:
-        self.submitted.append(attempt)
-        self._running.add(attempt.token)
-
-    def stop(self, token: str, reason: str) -> None:
-        self.stopped.append((token, reason))
-
-    def finish(self, token: str, outcome: Outcome) -> None:
-        self._running.discard(token)
-        self._reports.append((token, outcome))
-
-    def running(self) -> set[str]:
-        return set(self._running)
-
-    def wait_objects(self) -> list:
-        return []
-
-    def next_deadline(self):
-        return None
-
-    def poll(self, sink) -> None:
-        reports, self._reports = self._reports, []
-        for token, outcome in reports:
-            sink.finished(token, outcome)
-
-    def shutdown(self, grace: float, sink=None) -> None:
-        # What attempts report while they stop (the test queued it with finish()).
-        if sink is not None:
-            self.poll(sink)
-        self._running.clear()
+def holding_executor() -> InlineExecutor:
+    """Attempts 'run' until the test finishes them (``finish``); stop requests are noted."""
+    return InlineExecutor(capacity=2, hold=True)
 
 
 def _scheduler(client, clock, executor=None, **options) -> Scheduler:
@@ -151,7 +113,7 @@ def test_retry_backoff_is_timed_by_the_policy(client, clock, tmp_path, policy, d
 
 def test_a_cancel_committed_right_after_a_scheduler_commit_still_stops_the_attempt(
         client, clock, monkeypatch):
-    executor = HoldingExecutor()
+    executor = holding_executor()
     sched = _scheduler(client, clock, executor)
     request = OneTimeWorkRequest(helpers.echo)
     client.enqueue(request)
@@ -177,7 +139,7 @@ def test_a_cancel_committed_right_after_a_scheduler_commit_still_stops_the_attem
 
 
 def test_a_result_after_a_cancel_is_ignored(client, clock):
-    executor = HoldingExecutor()
+    executor = holding_executor()
     sched = _scheduler(client, clock, executor)
     first = OneTimeWorkRequest(helpers.echo)
     second = OneTimeWorkRequest(helpers.echo)
@@ -196,7 +158,7 @@ def test_a_result_after_a_cancel_is_ignored(client, clock):
 
 
 def test_recover_puts_work_left_running_back_in_the_queue(client, clock):
-    dead = _scheduler(client, clock, HoldingExecutor())
+    dead = _scheduler(client, clock, holding_executor())
     request = OneTimeWorkRequest(helpers.echo)
     client.enqueue(request)
     dead.step()
@@ -213,7 +175,7 @@ def test_recover_puts_work_left_running_back_in_the_queue(client, clock):
 
 
 def test_shutdown_returns_its_own_running_attempts_to_the_queue(client, clock):
-    sched = _scheduler(client, clock, HoldingExecutor())
+    sched = _scheduler(client, clock, holding_executor())
     assert sched.lock.acquire()
     request = OneTimeWorkRequest(helpers.echo)
     client.enqueue(request)
@@ -226,7 +188,7 @@ def test_shutdown_returns_its_own_running_attempts_to_the_queue(client, clock):
 
 
 def test_a_result_that_comes_during_shutdown_is_recorded_not_run_again(client, clock):
-    executor = HoldingExecutor()
+    executor = holding_executor()
     sched = _scheduler(client, clock, executor)
     assert sched.lock.acquire()
     finishing, stopping = OneTimeWorkRequest(helpers.echo), OneTimeWorkRequest(helpers.echo)
@@ -248,18 +210,18 @@ def test_a_result_that_comes_during_shutdown_is_recorded_not_run_again(client, c
 
 def test_shutdown_after_letting_the_lock_go_leaves_other_schedulers_work_alone(client, clock):
     # The scheduler that runs the work now (it took the lock after an idle exit)...
-    current = _scheduler(client, clock, HoldingExecutor())
+    current = _scheduler(client, clock, holding_executor())
     request = OneTimeWorkRequest(helpers.echo)
     client.enqueue(request)
     current.step()
     # ...and the one that finishes exiting without the lock.
-    leaving = _scheduler(client, clock, HoldingExecutor())
+    leaving = _scheduler(client, clock, holding_executor())
     assert leaving.lock.fd is None
     leaving._shutdown()
     assert _states(client, request) == [WorkState.RUNNING]
 
 
-def _run_one_at_a_time(sched: Scheduler, executor: HoldingExecutor, count: int) -> list[str]:
+def _run_one_at_a_time(sched: Scheduler, executor: InlineExecutor, count: int) -> list[str]:
     """Step until ``count`` attempts started, finishing each at once; their work ids in
     start order."""
     for _ in range(4 * count):
@@ -273,7 +235,7 @@ def _run_one_at_a_time(sched: Scheduler, executor: HoldingExecutor, count: int) 
 
 
 def test_works_due_at_the_same_moment_start_in_list_order(client, clock):
-    executor = HoldingExecutor()                  # room for two at a time
+    executor = holding_executor()                  # room for two at a time
     sched = _scheduler(client, clock, executor)
     requests = [OneTimeWorkRequest(helpers.echo, input_data={"n": n}) for n in range(12)]
     client.enqueue(requests)
@@ -281,7 +243,7 @@ def test_works_due_at_the_same_moment_start_in_list_order(client, clock):
 
 
 def test_the_earlier_due_time_comes_first_and_ties_go_by_enqueue_order(client, clock):
-    executor = HoldingExecutor()
+    executor = holding_executor()
     sched = _scheduler(client, clock, executor)
     late = OneTimeWorkRequest(helpers.echo, initial_delay=5)
     first = [OneTimeWorkRequest(helpers.echo) for _ in range(3)]

@@ -27,6 +27,7 @@ the copy had got.
 from __future__ import annotations
 
 import ctypes
+import io
 import os
 import struct
 import sys
@@ -274,6 +275,48 @@ class Capture:
             if self._state_dirty:
                 os.pwrite(self._state_fd, _STATE.pack(0, 0), 0)  # type: ignore[arg-type]
                 self._state_dirty = False
+
+
+class _LogStream(io.TextIOBase):
+    """A text stream into a ``LogWriter`` (which creates the log at its first byte)."""
+
+    def __init__(self, writer: LogWriter) -> None:
+        self._writer = writer
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if text:
+            self._writer.write(text.encode("utf-8", errors="replace"))
+        return len(text)
+
+
+class StreamCapture:
+    """Sends ``sys.stdout`` and ``sys.stderr`` to an attempt's log while it runs, for an
+    attempt run in a process that is not the attempt's own (the inline executor): only
+    what Python code prints is caught, not what child processes write to fds 1 and 2."""
+
+    def __init__(self) -> None:
+        self._saved: tuple | None = None
+        self._writer: LogWriter | None = None
+
+    def to_log(self, path: str | None) -> None:
+        if not path:
+            return
+        self._writer = LogWriter(path, log_max_bytes())
+        stream = _LogStream(self._writer)
+        self._saved = (sys.stdout, sys.stderr)
+        sys.stdout = sys.stderr = stream
+
+    def restore(self) -> None:
+        if self._saved is None:
+            return
+        sys.stdout, sys.stderr = self._saved
+        self._saved = None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
 
 
 def salvage(log_dir: str, pid: int, log_path: str | None) -> None:

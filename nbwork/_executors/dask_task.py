@@ -1,11 +1,14 @@
-"""What runs on a Dask worker: one attempt per Dask task, in a subprocess it can kill.
+"""What runs on a Dask worker: one attempt per Dask task, in a worker process it can kill.
 
-``run_attempt_task`` is the task the Dask executor submits. It starts the attempt in a
-fresh process (``launcher.py``: a fork server, since a Dask worker process may not start
-``multiprocessing`` children) that speaks ``child.py``'s protocol, forwards the worker's
+``run_attempt_task`` is the task the Dask executor submits. It hands the attempt to a warm
+worker process — the local executor's (``slot.py``), started by a fork server
+(``launcher.py``), since a Dask worker process may not start ``multiprocessing`` children
+— kept for the next task once the attempt returned, as the local executor keeps its own
+(a fresh process per attempt cost more than most works). It forwards the worker's
 progress to the nbwork scheduler as Dask events (``Worker.log_event`` on the executor's
 topic), and returns the outcome — with the attempt's output log, which lives on this
 machine — as the task's result. The scheduler fences that result by the attempt token.
+A process that was stopped hard, died or is unwanted is ended, never reused.
 
 Stops arrive out of band (``Client.run(stop_attempt, ...)``, on the worker's event loop):
 the task sends the worker a stop message, then terminates its process group after the
@@ -34,15 +37,17 @@ from functools import partial
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
+from .._rules import Outcome, OutcomeKind
 from ..info import StopReason
+from .attempt import from_wire, to_wire
 from .base import AttemptSpec
-from .launcher import Launcher
-from .local import exit_description
+from .capture import salvage
+from .launcher import Child, Launcher
+from .process_groups import GraceThenKill, exit_description, kill_group
+from .slot import CODE_CACHE_SIZE
 
 log = logging.getLogger("nbwork.dask")
 
-KILL_AFTER_TERM = 2.0
-"""Seconds between SIGTERM and SIGKILL of a stopped attempt's process group."""
 ORPHAN_CHECK_INTERVAL = 0.5
 """How often (seconds) a running attempt checks that someone still wants its result."""
 LOG_LIMIT = 1 << 20
@@ -52,6 +57,8 @@ _EARLY_STOPS_KEPT = 1000
 _launcher = Launcher()
 _lock = threading.Lock()
 _running: dict[str, "_Remote"] = {}
+_idle: list[Child] = []  # warm worker processes waiting for an attempt
+_logs: str | None = None  # see _log_dir
 # Stops that arrived before their task started here (broadcast to every worker).
 _early_stops: collections.OrderedDict[str, str] = collections.OrderedDict()
 
@@ -116,15 +123,6 @@ async def end_strays(owner: str, executor_id: str) -> None:
 # --- the task -----------------------------------------------------------------------------
 
 
-def _kill_group(pid: int, sig: int) -> None:
-    """Signal an attempt's process group. The launcher made the group before it told us the
-    pid, and only the group is signalled: once the attempt is reaped, its pid may be reused."""
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _unwanted(worker: Any, key: str) -> bool:
     """True when this task's result can no longer be taken (released task, closing worker)."""
     try:
@@ -175,16 +173,14 @@ def _explain(error: str | None, worker: Any) -> str | None:
 
 
 def run_attempt_task(attempt_blob: bytes, topic: str, owner: str, executor_id: str) -> dict:
-    """The Dask task of one attempt (a pickled ``AttemptSpec``). Returns the fields of its
-    ``Outcome`` (``kind``: success, failure, retry, crash or stopped; ``output``, ``error``,
-    ``stop_reason``), the attempt's output ``log`` and how many ``seconds`` the worker ran
-    (from its start to its result, without launching and reporting)."""
+    """The Dask task of one attempt (a pickled ``AttemptSpec``). Returns its outcome in
+    the wire form (``attempt.to_wire``, with how many ``seconds`` the worker ran, from its
+    start to its result) and the attempt's output ``log``."""
     from distributed import get_worker
 
     attempt: AttemptSpec = pickle.loads(attempt_blob)
     worker = get_worker()
     token = attempt.token
-    key = task_key(token)
     remote = _Remote(token, owner, executor_id)
     with _lock:
         early = _early_stops.pop(token, None)
@@ -192,51 +188,106 @@ def run_attempt_task(attempt_blob: bytes, topic: str, owner: str, executor_id: s
             _running[token] = remote
     if early is not None:
         remote.close()
-        return {"kind": "stopped", "stop_reason": early, "log": "", "seconds": 0.0}
-    worker.log_event(topic, ["started", token, worker.address])
-    fd, log_path = tempfile.mkstemp(prefix=f"nbwork-{attempt.work_id[:8]}-", suffix=".log")
-    os.close(fd)
+        return {**to_wire(token, Outcome(OutcomeKind.STOPPED, stop_reason=early)), "log": ""}
+    log_path = os.path.join(_log_dir(), f"{token}.log")
     child = None
+    keep = False
     try:
-        child = _launcher.launch(dataclasses.replace(attempt, log_path=log_path))
-        outcome = _supervise(worker, key, remote, child, topic, partial(_note, log_path))
+        child = _hand_over(dataclasses.replace(attempt, log_path=log_path))
+        outcome, seconds, keep = _supervise(worker, task_key(token), remote, child, topic,
+                                            partial(_note, log_path))
     except Exception as exc:
         log.exception("attempt %s could not run", token)
-        outcome = {"kind": "crash",
-                   "error": f"the attempt could not be started on the {_where(worker)}: {exc}"}
+        outcome, seconds = Outcome(OutcomeKind.CRASH, error=(
+            f"the attempt could not be started on the {_where(worker)}: {exc}")), 0.0
     finally:
         with _lock:
             _running.pop(token, None)
         if child is not None:
-            _kill_group(child.pid, signal.SIGKILL)  # grandchildren die with the attempt
-            child.close()
+            _put_back(child, keep, log_path)
         remote.close()
         text = _read_log(log_path)
         try:
             os.unlink(log_path)
         except OSError:
             pass
-    if outcome["kind"] in ("failure", "retry"):
-        outcome["error"] = _explain(outcome.get("error"), worker)
-    return {"seconds": 0.0, **outcome, "log": text}
+    if outcome.kind in (OutcomeKind.FAILURE, OutcomeKind.RETRY):
+        outcome = dataclasses.replace(outcome, error=_explain(outcome.error, worker))
+    return {**to_wire(token, outcome, seconds), "log": text}
 
 
-def _supervise(worker: Any, key: str, remote: _Remote, child: Any, topic: str,
-               note: Callable[[str], None]) -> dict:
-    """Relay the child's messages until it ends; carry out stops; the outcome (no log)."""
+def _log_dir() -> str:
+    """This worker process's folder for its attempts' logs (and its worker processes'
+    scratch files, see capture.py), made on first use."""
+    global _logs
+    with _lock:
+        if _logs is None:
+            _logs = tempfile.mkdtemp(prefix="nbwork-dask-")
+        return _logs
+
+
+def _hand_over(attempt: AttemptSpec) -> Child:
+    """Send ``attempt`` to an idle warm worker process (a new one if none is idle, or if
+    the idle one turns out dead); its code only if that process lacks it."""
+    for tries_left in (1, 0):
+        with _lock:
+            child = _idle.pop() if _idle else None
+        if child is None:
+            child = _launcher.launch()
+        try:
+            _send_code(child, attempt)
+            child.conn.send(("run", dataclasses.replace(attempt, payload=None)))
+            return child
+        except OSError:  # it died while idle (killed): end it, and try another once
+            _put_back(child, False, None)
+            if not tries_left:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _send_code(child: Child, attempt: AttemptSpec) -> None:
+    key = attempt.code_key
+    if key in child.codes:
+        child.codes.move_to_end(key)
+        return
+    payload = attempt.payload or b""
+    child.conn.send(("code", key, len(payload)))
+    child.conn.send_bytes(payload)
+    child.codes[key] = None
+    while len(child.codes) > CODE_CACHE_SIZE:
+        old, _ = child.codes.popitem(last=False)
+        child.conn.send(("forget", old))
+
+
+def _put_back(child: Child, keep: bool, log_path: str | None) -> None:
+    """An attempt is over: its process waits for the next one, or (``keep`` False: it was
+    stopped hard, it died, it is unwanted) it is ended with its group and what it wrote
+    and had not yet copied goes to ``log_path``."""
+    if keep:
+        with _lock:
+            _idle.append(child)
+        return
+    kill_group(child.pid, signal.SIGKILL)
+    child.close()
+    if _logs is not None:
+        salvage(_logs, child.pid, log_path)
+
+
+def _supervise(worker: Any, key: str, remote: _Remote, child: Child, topic: str,
+               note: Callable[[str], None]) -> tuple[Outcome, float, bool]:
+    """Relay the worker process's messages until the attempt ends; carry out stops. The
+    outcome, the seconds its worker ran, and whether the process can run another."""
     token = remote.token
-    result: tuple | None = None
+    result: tuple[Outcome, float] | None = None
     stopping: str | None = None
-    term_at = kill_at = None
+    ending = GraceThenKill()
     exit_code: int | None = None
-    began = ran = 0.0
     next_check = time.monotonic() + ORPHAN_CHECK_INTERVAL
     ended = False
-    while not ended:
-        now = time.monotonic()
-        deadlines = [t for t in (term_at, kill_at, next_check) if t is not None]
+    while result is None and not ended:
+        deadlines = [t for t in (ending.deadline(), next_check) if t is not None]
         watched = [child.exit_fd, remote.wake_r] + ([] if child.conn.closed else [child.conn])
-        ready = wait_for(watched, max(0.0, min(deadlines) - now))
+        ready = wait_for(watched, max(0.0, min(deadlines) - time.monotonic()))
         if remote.wake_r in ready:
             try:
                 os.read(remote.wake_r, 4096)
@@ -246,22 +297,8 @@ def _supervise(worker: Any, key: str, remote: _Remote, child: Any, topic: str,
             exit_code = child.read_exit_code()
             ended = True
         # After the exit, read what is left: the result may have been the last message.
-        while not child.conn.closed:
-            try:
-                if not child.conn.poll():
-                    break
-                message = child.conn.recv()
-            except (EOFError, OSError):
-                child.conn.close()
-                break
-            if message[0] == "started":
-                began = time.monotonic()
-            elif message[0] == "progress":
-                worker.log_event(topic, ["progress", token, message[1]])
-            elif message[0] == "result":
-                result = message[1:]
-                ran = time.monotonic() - began
-        if ended:
+        result = _relay(child, worker, topic, token) or result
+        if result is not None or ended:
             break
         now = time.monotonic()
         if remote.stray or (now >= next_check and _unwanted(worker, key)):
@@ -270,28 +307,46 @@ def _supervise(worker: Any, key: str, remote: _Remote, child: Any, topic: str,
             if stopping is None:
                 note(f"ended on the {_where(worker)}: nobody can take its result any more "
                      "(its nbwork scheduler died or lost the cluster)")
-            _kill_group(child.pid, signal.SIGKILL)
+            kill_group(child.pid, signal.SIGKILL)
             stopping = stopping or StopReason.SCHEDULER_RESTARTED.value
-            term_at = None
+            ending.cancel()
         if now >= next_check:
             next_check = now + ORPHAN_CHECK_INTERVAL
         if remote.stop_reason is not None and stopping is None:
             stopping = remote.stop_reason
             try:
-                child.conn.send(("stop", stopping))
+                child.conn.send(("stop", token, stopping))
             except OSError:
                 pass
-            term_at = now + remote.grace
-        if term_at is not None and now >= term_at:
+            ending.start(now, remote.grace)
+        due = ending.due(now)
+        if due == signal.SIGTERM:
             note(f"the attempt ignored its stop for {remote.grace:g} s; terminating it")
-            _kill_group(child.pid, signal.SIGTERM)
-            term_at, kill_at = None, now + KILL_AFTER_TERM
-        elif kill_at is not None and now >= kill_at:
-            _kill_group(child.pid, signal.SIGKILL)
-            kill_at = None
+        if due is not None:
+            kill_group(child.pid, due)
+    alive = not ended and not child.conn.closed
     if stopping is not None:
-        return {"kind": "stopped", "stop_reason": stopping}
+        return Outcome(OutcomeKind.STOPPED, stop_reason=stopping), 0.0, alive
     if result is not None:
-        kind, output, error = result
-        return {"kind": kind, "output": output, "error": error, "seconds": ran}
-    return {"kind": "crash", "error": f"{exit_description(exit_code)} (on the {_where(worker)})"}
+        return result[0], result[1], alive
+    return Outcome(OutcomeKind.CRASH, error=(
+        f"{exit_description(exit_code)} (on the {_where(worker)})")), 0.0, False
+
+
+def _relay(child: Any, worker: Any, topic: str, token: str) -> tuple[Outcome, float] | None:
+    """Pass on the progress the child sent so far; its result, if it came."""
+    result = None
+    while not child.conn.closed:
+        try:
+            if not child.conn.poll():
+                break
+            message = child.conn.recv()
+        except (EOFError, OSError):
+            child.conn.close()
+            break
+        if message[0] == "progress":
+            worker.log_event(topic, ["progress", token, message[2]])
+        elif message[0] == "result":
+            _, outcome, seconds = from_wire(message[1])
+            result = outcome, seconds
+    return result

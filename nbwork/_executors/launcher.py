@@ -1,10 +1,10 @@
-"""A fork server that starts attempt processes where ``multiprocessing`` cannot.
+"""A fork server that starts worker processes where ``multiprocessing`` cannot.
 
 A Dask worker process is daemonic, and daemonic processes may not start ``multiprocessing``
-children; starting a fresh interpreter per attempt costs a fifth of a second. So the first
-attempt in a process starts one server (``python -c ... serve(fd)``): single-threaded, it
-imports the attempt runner once, then forks a copy of itself per attempt. Each copy runs
-``child.run_attempt`` — the local executor's worker body and pipe protocol, unchanged — in a
+children; starting a fresh interpreter costs a fifth of a second. So the first attempt in
+a process starts one server (``python -c ... serve(fd)``): single-threaded, it imports the
+worker process's body once, then forks a copy of itself per worker process. Each copy runs
+``slot.slot_main`` — the local executor's warm worker process and its pipe protocol — in a
 process group of its own, so a stop can kill everything the worker started.
 
 Protocol on the control socket (one request in flight, under the client's lock): the client
@@ -12,14 +12,15 @@ sends one byte with two descriptors (its end of the attempt's connection and the
 of an exit pipe); the server forks and answers the child's pid (4 bytes). When the child
 ends, the server writes its exit code (4 bytes: ``-N`` for signal N) to the exit pipe. The
 client learns that the server died from its control socket; the server ends when its client
-does (end-of-file), and an attempt ends itself when its connection closes (see child.py).
-The server is a child subreaper: what an attempt process leaves when it dies (a helper that
-left its process group) becomes the server's child, and is killed when that attempt is
-reaped.
+does (end-of-file), and a worker process ends itself when its connection closes (see
+slot.py). The server is a child subreaper: what a worker process leaves when it dies (a
+helper that left its process group) becomes the server's child, and is killed when that
+process is reaped.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import selectors
 import signal
@@ -28,21 +29,22 @@ import struct
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
 
 _INT = struct.Struct("i")
 
 
 @dataclass
 class Child:
-    """A launched attempt process: its pid, its connection (``child.py``'s protocol) and a
-    pipe that becomes readable with the exit code when it ends (end-of-file: unknown)."""
+    """A launched worker process: its pid, its connection (``slot.py``'s protocol), a pipe
+    that becomes readable with the exit code when it ends (end-of-file: unknown), and the
+    code keys it was sent, least recently used first."""
 
     pid: int
     conn: Connection
     exit_fd: int
+    codes: collections.OrderedDict[str, None] = field(default_factory=collections.OrderedDict)
 
     def read_exit_code(self) -> int | None:
         try:
@@ -105,8 +107,8 @@ class Launcher:
                         raise
         raise AssertionError("unreachable")
 
-    def launch(self, attempt: Any) -> Child:
-        """Start a process running ``child.run_attempt(conn, attempt)``."""
+    def launch(self) -> Child:
+        """Start a warm worker process (``slot.slot_main(conn)``)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         exit_r, exit_w = os.pipe()
         try:
@@ -118,13 +120,7 @@ class Launcher:
         finally:
             theirs.close()
             os.close(exit_w)
-        conn = Connection(ours.detach())
-        child = Child(pid, conn, exit_r)
-        try:
-            conn.send(attempt)
-        except OSError:
-            pass  # it died at once: its exit code tells the story
-        return child
+        return Child(pid, Connection(ours.detach()), exit_r)
 
     def _shutdown_server(self) -> None:
         if self._control is not None:
@@ -143,7 +139,7 @@ class Launcher:
 
 
 def _run_forked(conn_fd: int, closing: list[int]) -> None:
-    """In the forked copy: become a fresh attempt process and never return."""
+    """In the forked copy: become a fresh worker process and never return."""
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -156,22 +152,21 @@ def _run_forked(conn_fd: int, closing: list[int]) -> None:
             os.setpgid(0, 0)
         except OSError:
             pass
-        from .child import run_attempt
+        from .slot import slot_main
 
-        conn = Connection(conn_fd)
-        run_attempt(conn, conn.recv())
+        slot_main(Connection(conn_fd))
     finally:
-        os._exit(1)  # run_attempt exits by itself; this is for an attempt that never came
+        os._exit(1)  # it ends itself when its connection closes; this is for a failure
 
 
 def serve(control_fd: int) -> None:
     """The server's loop (in its own process); returns when its client is gone."""
-    from . import child  # (imported once here, inherited by every fork)
-    from .leftovers import kill_orphans_of
+    from . import slot  # noqa: F401 (imported once here, inherited by every fork)
+    from .process_groups import become_subreaper, kill_orphans_of
 
     # What a dead attempt process orphaned (a helper in a session of its own) becomes our
     # child, and is killed when we reap that attempt.
-    child.become_subreaper()
+    become_subreaper()
     control = socket.socket(fileno=control_fd)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)

@@ -18,8 +18,7 @@ outlives its attempt can run beside the attempt's re-run. Three nets, strongest 
    first kills every process still carrying the store's mark, and the cgroups the dead one
    left, so a work never runs twice at once.
 
-Trees are killed frozen: every process is stopped (SIGSTOP) before any is killed, and the
-list is taken again until no new process appears, so nothing forks its way out meanwhile.
+Trees are killed frozen (``process_groups.kill_processes``).
 Out of reach: a process that clears its environment *and* escapes its parent, on a machine
 without cgroups, after its scheduler was SIGKILLed while its worker process could not act.
 """
@@ -30,78 +29,17 @@ import contextlib
 import hashlib
 import logging
 import os
-import signal
 import time
 import uuid
 
 import psutil
 
+from .process_groups import kill_processes
+
 log = logging.getLogger("nbwork.executor")
 
 MARK = "NBWORK_STORE_PROCESS"
 """Environment variable that every process a store's scheduler starts inherits."""
-_FREEZE_ROUNDS = 50
-
-
-def _same(process: psutil.Process, create_time: float) -> bool:
-    try:
-        return abs(process.create_time() - create_time) < 0.01
-    except psutil.Error:
-        return False
-
-
-def kill_processes(roots: list[psutil.Process], with_descendants: bool = True) -> int:
-    """SIGKILL ``roots`` (and everything below them), frozen first; returns how many."""
-    frozen: dict[int, psutil.Process] = {}
-    pending = list(roots)
-    for _ in range(_FREEZE_ROUNDS):
-        new = []
-        for process in pending:
-            if process.pid in frozen or process.pid == os.getpid():
-                continue
-            try:
-                process.send_signal(signal.SIGSTOP)
-            except psutil.Error:
-                continue
-            frozen[process.pid] = process
-            new.append(process)
-        if not new or not with_descendants:
-            break
-        pending = []
-        for process in new:
-            with contextlib.suppress(psutil.Error):
-                pending.extend(process.children(recursive=True))
-    for process in frozen.values():
-        with contextlib.suppress(psutil.Error):
-            process.send_signal(signal.SIGKILL)
-    return len(frozen)
-
-
-def kill_descendants(pid: int | None = None) -> int:
-    """SIGKILL every descendant of ``pid`` (this process by default), frozen first."""
-    try:
-        children = psutil.Process(pid).children()
-    except psutil.Error:
-        return 0
-    return kill_processes(children) if children else 0
-
-
-def kill_orphans_of(parent_pid: int, keep: set[int]) -> int:
-    """SIGKILL the children of ``parent_pid`` (a subreaper) that are not in ``keep``, and what
-    they started: processes orphaned by a worker process that died."""
-    try:
-        children = [c for c in psutil.Process(parent_pid).children() if c.pid not in keep]
-    except psutil.Error:
-        return 0
-    children = [c for c in children if _alive(c)]
-    return kill_processes(children) if children else 0
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 # --- the environment mark ---------------------------------------------------------------

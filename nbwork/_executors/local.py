@@ -26,19 +26,25 @@ from typing import Any
 
 import psutil
 
-from .._rules import Outcome
+from .._rules import Outcome, OutcomeKind
 from ..info import StopReason
-from .base import AttemptSpec, CodeSource, DiscardSink, Sink
+from .attempt import from_wire
+from .base import DEFAULT_STOP_GRACE, AttemptSpec, CodeSource, DiscardSink, Sink
 from .capture import remove_stale, salvage
-from .leftovers import MARK, Cgroups, kill_orphans_of, kill_processes
+from .leftovers import MARK, Cgroups
+from .process_groups import (
+    GraceThenKill,
+    exit_description,
+    kill_group,
+    kill_orphans_of,
+    kill_processes,
+    same_process,
+)
 from .reaper import REAPER_PARENT
 from .slot import CODE_CACHE_SIZE, slot_main
 
 log = logging.getLogger("nbwork.executor")
 
-DEFAULT_STOP_GRACE = 5.0
-"""Seconds a stopped worker gets to return before its process group is terminated."""
-_KILL_AFTER_TERM = 2.0
 MAX_RUNS_PER_PROCESS = 500
 MIN_PROCESS_LIFETIME = 30.0
 """Seconds a slot lives at least before it is retired for its count of attempts: a flood of
@@ -57,34 +63,6 @@ could take work, the attempts queued behind it are taken back (``not_started``) 
 elsewhere: a long work never holds short ones back while a process idles."""
 
 
-def _kill_group(pid: int, sig: int, group_only: bool = False) -> None:
-    """Signal the process group of an attempt; with no such group, the process itself unless
-    ``group_only`` (once the process has been reaped its pid may belong to someone else)."""
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        if group_only:
-            return
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-    except PermissionError:
-        pass
-
-
-def exit_description(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "worker process vanished"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = "unknown"
-        return f"worker process died: signal {-exitcode} ({name})"
-    return f"worker process exited with code {exitcode} before returning a result"
-
-
 _SLOT_PIDS: set[int] = set()
 """The worker processes of every local executor in this process: they share one forkserver,
 so none of them is taken for an orphan there."""
@@ -92,13 +70,10 @@ so none of them is taken for an orphan there."""
 
 def _kill_slot_tree(slot: _Slot) -> None:
     """SIGKILL a live worker process and everything below it, in or out of its group."""
-    try:
-        process = psutil.Process(slot.process.pid)
-        if slot.create_time is None or abs(process.create_time() - slot.create_time) < 0.01:
-            kill_processes([process])
-    except psutil.Error:
-        pass
-    _kill_group(slot.process.pid, signal.SIGKILL, group_only=True)
+    process = same_process(slot.process.pid, slot.create_time)
+    if process is not None:
+        kill_processes([process])
+    kill_group(slot.process.pid, signal.SIGKILL)
     Cgroups.kill(slot.cgroup)
     slot.cgroup = None
 
@@ -111,8 +86,7 @@ class _Slot:
     tokens: list[str] = field(default_factory=list)  # in order: the first one runs
     stop_reasons: dict[str, str] = field(default_factory=dict)
     started_at: float | None = None
-    term_at: float | None = None
-    kill_at: float | None = None
+    ending: GraceThenKill = field(default_factory=GraceThenKill)  # of its running attempt
     runs: int = 0
     born: float = field(default_factory=time.monotonic)
     last_duration: float | None = None  # of its last attempt, None before any
@@ -275,7 +249,7 @@ class LocalExecutor:
             return
         slot.stop_reasons[token] = reason
         if slot.tokens[0] == token:
-            slot.term_at = time.monotonic() + self.stop_grace
+            slot.ending.start(time.monotonic(), self.stop_grace)
         try:
             slot.conn.send(("stop", token, reason))
         except OSError:
@@ -290,7 +264,7 @@ class LocalExecutor:
         return objects
 
     def next_deadline(self) -> float | None:
-        times = [t for s in self._slots for t in (s.term_at, s.kill_at) if t]
+        times = [t for s in self._slots if (t := s.ending.deadline()) is not None]
         if self._free_process():  # else nothing could be reclaimed: no reason to wake
             times += [s.started_at + RECLAIM_AFTER for s in self._slots
                       if s.started_at is not None and len(s.tokens) > 1 + len(s.unqueuing)]
@@ -309,14 +283,12 @@ class LocalExecutor:
         for slot in list(self._slots):
             self._read_messages(slot, sink)
             if slot.process.exitcode is None:
-                if slot.kill_at is not None and now >= slot.kill_at:
+                due = slot.ending.due(now)
+                if due == signal.SIGKILL:
                     _kill_slot_tree(slot)
-                    slot.kill_at = None
-                elif slot.term_at is not None and now >= slot.term_at:
+                elif due == signal.SIGTERM:
                     log.info("attempt %s ignored its stop; terminating it", slot.tokens[:1])
-                    _kill_group(slot.process.pid, signal.SIGTERM)
-                    slot.term_at = None
-                    slot.kill_at = now + _KILL_AFTER_TERM
+                    kill_group(slot.process.pid, signal.SIGTERM, group_only=False)
                 elif (not slot.tokens and slot.runs >= self.max_runs_per_process
                       and now - slot.born >= self.min_process_lifetime):
                     self._retire(slot)
@@ -330,11 +302,12 @@ class LocalExecutor:
                 del self._by_token[token]
                 reason = slot.stop_reasons.get(token)
                 if reason is not None:
-                    outcome = Outcome("stopped", stop_reason=reason)
+                    outcome = Outcome(OutcomeKind.STOPPED, stop_reason=reason)
                 elif position == 0:
-                    outcome = Outcome("crash", error=exit_description(slot.process.exitcode))
+                    outcome = Outcome(OutcomeKind.CRASH,
+                                      error=exit_description(slot.process.exitcode))
                 else:  # queued behind the one that died: it never ran, back to the queue
-                    outcome = Outcome("not_started")
+                    outcome = Outcome(OutcomeKind.NOT_STARTED)
                 sink.finished(token, outcome)
             slot.tokens.clear()
         self._reclaim_queues(now)
@@ -370,7 +343,7 @@ class LocalExecutor:
             slot.process.join(1.0)
             reaped = slot.process.exitcode is not None
         # Grandchildren left behind die with it (only the group once the pid is reaped).
-        _kill_group(slot.process.pid, signal.SIGKILL, group_only=reaped)
+        kill_group(slot.process.pid, signal.SIGKILL, group_only=reaped)
         slot.process.join()
         # And what escaped its group: in its cgroup, or orphaned to the forkserver.
         Cgroups.kill(slot.cgroup)
@@ -392,30 +365,32 @@ class LocalExecutor:
             except (EOFError, OSError):
                 slot.conn.close()
                 return
-            kind, token = message[0], message[1]
-            if token not in slot.tokens:
-                continue  # a report of an attempt this slot no longer runs
-            if kind == "progress":
-                sink.progress(token, message[2])
-            elif kind == "result":
-                del self._by_token[token]
-                slot.tokens.remove(token)
-                slot.log_paths.pop(token, None)
-                slot.code_of.pop(token, None)
-                now = time.monotonic()
-                slot.unqueuing.discard(token)
-                if len(message) > 5:  # measured in the slot: no pipe or scheduler delay in it
-                    slot.last_duration = message[5]
-                slot.started_at = now if slot.tokens else None
-                slot.term_at = slot.kill_at = None
-                reason = slot.stop_reasons.pop(token, None)
-                if slot.tokens and slot.tokens[0] in slot.stop_reasons:
-                    slot.term_at = now + self.stop_grace  # the next one was stopped too
-                if reason is not None:
-                    outcome = Outcome("stopped", stop_reason=reason)
-                else:
-                    outcome = Outcome(message[2], output=message[3], error=message[4])
-                sink.finished(token, outcome)
+            if message[0] == "progress":
+                if message[1] in slot.tokens:  # else: of an attempt this slot no longer runs
+                    sink.progress(message[1], message[2])
+                continue
+            token, outcome, seconds = from_wire(message[1])
+            if token in slot.tokens:
+                self._finished(slot, token, outcome, seconds, sink)
+
+    def _finished(self, slot: _Slot, token: str, outcome: Outcome, seconds: float,
+                  sink: Sink) -> None:
+        del self._by_token[token]
+        slot.tokens.remove(token)
+        slot.log_paths.pop(token, None)
+        slot.code_of.pop(token, None)
+        now = time.monotonic()
+        slot.unqueuing.discard(token)
+        if outcome.kind not in (OutcomeKind.NOT_STARTED, OutcomeKind.STOPPED):
+            slot.last_duration = seconds  # measured in the slot: no pipe or scheduler delay
+        slot.started_at = now if slot.tokens else None
+        slot.ending.cancel()
+        reason = slot.stop_reasons.pop(token, None)
+        if slot.tokens and slot.tokens[0] in slot.stop_reasons:
+            slot.ending.start(now, self.stop_grace)  # the next one was stopped too
+        if reason is not None:
+            outcome = Outcome(OutcomeKind.STOPPED, stop_reason=reason)
+        sink.finished(token, outcome)
 
     def shutdown(self, grace: float, sink: Sink | None = None) -> None:
         for token in list(self._by_token):

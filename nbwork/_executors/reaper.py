@@ -1,6 +1,6 @@
 """Imported by the local executor's forkserver (a preload module): makes the forkserver a
 child subreaper, so that processes orphaned by a worker process that died become its
-children, where the executor finds and kills them (see ``leftovers.kill_orphans_of``).
+children, where the executor finds and kills them (see ``process_groups.kill_orphans_of``).
 
 It acts only in the process the executor named (``NBWORK_REAPER_PARENT``, set only while
 the executor starts a worker process, is the executor's pid, and the forkserver is its
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 
-from .child import become_subreaper
+from .process_groups import become_subreaper
 
 REAPER_PARENT = "NBWORK_REAPER_PARENT"
 

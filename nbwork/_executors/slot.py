@@ -23,8 +23,8 @@ at once), ``("stop", token, reason)`` (a queued attempt that
 is stopped is skipped), ``("unqueue", token)`` (if it has not begun, it is skipped and
 reported ``not_started``; if it has, nothing happens). Which process runs an attempt the
 executor knows when it hands it over: no message says so (one fewer per attempt).
-To the parent: ``("progress", token, dict)``,
-``("result", token, kind, output, error[, seconds it ran])``.
+To the parent: ``("progress", token, dict)``, ``("result", outcome)`` (the outcome in its
+wire form, ``attempt.to_wire``, with the seconds the worker ran).
 """
 
 from __future__ import annotations
@@ -33,43 +33,17 @@ import os
 import queue
 import sys
 import threading
-import time
 import traceback
 from typing import Any
 
 from .._code import load_worker
-from ..data import Data
-from ..worker import Result, WorkerParameters, instantiate
+from .._rules import Outcome, OutcomeKind
+from ..worker import WorkerParameters
+from .attempt import run_attempt, to_wire, worker_parameters
 from .capture import Capture
-from .child import become_group_leader, end_own_group, exit_reason
-from .leftovers import kill_descendants
+from .process_groups import become_group_leader, end_own_group, kill_leftovers
 
 CODE_CACHE_SIZE = 64
-
-
-def _has_children() -> bool:
-    """Cheap check for descendants, one system call (as subreaper, orphans become our
-    children; a grandchild whose parent lives has a live child of ours above it)."""
-    try:
-        os.waitpid(-1, os.WNOHANG)  # reaps one that ended, if any: there may be more
-    except ChildProcessError:
-        return False
-    return True
-
-
-def _kill_leftovers() -> None:
-    """Kill every process the last attempt left behind (whatever its session or group:
-    as a subreaper this process has them all below it), and reap them."""
-    if not _has_children():
-        return
-    kill_descendants()
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0 and not _has_children():
-            return
 
 
 def slot_main(conn: Any) -> None:
@@ -116,7 +90,7 @@ def slot_main(conn: Any) -> None:
                     if taken:
                         unqueued.add(message[1])
                 if taken:
-                    send(("result", message[1], "not_started", {}, None))
+                    send(("result", to_wire(message[1], Outcome(OutcomeKind.NOT_STARTED))))
             elif message[0] == "stop":
                 # Exclusive with "begin" (as "unqueue" is): a stop that comes while the main
                 # loop is between "not stopped yet" and "running" either keeps it from
@@ -138,12 +112,8 @@ def slot_main(conn: Any) -> None:
     while True:
         attempt = inbox.get()
         token = attempt.token
-        params = WorkerParameters(
-            id=attempt.work_id, input_data=Data(attempt.input_data), tags=attempt.tags,
-            run_attempt_count=attempt.run_attempt_count, generation=attempt.generation,
-            triggered_content_paths=attempt.extra.get("triggered_content_paths", ()),
-            progress_sink=lambda data, token=token: send(("progress", token, data.to_dict())),
-        )
+        params = worker_parameters(
+            attempt, lambda values, token=token: send(("progress", token, values)))
         with claim_lock:
             stopped = token in stopped_early
             stopped_early.discard(token)
@@ -154,13 +124,12 @@ def slot_main(conn: Any) -> None:
                 claimed.add(token)
                 current[token] = params
         if stopped:
-            send(("result", token, Result.FAILURE, {}, None))
+            send(("result", to_wire(token, Outcome(OutcomeKind.STOPPED))))
             continue
-        output.to_log(attempt.log_path)
-        began = time.monotonic()
-        message = (*_run(attempt, params, codes), time.monotonic() - began)
-        _kill_leftovers()  # first: what they printed is in the scratch file by then
-        output.restore()
+        # What the attempt left running is killed first: what they printed is in the
+        # scratch file by then.
+        outcome, seconds = run_attempt(attempt, params, load=codes.load, output=output,
+                                       after=kill_leftovers)
         try:
             os.chdir(home)
         except OSError:
@@ -168,11 +137,12 @@ def slot_main(conn: Any) -> None:
         with claim_lock:
             del current[token]
         try:
-            send(message)
+            send(("result", to_wire(token, outcome, seconds)))
         except OSError:  # the scheduler is gone (killed): nobody to tell, end as it would
             end_own_group()
         except Exception:  # an output that cannot be sent is the worker's failure, not ours
-            send(("result", token, Result.FAILURE, {}, traceback.format_exc()))
+            send(("result", to_wire(token, Outcome(OutcomeKind.FAILURE,
+                                                   error=traceback.format_exc()))))
         claimed.discard(token)  # only now: a late "unqueue" must not answer before the result
 
 
@@ -192,7 +162,9 @@ class _Codes:
         self._blobs.pop(key, None)
         self._loaded.pop(key, None)
 
-    def load(self, key: str, payload: bytes | None) -> Any:
+    def load(self, attempt: Any) -> Any:
+        """The worker code of ``attempt`` (an ``AttemptSpec``), loaded once per key."""
+        key, payload = attempt.code_key, attempt.payload
         worker = self._loaded.get(key)
         if worker is None:
             blob = payload if payload is not None else self._blobs.get(key)
@@ -202,14 +174,3 @@ class _Codes:
             self._loaded[key] = worker
             self._blobs.pop(key, None)
         return worker
-
-
-def _run(attempt: Any, params: WorkerParameters, codes: _Codes) -> tuple:
-    try:
-        worker = codes.load(attempt.code_key, attempt.payload)
-        result = instantiate(worker, params).run()
-        return ("result", attempt.token, result.kind, result.output_data.to_dict(), None)
-    except BaseException as exc:  # anything the worker raises fails the work, with its traceback
-        error = traceback.format_exc()
-        sys.stderr.write(error)
-        return ("result", attempt.token, Result.FAILURE, {}, exit_reason(exc) + error)
