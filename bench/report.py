@@ -231,7 +231,8 @@ def _rss_rows(results: dict[str, Any], v: Any) -> list[list[str]]:
          v("rss_large_store")],
         [f"    scheduler RSS over a {rss['curve_works']:,}-work run (MiB): after "
          f"{warm['works']:,} → end", f"{_n(warm['rss'])} → {_n(curve[-1]['rss'])}", "",
-         f"start {_n(curve[0]['rss'])}, max {_n(max(p['rss'] for p in curve))}",
+         f"start {_n(curve[0]['rss'])}, max {_n(max(p['rss'] for p in curve))}; private "
+         f"part (RssAnon) {_n(warm.get('anon'))} → {_n(curve[-1].get('anon'))}",
          _x(rss["ratios"]["curve_end_over_warm"]), "≤ 1.10× (no growth)",
          v("rss_no_growth")],
     ]
