@@ -312,6 +312,7 @@ pip install -e ".[test]"     # huey, jupyter_client and ipykernel come with the 
 python -m bench              # about 5 minutes on 2 cores
 python -m bench --quick      # smaller sizes, about 2 minutes (bench/results-quick.json only)
 python -m bench --only throughput,latency --md ''   # a subset, without touching this file
+python -m bench --busy       # beside a process spinning on one core (its own section below)
 ```
 
 Each benchmark runs nbwork and its comparison in the same run, alternating (round by round,
