@@ -105,9 +105,9 @@ def _verdict(results: dict[str, Any], id: str) -> str:
     return "–"
 
 
-def _rows(results: dict[str, Any]) -> list[list[str]]:
+def _speed_rows(results: dict[str, Any], v: Any) -> list[list[str]]:
+    """Throughput and idle latency (1 and 2)."""
     rows: list[list[str]] = []
-    v = lambda id: _verdict(results, id)  # noqa: E731
     t = results.get("throughput")
     if t:
         s = t["per_s"]
@@ -136,6 +136,45 @@ def _rows(results: dict[str, Any]) -> list[list[str]]:
                      f"pool {_n(pool99, 2)}", f"{_x(r['p99_nbwork_over_huey'])} Huey; "
                      f"{_x(r.get('p99_nbwork_over_pool'))} pool", "≤ 0.05× Huey",
                      v("latency_p99_vs_huey")])
+    return rows
+
+
+def _durability_query_rows(results: dict[str, Any], v: Any) -> list[list[str]]:
+    """Durability levels and the wide query (8 and 9)."""
+    rows: list[list[str]] = []
+    du = results.get("durability")
+    if du:
+        w, e = du["per_s_worst"], du["enqueue_per_s_worst"]
+        rows.append([f"8. throughput, {du['works']:,} no-ops, worst of {du['rounds']} "
+                     "(works/s): durability process vs power",
+                     f"{_n(w['process'])} vs {_n(w['power'])}", "", "",
+                     f"process {_x(du['ratios']['power_over_process_throughput'])} power "
+                     "(medians)",
+                     "", ""])
+        for level in ("process", "power"):
+            peer = du["diskcache_per_s_worst"][level]
+            rows.append([f"   enqueue(list) of {du['enqueue_count']:,}, {level} (requests/s, "
+                         "worst round)", _n(e[level]), "", f"diskcache sets {_n(peer)}",
+                         f"{_x(du['ratios'][f'enqueue_over_diskcache_{level}'])} of it "
+                         "(worst round)",
+                         "≥ 0.5×", v(f"enqueue_vs_diskcache_{level}")])
+    q = results.get("query")
+    if q:
+        rows.append([f"9. WorkQuery returning {q['works']:,} infos, per info (ms, medians; "
+                     "ratio: worst round): refresh",
+                     _n(q["per_info_refresh_ms"], 3), "", f"by id {_n(q['per_id_ms'], 3)}",
+                     f"{_x(q['ratios']['refresh_per_info_over_by_id'])} a by-id read",
+                     "≤ 0.2×", v("query_refresh_vs_by_id")])
+        rows.append(["   first query of a new WorkManager", _n(q["per_info_first_ms"], 3),
+                     "", "", f"{_x(q['ratios']['first_per_info_over_by_id'])} a by-id read",
+                     "", ""])
+    return rows
+
+
+def _rows(results: dict[str, Any]) -> list[list[str]]:
+    rows: list[list[str]] = []
+    v = lambda id: _verdict(results, id)  # noqa: E731
+    rows += _speed_rows(results, v)
     ch = results.get("chain")
     if ch:
         hop = ch["per_hop_ms"]
@@ -183,32 +222,7 @@ def _rows(results: dict[str, Any]) -> list[list[str]]:
                      f"1 KiB global {_n(p['global_1kib'])}",
                      f"{_x(mem['ratios']['big_over_small'])} the 1 KiB run", "< 2×",
                      v("memory_big_global")])
-    du = results.get("durability")
-    if du:
-        w, e = du["per_s_worst"], du["enqueue_per_s_worst"]
-        rows.append([f"8. throughput, {du['works']:,} no-ops, worst of {du['rounds']} "
-                     "(works/s): durability process vs power",
-                     f"{_n(w['process'])} vs {_n(w['power'])}", "", "",
-                     f"process {_x(du['ratios']['power_over_process_throughput'])} power "
-                     "(medians)",
-                     "", ""])
-        for level in ("process", "power"):
-            peer = du["diskcache_per_s_worst"][level]
-            rows.append([f"   enqueue(list) of {du['enqueue_count']:,}, {level} (requests/s, "
-                         "worst round)", _n(e[level]), "", f"diskcache sets {_n(peer)}",
-                         f"{_x(du['ratios'][f'enqueue_over_diskcache_{level}'])} of it "
-                         "(worst round)",
-                         "≥ 0.5×", v(f"enqueue_vs_diskcache_{level}")])
-    q = results.get("query")
-    if q:
-        rows.append([f"9. WorkQuery returning {q['works']:,} infos, per info (ms, medians; "
-                     "ratio: worst round): refresh",
-                     _n(q["per_info_refresh_ms"], 3), "", f"by id {_n(q['per_id_ms'], 3)}",
-                     f"{_x(q['ratios']['refresh_per_info_over_by_id'])} a by-id read",
-                     "≤ 0.2×", v("query_refresh_vs_by_id")])
-        rows.append(["   first query of a new WorkManager", _n(q["per_info_first_ms"], 3),
-                     "", "", f"{_x(q['ratios']['first_per_info_over_by_id'])} a by-id read",
-                     "", ""])
+    rows += _durability_query_rows(results, v)
     return rows
 
 
@@ -231,7 +245,8 @@ def _rss_rows(results: dict[str, Any], v: Any) -> list[list[str]]:
          v("rss_large_store")],
         [f"    scheduler RSS over a {rss['curve_works']:,}-work run (MiB): after "
          f"{warm['works']:,} → end", f"{_n(warm['rss'])} → {_n(curve[-1]['rss'])}", "",
-         f"start {_n(curve[0]['rss'])}, max {_n(max(p['rss'] for p in curve))}",
+         f"start {_n(curve[0]['rss'])}, max {_n(max(p['rss'] for p in curve))}; private "
+         f"part (RssAnon) {_n(warm.get('anon'))} → {_n(curve[-1].get('anon'))}",
          _x(rss["ratios"]["curve_end_over_warm"]), "≤ 1.10× (no growth)",
          v("rss_no_growth")],
     ]
@@ -297,6 +312,7 @@ pip install -e ".[test]"     # huey, jupyter_client and ipykernel come with the 
 python -m bench              # about 5 minutes on 2 cores
 python -m bench --quick      # smaller sizes, about 2 minutes (bench/results-quick.json only)
 python -m bench --only throughput,latency --md ''   # a subset, without touching this file
+python -m bench --busy       # beside a process spinning on one core (its own section below)
 ```
 
 Each benchmark runs nbwork and its comparison in the same run, alternating (round by round,
@@ -374,6 +390,9 @@ def section(results: dict[str, Any]) -> str:
     busy = m.get("busy_neighbour")
     title = ("## The suite beside a busy neighbour (`python -m bench --busy`)" if busy else
              "## The suite: nbwork against Huey and a raw process pool (`python -m bench`)")
+    loads = [m.get("load_start"), m.get("load_end")]
+    load = (f", load average {loads[0][0]:g} at start and {loads[1][0]:g} at the end"
+            if all(loads) else "")
     neighbour = ([f"Busy neighbour: pinned to CPU {busy['pinned_cpu']}, "
                   f"{busy['core_share']:.2f} of a core over {busy['wall_s']:g} s.", ""]
                  if busy else [])
@@ -384,7 +403,7 @@ def section(results: dict[str, Any]) -> str:
         *neighbour,
         f"### Last run: {m.get('date', '?')}, {m.get('mode', '?')} sizes, {m.get('cpus')} "
         f"CPUs, Python {m.get('python')}, Huey {m.get('huey')}, tree {state}, "
-        f"{m.get('seconds', '?')} s",
+        f"{m.get('seconds', '?')} s{load}",
         "",
         table(results),
         "",

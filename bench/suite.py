@@ -777,7 +777,16 @@ def meta(mode: str, sizes: Sizes) -> dict[str, Any]:
         "huey": huey.__version__,
         "git_head": _git("rev-parse", "--short", "HEAD"),
         "git_dirty_files": len([x for x in _git("status", "--porcelain").splitlines() if x]),
+        "load_start": _load(),
     }
+
+
+def _load() -> list[float] | None:
+    """The machine's load averages (1, 5, 15 min): other jobs on it show in every figure."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def run_suite(sizes: Sizes, only: tuple[str, ...] = BENCHMARKS, mode: str = "full",
@@ -812,6 +821,7 @@ def run_suite(sizes: Sizes, only: tuple[str, ...] = BENCHMARKS, mode: str = "ful
         raise RuntimeError("the busy neighbour died during the run: the figures are not "
                            "busy-neighbour figures")
     results["meta"]["seconds"] = round(time.perf_counter() - started, 1)
+    results["meta"]["load_end"] = _load()
     results["targets"] = report.targets(results)
     return results
 
