@@ -17,13 +17,7 @@ from ._spec import WorkSpec
 from ._store import Store, Transaction, Unreadable
 from .errors import InvalidRequestError
 from .info import FINISHED_STATES, UpdateResult, WorkState
-from .request import (
-    MERGER_NAMES,
-    ExistingPeriodicWorkPolicy,
-    ExistingWorkPolicy,
-    PeriodicWorkRequest,
-    WorkRequest,
-)
+from .request import ExistingPeriodicWorkPolicy, ExistingWorkPolicy
 
 
 @dataclass
@@ -238,29 +232,6 @@ def prune(store: Store, now: float, expired_only: bool = False) -> list[str]:
     return [s.id for s in pruned]
 
 
-def spec_of_request(request: WorkRequest, code_key: str, prerequisites: tuple[str, ...],
-                    unique_name: str | None) -> WorkSpec:
-    """The record a request is stored as (its worker's code is stored under ``code_key``)."""
-    periodic = isinstance(request, PeriodicWorkRequest)
-    return WorkSpec(
-        id=request.id,
-        worker_name=request.worker_name,
-        code_key=code_key,
-        input=request.input_data.to_dict(),
-        tags=tuple(sorted(request.tags)),
-        unique_name=unique_name,
-        prerequisites=prerequisites,
-        input_merger=MERGER_NAMES[request.input_merger],
-        run_after=request.run_after.value,
-        constraints=request.constraints.to_dict(),
-        initial_delay=request.initial_delay,
-        backoff_policy=request.backoff_policy.value,
-        backoff_delay=request.backoff_delay,
-        keep_results_for=request.keep_results_for,
-        repeat_interval=request.repeat_interval if periodic else None,
-        flex_interval=request.flex_interval if periodic else None,
-        log_name=f"{request.id}.log",
-    )
 def prune_unreadable(store: Store, now: float) -> list[str]:
     """Remove every work whose record cannot be read (``Unreadable``), with its index entries
     and log; the work that waited for one of them can never run, so it is cancelled (one

@@ -29,9 +29,10 @@ from typing import Any
 import psutil
 
 from . import _content, _ops, _watches
-from ._code import load_worker, serialize_worker
+from ._code import load_worker
 from ._content import CONTENT_WAIT
 from ._ops import CONTENT_LISTING_KEY
+from ._records import RecordMaker
 from ._store import Store
 from ._time import Clock
 from .errors import NbworkError, StoreError
@@ -244,7 +245,7 @@ class ContentMonitor:
         self.rescan_interval = RESCAN_INTERVAL
         self._next_rescan = time.monotonic() + RESCAN_INTERVAL
         self._next_poll: float | None = None
-        self._codes: dict[int, tuple[Any, str, bytes]] = {}
+        self._record_maker = RecordMaker()
 
     @property
     def has_watches(self) -> bool:
@@ -474,7 +475,7 @@ class ContentMonitor:
             rel = folder.rel(path)
             try:
                 request = folder.request_for(path)
-                code_key, payload = self._code_of(request)
+                work = self._record_maker.new_work(request, unique_name=f"{tag}:{rel}", tag=tag)
             except Exception as exc:  # the user's function: this file only
                 log.warning("watch %s: no work for %s: %s", folder.name, path, exc)
                 failed[rel] = ident
@@ -486,12 +487,9 @@ class ContentMonitor:
                 failed[rel] = ident
                 continue
             ids.add(request.id)
-            unique = f"{tag}:{rel}"
-            spec = _ops.spec_of_request(request, code_key, (), unique)
-            spec.tags = tuple(sorted({*spec.tags, tag}))
-            works.append(_ops.NewWork(spec, payload))
-            groups.append(_ops.UniqueGroup(unique, ExistingWorkPolicy.REPLACE,
-                                           members=[spec.id], roots=[spec.id]))
+            works.append(work)
+            groups.append(_ops.UniqueGroup(f"{tag}:{rel}", ExistingWorkPolicy.REPLACE,
+                                           members=[work.spec.id], roots=[work.spec.id]))
             by_rel[rel] = ident
         try:
             taken = self._commit_files(folder, works, groups, by_rel, failed, tag)
@@ -540,14 +538,6 @@ class ContentMonitor:
             _watches.mark_seen(txn, folder.record,
                                {**{rel: by_rel[rel] for rel in taken}, **failed})
         return taken
-
-    def _code_of(self, request: WorkRequest) -> tuple[str, bytes]:
-        worker = request.worker
-        known = self._codes.get(id(worker))
-        if known is None or known[0] is not worker:  # (kept alive, so an id is not reused)
-            known = (worker, *serialize_worker(worker, request.worker_name))
-            self._codes[id(worker)] = known
-        return known[1], known[2]
 
 
 def _rel_of(unique_name: str | None, tag: str) -> str:

@@ -19,6 +19,7 @@ LAYERS = {
     "_rules": 2,
     "_store": 3, "_storedir": 3, "_lock": 3, "_liveness": 3, "_wake": 3, "_ops": 3,
     "_conditions": 3, "_watches": 3,
+    "_records": 3, "_arguments": 3,
     "_executors": 3, "_executors.base": 3, "_executors.child": 3, "_executors.local": 3,
     "_executors.inline": 3, "_executors.slot": 3, "_executors.capture": 3,
     "_executors.leftovers": 3, "_executors.reaper": 3,
@@ -26,6 +27,7 @@ LAYERS = {
     "_scheduler": 4, "_scheduler_main": 4, "_scheduler_records": 4, "_scheduler_reports": 4,
     "_scheduler_gate": 4, "_scheduler_dispatch": 4, "_watch": 4, "_daemon": 4, "_supervisor": 4,
     "manager": 5, "testing": 5, "examples": 5,
+    "_observe": 5, "_continuation": 5,
     "cli": 6, "imaging": 6, "__init__": 7,
     "imaging._images": 6, "imaging._codelab": 6, "imaging._sheet": 6, "imaging._batch": 6,
     "imaging._hot_folder": 6,
@@ -162,7 +164,8 @@ def _where(path: pathlib.Path, line: int) -> str:
     return f"nbwork/{path.relative_to(PACKAGE)}:{line}"
 
 
-CLIENT = ("__init__", "manager", "testing", "_ops", "_daemon", "_wake", "_executor_address")
+CLIENT = ("__init__", "manager", "testing", "_ops", "_daemon", "_wake", "_executor_address",
+          "_observe", "_continuation", "_records", "_arguments")
 """The modules a kernel loads to enqueue and watch work (the scheduler process loads the rest)."""
 
 
