@@ -31,6 +31,8 @@ LAYERS = {
     "cli": 6, "imaging": 6, "__init__": 7,
     "imaging._images": 6, "imaging._codelab": 6, "imaging._sheet": 6, "imaging._batch": 6,
     "imaging._hot_folder": 6,
+    "cli.__main__": 6, "cli._common": 6, "cli._work_commands": 6, "cli._daemon_commands": 6,
+    "cli._blur_commands": 6,
     "widgets": 6, "widgets._live": 6, "widgets._html": 6, "widgets._magic": 6,
     "widgets.table": 6, "widgets.preview": 6, "widgets.graph": 6, "widgets.blur_app": 6,
     # The JupyterLab server extension: on top, like the widgets (public API only).
@@ -189,9 +191,9 @@ PRIVATE_IMPORTS_ALLOWED = {
 
 def test_widgets_cli_and_imaging_import_only_the_public_api():
     """Their imports of nbwork (and the JupyterLab server extension's, ``nbwork/jupyter/``)
-    name public modules (no leading underscore), or a widget's own private helpers
-    (``widgets._html``) or Blur-O-Matic's (``imaging._batch``); every exception is listed
-    above, with why."""
+    name public modules (no leading underscore), or a package's own private helpers
+    (``widgets._html``, ``imaging._batch``, ``cli._common``); every exception is listed above,
+    with why."""
     wrong = []
     for path in _modules(*TOP):
         user = _module_name(path)
@@ -199,9 +201,9 @@ def test_widgets_cli_and_imaging_import_only_the_public_api():
             parts = target.split(".")
             if not inside or not any(p.startswith("_") for p in parts):
                 continue
-            own_private = user.split(".")[0] in ("widgets", "imaging") \
-                and parts[0] == user.split(".")[0]
-            if own_private or (user.split(".")[0], parts[0]) in PRIVATE_IMPORTS_ALLOWED:
+            package = user.split(".")[0]
+            own_private = package in ("widgets", "imaging", "cli") and parts[0] == package
+            if own_private or (package, parts[0]) in PRIVATE_IMPORTS_ALLOWED:
                 continue
             wrong.append(f"{_where(path, line)} imports nbwork.{target}")
     assert not wrong, "the top layer uses the public API only:\n" + "\n".join(wrong)
