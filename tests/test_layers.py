@@ -28,6 +28,7 @@ LAYERS = {
     "_scheduler_gate": 4, "_scheduler_dispatch": 4, "_watch": 4, "_daemon": 4, "_supervisor": 4,
     "manager": 5, "testing": 5, "examples": 5,
     "_observe": 5, "_continuation": 5,
+    "_fs_events": 4,
     "cli": 6, "imaging": 6, "__init__": 7,
     "imaging._images": 6, "imaging._codelab": 6, "imaging._sheet": 6, "imaging._batch": 6,
     "imaging._hot_folder": 6,
