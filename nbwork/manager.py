@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _observe, _ops, _watches
+from . import _observe, _ops, _storedir, _watches
 from ._arguments import (
     Requests,
     as_request_list,
@@ -59,6 +59,20 @@ def default_store_path() -> str:
         return os.path.abspath(os.path.expanduser(home))
     data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
     return os.path.join(data, "nbwork")
+
+
+def is_store(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an nbwork store (what ``WorkManager(path, create=False)`` opens).
+    Opens and creates nothing."""
+    return _storedir.is_store(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
+def check_store(path: str | os.PathLike) -> None:
+    """Return if ``path`` is a store this user may open; else raise ``NotAStoreError`` (not
+    a store) or ``StoreError`` (another user owns it or can write to it: it holds code that
+    nbwork runs as you), in the words ``WorkManager`` uses. Opens no database and creates
+    nothing: cheap enough for a viewer to call on every request."""
+    _storedir.check_store_path(os.path.abspath(os.path.expanduser(os.fspath(path))))
 
 
 @dataclass
