@@ -5,10 +5,13 @@ database."""
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import pathlib
 import subprocess
 import sys
+
+import nbwork
 
 PACKAGE = pathlib.Path(__file__).parent.parent / "nbwork"
 
@@ -173,11 +176,16 @@ CLIENT = ("__init__", "manager", "testing", "_ops", "_daemon", "_wake", "_execut
 
 
 def test_the_client_never_imports_the_scheduler_or_executors():
-    wrong = [f"{_where(path, line)} imports {target}"
-             for path in _modules(*CLIENT)
-             for line, target, inside in _package_imports(path, top_level_only=True)
-             if inside and (target.split(".")[0] == "_executors"
-                            or target.split(".")[0].startswith("_scheduler"))]
+    """Not even inside a function; the one way in is ``_scheduler_main`` (the scheduler's
+    entry, which ``wm.daemon.run()`` runs in the foreground), imported where it is called."""
+    wrong = []
+    for path in _modules(*CLIENT):
+        top_level = {line for line, _, _ in _package_imports(path, top_level_only=True)}
+        for line, target, inside in _package_imports(path):
+            first = target.split(".")[0]
+            scheduler_side = first == "_executors" or first.startswith("_scheduler")
+            if inside and scheduler_side and (target != "_scheduler_main" or line in top_level):
+                wrong.append(f"{_where(path, line)} imports {target}")
     assert not wrong, "the client must not know the scheduler or an executor:\n" + "\n".join(wrong)
 
 
@@ -216,3 +224,52 @@ def test_only_the_store_imports_diskcache_or_sqlite3():
              for line, target, inside in _package_imports(path)
              if not inside and target.split(".")[0] in ("diskcache", "sqlite3")]
     assert not wrong, "only nbwork/_store.py touches the database:\n" + "\n".join(wrong)
+
+
+API_REFERENCE = PACKAGE.parent / "docs" / "api.md"
+DESCRIBED_ONLY = ("jupyter", "cli")
+"""Front ends held to public *names*, not only to modules without a leading underscore: a
+name a public module happens to hold (``nbwork.info.in_chain_order`` once) is no contract."""
+
+
+def _imported_names(path: pathlib.Path) -> list[tuple[int, str, str]]:
+    """(line, module, name) for each ``from nbwork[.module] import name`` of a file."""
+    module = _module_name(path)
+    package = module.split(".")[:-1] if path.name != "__init__.py" else module.split(".")
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = package[: len(package) - (node.level - 1)]
+            target = ".".join([*base, node.module] if node.module else base)
+        elif node.module and (node.module == "nbwork" or node.module.startswith("nbwork.")):
+            target = node.module[len("nbwork."):] if "." in node.module else ""
+        else:
+            continue
+        found.extend((node.lineno, target, alias.name) for alias in node.names)
+    return found
+
+
+def _is_public_name(module: str, name: str, reference: str) -> bool:
+    """In the ``__all__`` of ``nbwork`` or of the module; a module without one (``errors``,
+    ``info``): described in docs/api.md."""
+    if name in nbwork.__all__:
+        return True
+    exported = getattr(importlib.import_module(f"nbwork.{module}" if module else "nbwork"),
+                       "__all__", None)
+    return name in exported if exported is not None else f"`{name}" in reference
+
+
+def test_the_panel_and_the_cli_import_only_public_names():
+    reference = API_REFERENCE.read_text()
+    wrong = []
+    for path in _modules(*DESCRIBED_ONLY):
+        user = _module_name(path).split(".")[0]
+        for line, target, name in _imported_names(path):
+            if target.split(".")[0] == user or (user, target) in PRIVATE_IMPORTS_ALLOWED:
+                continue  # its own modules, or an exception listed with why
+            if not _is_public_name(target, name, reference):
+                wrong.append(f"{_where(path, line)} imports {name} from nbwork.{target}")
+    assert not wrong, ("the panel and the cli use only public names (in an __all__, or "
+                       "described in docs/api.md):\n" + "\n".join(wrong))
