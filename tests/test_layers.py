@@ -273,3 +273,87 @@ def test_the_panel_and_the_cli_import_only_public_names():
                 wrong.append(f"{_where(path, line)} imports {name} from nbwork.{target}")
     assert not wrong, ("the panel and the cli use only public names (in an __all__, or "
                        "described in docs/api.md):\n" + "\n".join(wrong))
+
+
+STORE_LAYER = ("_layout",)
+"""The store layer, besides every ``_store*`` module (``_store``, ``_storedir``): where the
+store directory's files are made (the database's by diskcache, inside ``_store``)."""
+CREATES_FILES = {
+    # In the store directory, each at a path the store's layout names, private (0600):
+    "_daemon": "scheduler.log, opened by the process that starts the scheduler, before any "
+               "store is open in it",
+    "_lock": "scheduler.lock: whoever holds its flock is the store's one scheduler",
+    "_wake": "wake.fifo, the FIFO a client writes to wake the scheduler",
+    "_liveness": "the scheduler's heartbeat and the supervisor's note, written many times "
+                 "a second without opening the database",
+    "_executors.capture": "a work's log and its scratch files, written by the worker "
+                          "process that runs it",
+    "_executors.child": "a work's log: the child process's stdout and stderr",
+    "_executors.dask_task": "a Dask worker's note in the attempt's log; its own temporary "
+                            "log (tempfile), off the store",
+    # Blur-O-Matic's images, by default in blur_outputs/ and blurred_images/ of the store
+    # (out_dir elsewhere), each written to a temporary name and renamed when complete:
+    "imaging._images": "a blur step's output image",
+    "imaging._codelab": "the codelab's cleaned-up, blurred and saved images",
+    "imaging._sheet": "a batch's contact sheet",
+    "imaging._hot_folder": "a hot folder's blurred copy of each file",
+    "widgets.blur_app": "images uploaded to the Blur-O-Matic app, in uploads/ of the store",
+    # Elsewhere:
+    "_executors.leftovers": "the cgroups of worker processes, under the scheduler's own "
+                            "cgroup (/sys/fs/cgroup)",
+}
+"""Every module outside the store layer that creates files or folders, and what and where
+they are. A new one fails the rule below until it is listed here with its reason (or leaves
+the making to the store layer); one that no longer creates anything must leave the list."""
+_CREATING_CALLS = {("os", "mkfifo"), ("os", "mkdir"), ("os", "makedirs"), ("os", "link"),
+                   ("os", "symlink"), ("os", "replace"), ("os", "rename"),
+                   ("tempfile", "mkstemp"), ("tempfile", "mkdtemp"),
+                   ("tempfile", "NamedTemporaryFile"), ("shutil", "copy"), ("shutil", "copy2"),
+                   ("shutil", "copyfile"), ("shutil", "copytree"), ("shutil", "move")}
+_CREATING_METHODS = {"mkdir", "write_text", "write_bytes", "touch", "symlink_to", "hardlink_to"}
+
+
+def _creates_a_file(node: ast.AST) -> bool:
+    """A call that can make a file or folder: ``os.open`` with ``O_CREAT``, ``open`` for
+    writing (not of a file descriptor), ``os.mkfifo``, ``Path.mkdir``, ``tempfile.mkstemp``..."""
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+        if (func.value.id, func.attr) in _CREATING_CALLS:
+            return True
+        if (func.value.id, func.attr) == ("os", "open"):
+            return any(isinstance(n, ast.Attribute) and n.attr == "O_CREAT"
+                       for flags in node.args[1:2] for n in ast.walk(flags))
+    if isinstance(func, ast.Attribute) and func.attr in _CREATING_METHODS:
+        return True
+    if isinstance(func, ast.Name) and func.id == "open" and node.args:
+        mode = node.args[1] if len(node.args) > 1 else next(
+            (k.value for k in node.keywords if k.arg == "mode"), None)
+        of_a_descriptor = isinstance(node.args[0], ast.Constant) and isinstance(
+            node.args[0].value, int)
+        return (not of_a_descriptor and isinstance(mode, ast.Constant)
+                and isinstance(mode.value, str) and bool(set(mode.value) & set("wax")))
+    return False
+
+
+def test_only_the_store_creates_files_in_the_store_directory():
+    """What the store directory holds is made by the store layer; the modules that make
+    files anyway are listed in CREATES_FILES with what and where, so the list is the whole
+    picture (it shrinks as the store layer takes them over)."""
+    creators: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        module = _module_name(path)
+        if module.startswith("_store") or module in STORE_LAYER:
+            continue
+        lines = [_where(path, n.lineno) for n in ast.walk(ast.parse(path.read_text()))
+                 if _creates_a_file(n)]
+        if lines:
+            creators[module] = lines
+    unlisted = [f"{line} ({module})" for module, lines in sorted(creators.items())
+                if module not in CREATES_FILES for line in lines]
+    assert not unlisted, ("only the store layer creates files in the store directory; these "
+                          "lines create files: leave that to the store layer, or list the "
+                          "module in CREATES_FILES with what and where:\n" + "\n".join(unlisted))
+    stale = sorted(set(CREATES_FILES) - set(creators))
+    assert not stale, f"{stale} create no file any more: remove them from CREATES_FILES"
