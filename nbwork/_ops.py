@@ -13,19 +13,12 @@ from dataclasses import dataclass, field
 
 from . import _rules
 from ._content import has_triggers, triggers_listing, triggers_of
+from ._records import REQUEST_FIELDS, NewWork
 from ._spec import WorkSpec
 from ._store import Store, Transaction, Unreadable
 from .errors import InvalidRequestError
 from .info import FINISHED_STATES, UpdateResult, WorkState
 from .request import ExistingPeriodicWorkPolicy, ExistingWorkPolicy
-
-
-@dataclass
-class NewWork:
-    """A work to insert: its record (prerequisites inside the batch already set) and code."""
-
-    spec: WorkSpec
-    payload: bytes
 
 
 @dataclass
@@ -129,9 +122,7 @@ def _apply_update(txn: Transaction, work_id: str, new: WorkSpec, payload: bytes)
     spec = txn.get(work_id)
     assert spec is not None
     old_code = spec.code_key
-    for name in ("worker_name", "code_key", "input", "tags", "constraints", "initial_delay",
-                 "backoff_policy", "backoff_delay", "keep_results_for", "repeat_interval",
-                 "flex_interval", "input_merger"):
+    for name in REQUEST_FIELDS:
         setattr(spec, name, getattr(new, name))
     spec.generation += 1
     if spec.state is WorkState.ENQUEUED:

@@ -1,5 +1,6 @@
 """From a request to the record the store keeps: the one place that maps a ``WorkRequest``
-onto a ``WorkSpec`` (androidx.work's ``WorkSpec``) and its worker's code.
+onto a ``WorkSpec`` (androidx.work's ``WorkSpec``) and its worker's code, and that says which
+fields of a record a request decides.
 
 Every path that writes a request goes through ``RecordMaker.new_work``: ``enqueue``, unique
 work and chains (with their prerequisites and unique name), ``update_work``, and the
@@ -8,12 +9,26 @@ scheduler's hot folders (with their watch tag).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ._code import serialize_worker
-from ._ops import NewWork
 from ._spec import WorkSpec
 from .request import MERGER_NAMES, PeriodicWorkRequest, WorkRequest
+
+REQUEST_FIELDS = ("worker_name", "code_key", "input", "tags", "constraints", "initial_delay",
+                  "backoff_policy", "backoff_delay", "keep_results_for", "repeat_interval",
+                  "flex_interval", "input_merger")
+"""The fields of a record that its request decides: what ``update_work`` replaces (the rest
+is the work's identity and place, or what happened to it)."""
+
+
+@dataclass
+class NewWork:
+    """A work to insert: its record (prerequisites inside the batch already set) and code."""
+
+    spec: WorkSpec
+    payload: bytes
 
 
 def spec_of_request(request: WorkRequest, code_key: str, prerequisites: tuple[str, ...],

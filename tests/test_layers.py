@@ -22,7 +22,7 @@ LAYERS = {
     "_rules": 2,
     "_store": 3, "_storedir": 3, "_lock": 3, "_liveness": 3, "_wake": 3, "_ops": 3,
     "_conditions": 3, "_watches": 3,
-    "_records": 3, "_arguments": 3,
+    "_records": 1, "_arguments": 3,
     "_executors": 3, "_executors.base": 3, "_executors.child": 3, "_executors.local": 3,
     "_executors.inline": 3, "_executors.slot": 3, "_executors.capture": 3,
     "_executors.leftovers": 3, "_executors.reaper": 3,
