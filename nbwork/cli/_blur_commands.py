@@ -178,3 +178,54 @@ def cmd_watch(args: argparse.Namespace) -> int:
               f"it with 'nbwork watch --stop {watch.name}{store_hint(args)}'.",
               file=sys.stderr)
         return 130
+
+
+LEVEL_HELP = "how blurry: 1, 2 or 3 blur steps, the codelab's 'a little', 'more', 'the most'"
+
+
+def _blur_options(p: argparse.ArgumentParser, out_default: str, level: int,
+                  level_why: str) -> None:
+    p.add_argument("--level", type=int, choices=[1, 2, 3],
+                   help=f"{LEVEL_HELP} (default: {level}: {level_why})")
+    p.add_argument("--out", metavar="DIR",
+                   help=f"the folder to save into; it is created if needed and must be "
+                        f"writable (default: {out_default})")
+    p.add_argument("--detach", action="store_true",
+                   help="enqueue, print the ids and how to follow them, and return at once")
+    p.set_defaults(level=level)
+
+
+def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Their subcommands, on ``sub``; ``common``: the options every command takes."""
+    p = sub.add_parser("demo", parents=[common],
+                       help="Blur-O-Matic on a bundled sample image, followed in the terminal")
+    _blur_options(p, "blurred_images in the store", 3,
+                  "the demo shows the longest chain; blur and batch default to 1")
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("blur", parents=[common],
+                       help="blur an image in background steps (cleanup, blur x N, save)")
+    p.add_argument("image", help="the image file (PNG, JPEG, ...)")
+    _blur_options(p, "blurred_images in the store", 1,
+                  "the codelab's default, and the quickest")
+    p.add_argument("--requires-charging", action="store_true",
+                   help="the save step waits until the computer is on mains power")
+    p.set_defaults(func=cmd_blur)
+    p = sub.add_parser("batch", parents=[common],
+                       help="blur every image of a folder in parallel, then a contact sheet")
+    p.add_argument("folder", help="the folder whose images to blur (not its subfolders)")
+    _blur_options(p, "a new batch-... folder in blurred_images of the store", 1,
+                  "a batch has many images; each level adds a step per image")
+    p.set_defaults(func=cmd_batch)
+    p = sub.add_parser("watch", parents=[common],
+                       help="a hot folder: blur every image dropped into FOLDER")
+    p.add_argument("folder", nargs="?", help="the folder to watch")
+    p.add_argument("--level", type=int, choices=[1, 2, 3], default=1,
+                   help="how blurry: 1, 2 or 3 blur steps (default 1)")
+    p.add_argument("--out", metavar="DIR",
+                   help="where the blurred images go (default: blurred_images/NAME in the store)")
+    p.add_argument("--name", help="the watch's name (default: hot-<folder name>)")
+    p.add_argument("--settle", type=float, default=1.0, metavar="SECONDS",
+                   help="a file is taken once it has not changed for this long (default 1)")
+    p.add_argument("--stop", metavar="NAME", help="stop the watch NAME")
+    p.add_argument("--list", action="store_true", help="list the watches of the store")
+    p.set_defaults(func=cmd_watch)

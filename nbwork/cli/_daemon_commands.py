@@ -66,3 +66,20 @@ def _daemon_status(path: str) -> int:
     if watches:
         print("watching: " + ", ".join(f"{w.folder} ({w.name})" for w in watches))
     return 0
+
+
+def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Their subcommands, on ``sub``; ``common``: the options every command takes."""
+    p = sub.add_parser("daemon", parents=[common], help="manage the scheduler process")
+    p.add_argument("action", choices=["start", "stop", "status", "run"],
+                   help="start it in the background, stop it, show its status, or run it "
+                   "in this terminal (until Ctrl-C)")
+    p.add_argument("--executor", metavar="ADDR",
+                   help="where work runs: 'local', or 'dask://HOST:PORT' for a Dask cluster "
+                   "(kept in the store; a running scheduler is restarted on it; default: "
+                   "the store's choice, 'local' at first)")
+    p.add_argument("--durability", metavar="LEVEL",
+                   help="what an enqueue that returned survives: 'process' (any process "
+                   "crash; the default) or 'power' (a power loss too, slower commits); kept "
+                   "in the store; a running scheduler is restarted on it")
+    p.set_defaults(func=cmd_daemon)

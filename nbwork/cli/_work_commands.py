@@ -158,3 +158,41 @@ def cmd_prune(args: argparse.Namespace) -> int:
     pruned = manager_of(args).prune_work()
     print(f"pruned {len(pruned)} finished work{'s' if len(pruned) != 1 else ''}")
     return 0
+
+
+def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Their subcommands, on ``sub``; ``common``: the options every command takes."""
+    p = sub.add_parser("list", parents=[common],
+                       help="list work, oldest first, each chain from its first step")
+    p.add_argument("--tag", action="append",
+                   help="only work with this tag (repeatable; default: any tag)")
+    p.add_argument("--state", action="append", type=str.upper,
+                   choices=[s.value for s in WorkState],
+                   help="only work in this state (repeatable; default: any state)")
+    p.add_argument("--unique", action="append",
+                   help="only work under this unique name (repeatable; default: any)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("show", parents=[common], help="show one work (id or id prefix)")
+    p.add_argument("id", help="a work id, or its first characters as 'nbwork list' shows")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("logs", parents=[common], help="print the captured output of a work")
+    p.add_argument("id", help="a work id, or its first characters as 'nbwork list' shows")
+    p.set_defaults(func=cmd_logs)
+    p = sub.add_parser("cancel", parents=[common],
+                       help="cancel work and what depends on it (give exactly one target)")
+    p.add_argument("id", nargs="?", help="a work id or id prefix: that work and its "
+                   "dependents, even the dependents of a finished work")
+    p.add_argument("--tag", help="the unfinished work with this tag, and its dependents")
+    p.add_argument("--unique", metavar="NAME",
+                   help="the unfinished work under this unique name, and its dependents")
+    p.add_argument("--all", action="store_true", help="all unfinished work")
+    p.set_defaults(func=cmd_cancel)
+    p = sub.add_parser("prune", parents=[common],
+                       help="forget finished work that no unfinished work depends on")
+    p.add_argument("--unreadable", action="store_true",
+                   help="instead, remove the works whose stored record cannot be read "
+                   "(shown as UNREADABLE by 'nbwork list'); the works waiting for them are "
+                   "cancelled")
+    p.set_defaults(func=cmd_prune)
