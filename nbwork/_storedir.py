@@ -310,10 +310,14 @@ def is_store(path: str) -> bool:
     (a store made before the marker) a database that is not empty, as ``Store`` decides."""
     if os.path.lexists(os.path.join(path, MARKER)):
         return True
+    database = os.path.join(path, DB_DIR, DB_FILE)
     try:
-        return os.stat(os.path.join(path, DB_DIR, DB_FILE)).st_size > 0
+        size = os.stat(database).st_size
     except OSError:
         return False
+    with contextlib.suppress(OSError):  # (as database_size: the write-ahead log counts)
+        size += os.stat(database + "-wal").st_size
+    return size > 0
 
 
 def check_store_path(path: str) -> None:
