@@ -1,8 +1,12 @@
-"""The client API: ``WorkManager`` and ``WorkContinuation``.
+"""The client API: ``WorkManager`` (with ``WorkContinuation`` and ``Operation``), and the
+questions a viewer asks about a path (``default_store_path``, ``is_store``, ``check_store``).
 
 A ``WorkManager`` is a view of one store directory. It validates requests, writes them in
 one transaction, wakes (or starts) the store's scheduler, and reads ``WorkInfo`` back. Any
-number of processes may use the same store at once.
+number of processes may use the same store at once. Its parts live beside it:
+``_arguments`` checks what callers pass, ``_records`` turns a request into its stored
+record, ``_continuation`` holds chains and ``_observe`` follows changes (``wait``,
+``observe``).
 """
 
 from __future__ import annotations
