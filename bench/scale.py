@@ -36,8 +36,8 @@ def fill_finished(path: str, count: int) -> dict[str, float]:
     """
     from nbwork import _ops
     from nbwork._code import serialize_worker
+    from nbwork._records import spec_of_request as _spec_of
     from nbwork._store import Store
-    from nbwork.manager import _spec_of
 
     store = Store(path)
     start = time.perf_counter()

@@ -27,8 +27,15 @@ from .errors import (
     StoreError,
     WorkerSerializationError,
 )
-from .info import StopReason, UpdateResult, WorkInfo, WorkQuery, WorkState
-from .manager import Operation, WorkContinuation, WorkManager
+from .info import StopReason, UpdateResult, WorkInfo, WorkQuery, WorkState, in_chain_order
+from .manager import (
+    Operation,
+    WorkContinuation,
+    WorkManager,
+    check_store,
+    default_store_path,
+    is_store,
+)
 from .request import (
     BackoffPolicy,
     Constraints,
@@ -93,5 +100,9 @@ __all__ = [
     "WorkerSerializationError",
     "is_stopped",
     "set_progress",
+    "check_store",
+    "default_store_path",
+    "in_chain_order",
+    "is_store",
     "__version__",
 ]

@@ -13,25 +13,12 @@ from dataclasses import dataclass, field
 
 from . import _rules
 from ._content import has_triggers, triggers_listing, triggers_of
+from ._records import REQUEST_FIELDS, NewWork
 from ._spec import WorkSpec
 from ._store import Store, Transaction, Unreadable
 from .errors import InvalidRequestError
 from .info import FINISHED_STATES, UpdateResult, WorkState
-from .request import (
-    MERGER_NAMES,
-    ExistingPeriodicWorkPolicy,
-    ExistingWorkPolicy,
-    PeriodicWorkRequest,
-    WorkRequest,
-)
-
-
-@dataclass
-class NewWork:
-    """A work to insert: its record (prerequisites inside the batch already set) and code."""
-
-    spec: WorkSpec
-    payload: bytes
+from .request import ExistingPeriodicWorkPolicy, ExistingWorkPolicy
 
 
 @dataclass
@@ -135,9 +122,7 @@ def _apply_update(txn: Transaction, work_id: str, new: WorkSpec, payload: bytes)
     spec = txn.get(work_id)
     assert spec is not None
     old_code = spec.code_key
-    for name in ("worker_name", "code_key", "input", "tags", "constraints", "initial_delay",
-                 "backoff_policy", "backoff_delay", "keep_results_for", "repeat_interval",
-                 "flex_interval", "input_merger"):
+    for name in REQUEST_FIELDS:
         setattr(spec, name, getattr(new, name))
     spec.generation += 1
     if spec.state is WorkState.ENQUEUED:
@@ -238,29 +223,6 @@ def prune(store: Store, now: float, expired_only: bool = False) -> list[str]:
     return [s.id for s in pruned]
 
 
-def spec_of_request(request: WorkRequest, code_key: str, prerequisites: tuple[str, ...],
-                    unique_name: str | None) -> WorkSpec:
-    """The record a request is stored as (its worker's code is stored under ``code_key``)."""
-    periodic = isinstance(request, PeriodicWorkRequest)
-    return WorkSpec(
-        id=request.id,
-        worker_name=request.worker_name,
-        code_key=code_key,
-        input=request.input_data.to_dict(),
-        tags=tuple(sorted(request.tags)),
-        unique_name=unique_name,
-        prerequisites=prerequisites,
-        input_merger=MERGER_NAMES[request.input_merger],
-        run_after=request.run_after.value,
-        constraints=request.constraints.to_dict(),
-        initial_delay=request.initial_delay,
-        backoff_policy=request.backoff_policy.value,
-        backoff_delay=request.backoff_delay,
-        keep_results_for=request.keep_results_for,
-        repeat_interval=request.repeat_interval if periodic else None,
-        flex_interval=request.flex_interval if periodic else None,
-        log_name=f"{request.id}.log",
-    )
 def prune_unreadable(store: Store, now: float) -> list[str]:
     """Remove every work whose record cannot be read (``Unreadable``), with its index entries
     and log; the work that waited for one of them can never run, so it is cancelled (one

@@ -303,3 +303,31 @@ class StoreDir:
 
     def close(self) -> None:
         self._closer()  # (once: later calls do nothing)
+
+
+def is_store(path: str) -> bool:
+    """Whether ``path`` holds a store, by name and without opening anything: its marker, or
+    (a store made before the marker) a database that is not empty, as ``Store`` decides."""
+    if os.path.lexists(os.path.join(path, MARKER)):
+        return True
+    database = os.path.join(path, DB_DIR, DB_FILE)
+    try:
+        size = os.stat(database).st_size
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):  # (as database_size: the write-ahead log counts)
+        size += os.stat(database + "-wal").st_size
+    return size > 0
+
+
+def check_store_path(path: str) -> None:
+    """The store's own checks of ``path`` short of opening it, for a viewer that looks at a
+    store again and again: ``NotAStoreError`` unless it is a store, ``StoreError`` if another
+    user owns or can write the store directory or its database folder."""
+    if not is_store(path):
+        raise NotAStoreError(
+            f"{path!r} is not an nbwork store (it has no {DB_DIR}/{DB_FILE}); nothing was "
+            "created")
+    _check_store(os.stat(path), path)
+    with contextlib.suppress(FileNotFoundError):  # (a store from before: the marker only)
+        _check_entry(os.stat(os.path.join(path, DB_DIR)), DB_DIR, path, own=True)

@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-import psutil
-
 from . import _content, _ops, _watches
-from ._code import load_worker, serialize_worker
+from ._code import load_worker
 from ._content import CONTENT_WAIT
+from ._fs_events import POLL_INTERVAL, EventObserver, PathEvents
 from ._ops import CONTENT_LISTING_KEY
+from ._records import RecordMaker
 from ._store import Store
 from ._time import Clock
 from .errors import NbworkError, StoreError
@@ -45,121 +44,11 @@ RESCAN_INTERVAL = 60.0
 RESCAN_CPU_SHARE = 0.002
 """A full listing that takes longer spaces the next one out so that listings take at most
 this share of a core."""
-POLL_INTERVAL = 2.0
-"""Seconds between listings of what cannot be watched with notifications."""
 REFRESH_INTERVAL = 0.05
 """Seconds between looks for new or stopped watches and newly enqueued triggered works."""
 POLL_CPU_SHARE = 0.02
-NO_NOTIFICATIONS = frozenset({
-    "nfs", "nfs4", "cifs", "smbfs", "smb3", "9p", "afs", "fuse.sshfs", "fuse.rclone",
-    "fuse.s3fs", "davfs", "fuse.davfs2", "vboxsf", "ceph", "glusterfs", "fuse.glusterfs"})
-"""File systems where inotify sees only this machine's own changes (network shares): their
-paths are listed every POLL_INTERVAL instead. ``NBWORK_WATCH_POLL=1`` does that for all."""
 MAX_BATCH = 500
 """Files enqueued per transaction (a burst of thousands commits in a few steps)."""
-
-
-class _Events:
-    """The paths watchdog reported, handed from its thread to the scheduler's."""
-
-    def __init__(self, poke: Callable[[], None]) -> None:
-        self._lock = threading.Lock()
-        self._paths: set[str] = set()
-        self._poke = poke
-
-    def dispatch(self, event: Any) -> None:  # watchdog's handler interface
-        if event.event_type in ("opened", "closed_no_write"):
-            return
-        if event.is_directory and event.event_type in ("modified", "closed"):
-            # A folder's own time changes with each entry, and each entry has its event:
-            # taking this one too would list a whole (big) folder for every new file.
-            return
-        with self._lock:
-            fresh = not self._paths
-            self._paths.add(os.fsdecode(event.src_path))
-            dest = getattr(event, "dest_path", "")
-            if dest:
-                self._paths.add(os.fsdecode(dest))
-        if fresh:
-            self._poke()
-
-    def take(self) -> set[str]:
-        with self._lock:
-            paths, self._paths = self._paths, set()
-        return paths
-
-
-class _Observer:
-    """watchdog's observer with counted watches; paths it cannot watch are polled."""
-
-    def __init__(self, events: _Events) -> None:
-        self._events = events
-        self._observer: Any = None
-        self._handles: dict[tuple[str, bool], Any] = {}
-        self._users: dict[tuple[str, bool], int] = {}
-        self.polled: set[tuple[str, bool]] = set()
-
-    def add(self, path: str, recursive: bool) -> None:
-        key = (path, recursive)
-        self._users[key] = self._users.get(key, 0) + 1
-        if self._users[key] > 1:
-            return
-        if not _notifications_work(path):
-            log.info("%s is on a network share: listed every %g s", path, POLL_INTERVAL)
-            self.polled.add(key)
-            return
-        try:
-            if self._observer is None:
-                from watchdog.observers import Observer
-
-                self._observer = Observer()
-                self._observer.daemon = True
-                self._observer.start()
-            # A file is watched through its folder (inotify reports entries of a folder).
-            target = path if os.path.isdir(path) else os.path.dirname(path)
-            self._handles[key] = self._observer.schedule(self._events, target,
-                                                         recursive=recursive)
-        except Exception as exc:  # no watchdog, no inotify, too many watches, a share
-            log.warning("cannot watch %s for notifications (%s); it is listed every %g s "
-                        "instead", path, exc, POLL_INTERVAL)
-            self.polled.add(key)
-
-    def remove(self, path: str, recursive: bool) -> None:
-        key = (path, recursive)
-        self._users[key] = self._users.get(key, 1) - 1
-        if self._users[key] > 0:
-            return
-        del self._users[key]
-        self.polled.discard(key)
-        handle = self._handles.pop(key, None)
-        if handle is not None and self._observer is not None:
-            try:
-                self._observer.unschedule(handle)
-            except Exception:  # the folder is gone: its watch went with it
-                pass
-
-    def close(self) -> None:
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=5)
-            self._observer = None
-
-
-def _notifications_work(path: str) -> bool:
-    """Whether file events can be trusted for ``path`` (not on a network share)."""
-    if os.environ.get("NBWORK_WATCH_POLL", "0") not in ("", "0"):
-        return False
-    try:
-        mounts = psutil.disk_partitions(all=True)
-    except Exception:
-        return True
-    real = os.path.realpath(path)
-    best = None
-    for mount in mounts:
-        point = mount.mountpoint.rstrip(os.sep) + os.sep
-        if (real + os.sep).startswith(point) and (best is None or len(point) > len(best[0])):
-            best = (point, mount.fstype)
-    return best is None or best[1].lower() not in NO_NOTIFICATIONS
 
 
 class _WaitingWork:
@@ -233,8 +122,8 @@ class ContentMonitor:
     def __init__(self, store: Store, clock: Clock, poke: Callable[[], None]) -> None:
         self.store = store
         self.clock = clock
-        self._events = _Events(poke)
-        self._observer = _Observer(self._events)
+        self._events = PathEvents(poke)
+        self._observer = EventObserver(self._events)
         self._works: dict[str, _WaitingWork] = {}
         self._folders: dict[str, _Folder] = {}
         self._index_seen: Any = None
@@ -244,7 +133,7 @@ class ContentMonitor:
         self.rescan_interval = RESCAN_INTERVAL
         self._next_rescan = time.monotonic() + RESCAN_INTERVAL
         self._next_poll: float | None = None
-        self._codes: dict[int, tuple[Any, str, bytes]] = {}
+        self._record_maker = RecordMaker()
 
     @property
     def has_watches(self) -> bool:
@@ -474,7 +363,7 @@ class ContentMonitor:
             rel = folder.rel(path)
             try:
                 request = folder.request_for(path)
-                code_key, payload = self._code_of(request)
+                work = self._record_maker.new_work(request, unique_name=f"{tag}:{rel}", tag=tag)
             except Exception as exc:  # the user's function: this file only
                 log.warning("watch %s: no work for %s: %s", folder.name, path, exc)
                 failed[rel] = ident
@@ -486,12 +375,9 @@ class ContentMonitor:
                 failed[rel] = ident
                 continue
             ids.add(request.id)
-            unique = f"{tag}:{rel}"
-            spec = _ops.spec_of_request(request, code_key, (), unique)
-            spec.tags = tuple(sorted({*spec.tags, tag}))
-            works.append(_ops.NewWork(spec, payload))
-            groups.append(_ops.UniqueGroup(unique, ExistingWorkPolicy.REPLACE,
-                                           members=[spec.id], roots=[spec.id]))
+            works.append(work)
+            groups.append(_ops.UniqueGroup(f"{tag}:{rel}", ExistingWorkPolicy.REPLACE,
+                                           members=[work.spec.id], roots=[work.spec.id]))
             by_rel[rel] = ident
         try:
             taken = self._commit_files(folder, works, groups, by_rel, failed, tag)
@@ -540,14 +426,6 @@ class ContentMonitor:
             _watches.mark_seen(txn, folder.record,
                                {**{rel: by_rel[rel] for rel in taken}, **failed})
         return taken
-
-    def _code_of(self, request: WorkRequest) -> tuple[str, bytes]:
-        worker = request.worker
-        known = self._codes.get(id(worker))
-        if known is None or known[0] is not worker:  # (kept alive, so an id is not reused)
-            known = (worker, *serialize_worker(worker, request.worker_name))
-            self._codes[id(worker)] = known
-        return known[1], known[2]
 
 
 def _rel_of(unique_name: str | None, tag: str) -> str:

@@ -13,6 +13,8 @@ from datetime import datetime
 from .info import WorkInfo, WorkState
 from .request import Constraints, NetworkType, RunAfter
 
+__all__ = ["PrerequisiteLookup", "constraint_words", "error_headline", "why_waiting"]
+
 PrerequisiteLookup = Mapping[str, WorkInfo] | Callable[[str], WorkInfo | None]
 """How ``why_waiting`` finds a prerequisite's info: a mapping by id (say, the infos a
 widget already shows) or a function such as ``wm.get_work_info_by_id``."""

@@ -19,7 +19,8 @@ def test_all_is_pinned():
         "PeriodicWorkRequest", "Result", "RunAfter", "SchedulerError", "StopReason", "StoreError",
         "UpdateResult", "WorkContinuation", "WorkInfo", "WorkManager", "WorkQuery",
         "WorkRequest", "WorkState", "Worker", "WorkerSerializationError", "is_stopped",
-        "set_progress", "__version__",
+        "set_progress", "__version__", "check_store", "default_store_path", "in_chain_order",
+        "is_store",
     ])
     for name in nbwork.__all__:
         assert hasattr(nbwork, name), name

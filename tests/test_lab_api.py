@@ -193,7 +193,7 @@ def test_bad_input_gets_a_4xx_with_a_one_line_error_and_writes_nothing(server, s
     refused(url, "cancel", 400, {"store": store, "filter": {"state": ["NOPE"]}})
     os.chmod(store, 0o777)
     try:
-        assert "written by others" in refused(url, f"works?store={store}", 403)
+        assert "can be written by other users" in refused(url, f"works?store={store}", 403)
     finally:
         os.chmod(store, 0o700)
     assert wm.get_work_infos() == []

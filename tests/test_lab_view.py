@@ -70,15 +70,21 @@ def test_only_an_own_private_store_is_opened(tmp_path):
         check_store(str(tmp_path / "file"))
     with pytest.raises(StoreRefused, match="not an nbwork store"):
         check_store(str(tmp_path))
+    (tmp_path / "db").mkdir()  # a database folder alone does not make a store
+    with pytest.raises(StoreRefused, match="not an nbwork store") as error:
+        check_store(str(tmp_path))
+    assert error.value.status == 400
     store = tmp_path / "store"
-    (store / "db").mkdir(parents=True)
-    store.chmod(0o700)
+    WorkManager(store)
+    contents = sorted(os.listdir(store))
     check_store(str(store))
-    (store / "db").chmod(0o777)
-    with pytest.raises(StoreRefused, match="can be written by others") as error:
-        check_store(str(store))
-    assert error.value.status == 403
-    assert sorted(os.listdir(store)) == ["db"]
+    for unsafe in (store / "db", store):  # the store's own rule, in the store's own words
+        unsafe.chmod(0o777)
+        with pytest.raises(StoreRefused, match="can be written by other users") as error:
+            check_store(str(store))
+        assert error.value.status == 403
+        unsafe.chmod(0o700)
+    assert sorted(os.listdir(store)) == contents
 
 
 @pytest.mark.slow

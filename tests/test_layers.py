@@ -5,10 +5,13 @@ database."""
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import pathlib
 import subprocess
 import sys
+
+import nbwork
 
 PACKAGE = pathlib.Path(__file__).parent.parent / "nbwork"
 
@@ -19,6 +22,7 @@ LAYERS = {
     "_rules": 2,
     "_store": 3, "_storedir": 3, "_lock": 3, "_liveness": 3, "_wake": 3, "_ops": 3,
     "_conditions": 3, "_watches": 3,
+    "_records": 1,
     "_executors": 3, "_executors.base": 3, "_executors.local": 3,
     "_executors.inline": 3, "_executors.slot": 3, "_executors.capture": 3,
     "_executors.leftovers": 3, "_executors.reaper": 3,
@@ -27,9 +31,13 @@ LAYERS = {
     "_scheduler": 4, "_scheduler_main": 4, "_scheduler_records": 4, "_scheduler_reports": 4,
     "_scheduler_gate": 4, "_scheduler_dispatch": 4, "_watch": 4, "_daemon": 4, "_supervisor": 4,
     "manager": 5, "testing": 5, "examples": 5,
+    "_observe": 5, "_continuation": 5, "_arguments": 5,
+    "_fs_events": 4,
     "cli": 6, "imaging": 6, "__init__": 7,
     "imaging._images": 6, "imaging._codelab": 6, "imaging._sheet": 6, "imaging._batch": 6,
     "imaging._hot_folder": 6,
+    "cli.__main__": 6, "cli._common": 6, "cli._work_commands": 6, "cli._daemon_commands": 6,
+    "cli._blur_commands": 6,
     "widgets": 6, "widgets._live": 6, "widgets._html": 6, "widgets._magic": 6,
     "widgets.table": 6, "widgets.preview": 6, "widgets.graph": 6, "widgets.blur_app": 6,
     # The JupyterLab server extension: on top, like the widgets (public API only).
@@ -163,16 +171,22 @@ def _where(path: pathlib.Path, line: int) -> str:
     return f"nbwork/{path.relative_to(PACKAGE)}:{line}"
 
 
-CLIENT = ("__init__", "manager", "testing", "_ops", "_daemon", "_wake", "_executor_address")
+CLIENT = ("__init__", "manager", "testing", "_ops", "_daemon", "_wake", "_executor_address",
+          "_observe", "_continuation", "_records", "_arguments")
 """The modules a kernel loads to enqueue and watch work (the scheduler process loads the rest)."""
 
 
 def test_the_client_never_imports_the_scheduler_or_executors():
-    wrong = [f"{_where(path, line)} imports {target}"
-             for path in _modules(*CLIENT)
-             for line, target, inside in _package_imports(path, top_level_only=True)
-             if inside and (target.split(".")[0] == "_executors"
-                            or target.split(".")[0].startswith("_scheduler"))]
+    """Not even inside a function; the one way in is ``_scheduler_main`` (the scheduler's
+    entry, which ``wm.daemon.run()`` runs in the foreground), imported where it is called."""
+    wrong = []
+    for path in _modules(*CLIENT):
+        top_level = {line for line, _, _ in _package_imports(path, top_level_only=True)}
+        for line, target, inside in _package_imports(path):
+            first = target.split(".")[0]
+            scheduler_side = first == "_executors" or first.startswith("_scheduler")
+            if inside and scheduler_side and (target != "_scheduler_main" or line in top_level):
+                wrong.append(f"{_where(path, line)} imports {target}")
     assert not wrong, "the client must not know the scheduler or an executor:\n" + "\n".join(wrong)
 
 
@@ -187,9 +201,9 @@ PRIVATE_IMPORTS_ALLOWED = {
 
 def test_widgets_cli_and_imaging_import_only_the_public_api():
     """Their imports of nbwork (and the JupyterLab server extension's, ``nbwork/jupyter/``)
-    name public modules (no leading underscore), or a widget's own private helpers
-    (``widgets._html``) or Blur-O-Matic's (``imaging._batch``); every exception is listed
-    above, with why."""
+    name public modules (no leading underscore), or a package's own private helpers
+    (``widgets._html``, ``imaging._batch``, ``cli._common``); every exception is listed above,
+    with why."""
     wrong = []
     for path in _modules(*TOP):
         user = _module_name(path)
@@ -197,9 +211,9 @@ def test_widgets_cli_and_imaging_import_only_the_public_api():
             parts = target.split(".")
             if not inside or not any(p.startswith("_") for p in parts):
                 continue
-            own_private = user.split(".")[0] in ("widgets", "imaging") \
-                and parts[0] == user.split(".")[0]
-            if own_private or (user.split(".")[0], parts[0]) in PRIVATE_IMPORTS_ALLOWED:
+            package = user.split(".")[0]
+            own_private = package in ("widgets", "imaging", "cli") and parts[0] == package
+            if own_private or (package, parts[0]) in PRIVATE_IMPORTS_ALLOWED:
                 continue
             wrong.append(f"{_where(path, line)} imports nbwork.{target}")
     assert not wrong, "the top layer uses the public API only:\n" + "\n".join(wrong)
@@ -240,3 +254,135 @@ def test_one_attempt_body_and_one_place_that_signals_process_groups():
         if ("os.killpg(" in text or "os.kill(" in text) and name != "_executors.process_groups":
             wrong.append(f"{path.name} signals processes itself")
     assert not wrong, "\n".join(wrong)
+
+
+API_REFERENCE = PACKAGE.parent / "docs" / "api.md"
+DESCRIBED_ONLY = ("jupyter", "cli")
+"""Front ends held to public *names*, not only to modules without a leading underscore: a
+name a public module happens to hold (``nbwork.info.in_chain_order`` once) is no contract."""
+
+
+def _imported_names(path: pathlib.Path) -> list[tuple[int, str, str]]:
+    """(line, module, name) for each ``from nbwork[.module] import name`` of a file."""
+    module = _module_name(path)
+    package = module.split(".")[:-1] if path.name != "__init__.py" else module.split(".")
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = package[: len(package) - (node.level - 1)]
+            target = ".".join([*base, node.module] if node.module else base)
+        elif node.module and (node.module == "nbwork" or node.module.startswith("nbwork.")):
+            target = node.module[len("nbwork."):] if "." in node.module else ""
+        else:
+            continue
+        found.extend((node.lineno, target, alias.name) for alias in node.names)
+    return found
+
+
+def _is_public_name(module: str, name: str, reference: str) -> bool:
+    """In the ``__all__`` of ``nbwork`` or of the module; a module without one (``errors``,
+    ``info``): described in docs/api.md."""
+    if name in nbwork.__all__:
+        return True
+    exported = getattr(importlib.import_module(f"nbwork.{module}" if module else "nbwork"),
+                       "__all__", None)
+    return name in exported if exported is not None else f"`{name}" in reference
+
+
+def test_the_panel_and_the_cli_import_only_public_names():
+    reference = API_REFERENCE.read_text()
+    wrong = []
+    for path in _modules(*DESCRIBED_ONLY):
+        user = _module_name(path).split(".")[0]
+        for line, target, name in _imported_names(path):
+            if target.split(".")[0] == user or (user, target) in PRIVATE_IMPORTS_ALLOWED:
+                continue  # its own modules, or an exception listed with why
+            if not _is_public_name(target, name, reference):
+                wrong.append(f"{_where(path, line)} imports {name} from nbwork.{target}")
+    assert not wrong, ("the panel and the cli use only public names (in an __all__, or "
+                       "described in docs/api.md):\n" + "\n".join(wrong))
+
+
+STORE_LAYER = ("_layout",)
+"""The store layer, besides every ``_store*`` module (``_store``, ``_storedir``): where the
+store directory's files are made (the database's by diskcache, inside ``_store``)."""
+CREATES_FILES = {
+    # In the store directory, each at a path the store's layout names, private (0600):
+    "_daemon": "scheduler.log, opened by the process that starts the scheduler, before any "
+               "store is open in it",
+    "_lock": "scheduler.lock: whoever holds its flock is the store's one scheduler",
+    "_wake": "wake.fifo, the FIFO a client writes to wake the scheduler",
+    "_liveness": "the scheduler's heartbeat and the supervisor's note, written many times "
+                 "a second without opening the database",
+    "_executors.capture": "a work's log and its scratch files, written by the worker "
+                          "process that runs it",
+    "_executors.dask_task": "a Dask worker's note in the attempt's log; its own temporary "
+                            "log (tempfile), off the store",
+    # Blur-O-Matic's images, by default in blur_outputs/ and blurred_images/ of the store
+    # (out_dir elsewhere), each written to a temporary name and renamed when complete:
+    "imaging._images": "a blur step's output image",
+    "imaging._codelab": "the codelab's cleaned-up, blurred and saved images",
+    "imaging._sheet": "a batch's contact sheet",
+    "imaging._hot_folder": "a hot folder's blurred copy of each file",
+    "widgets.blur_app": "images uploaded to the Blur-O-Matic app, in uploads/ of the store",
+    # Elsewhere:
+    "_executors.leftovers": "the cgroups of worker processes, under the scheduler's own "
+                            "cgroup (/sys/fs/cgroup)",
+}
+"""Every module outside the store layer that creates files or folders, and what and where
+they are. A new one fails the rule below until it is listed here with its reason (or leaves
+the making to the store layer); one that no longer creates anything must leave the list."""
+_CREATING_CALLS = {("os", "mkfifo"), ("os", "mkdir"), ("os", "makedirs"), ("os", "link"),
+                   ("os", "symlink"), ("os", "replace"), ("os", "rename"),
+                   ("tempfile", "mkstemp"), ("tempfile", "mkdtemp"),
+                   ("tempfile", "NamedTemporaryFile"), ("shutil", "copy"), ("shutil", "copy2"),
+                   ("shutil", "copyfile"), ("shutil", "copytree"), ("shutil", "move")}
+_CREATING_METHODS = {"mkdir", "write_text", "write_bytes", "touch", "symlink_to", "hardlink_to"}
+
+
+def _creates_a_file(node: ast.AST) -> bool:
+    """A call that can make a file or folder: ``os.open`` with ``O_CREAT``, ``open`` for
+    writing (not of a file descriptor), ``os.mkfifo``, ``Path.mkdir``, ``tempfile.mkstemp``..."""
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+        if (func.value.id, func.attr) in _CREATING_CALLS:
+            return True
+        if (func.value.id, func.attr) == ("os", "open"):
+            return any(isinstance(n, ast.Attribute) and n.attr == "O_CREAT"
+                       for flags in node.args[1:2] for n in ast.walk(flags))
+    if isinstance(func, ast.Attribute) and func.attr in _CREATING_METHODS:
+        return True
+    if isinstance(func, ast.Name) and func.id == "open" and node.args:
+        mode = node.args[1] if len(node.args) > 1 else next(
+            (k.value for k in node.keywords if k.arg == "mode"), None)
+        of_a_descriptor = isinstance(node.args[0], ast.Constant) and isinstance(
+            node.args[0].value, int)
+        return (not of_a_descriptor and isinstance(mode, ast.Constant)
+                and isinstance(mode.value, str) and bool(set(mode.value) & set("wax")))
+    return False
+
+
+def test_only_the_store_creates_files_in_the_store_directory():
+    """What the store directory holds is made by the store layer; the modules that make
+    files anyway are listed in CREATES_FILES with what and where, so the list is the whole
+    picture (it shrinks as the store layer takes them over)."""
+    creators: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        module = _module_name(path)
+        if module.startswith("_store") or module in STORE_LAYER:
+            continue
+        lines = [_where(path, n.lineno) for n in ast.walk(ast.parse(path.read_text()))
+                 if _creates_a_file(n)]
+        if lines:
+            creators[module] = lines
+    unlisted = [f"{line} ({module})" for module, lines in sorted(creators.items())
+                if module not in CREATES_FILES for line in lines]
+    assert not unlisted, ("only the store layer creates files in the store directory; these "
+                          "lines create files: leave that to the store layer, or list the "
+                          "module in CREATES_FILES with what and where:\n" + "\n".join(unlisted))
+    stale = sorted(set(CREATES_FILES) - set(creators))
+    assert not stale, f"{stale} create no file any more: remove them from CREATES_FILES"

@@ -7,8 +7,8 @@ import time
 from nbwork import WorkManager, WorkQuery, WorkState, _ops
 from nbwork import _spec as spec_module
 from nbwork._code import serialize_worker
+from nbwork._records import spec_of_request as _spec_of
 from nbwork._store import Store
-from nbwork.manager import _spec_of
 from nbwork.request import OneTimeWorkRequest
 from tests import helpers
 

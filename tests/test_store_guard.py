@@ -31,10 +31,10 @@ from nbwork import (
 from nbwork._code import serialize_worker
 from nbwork._daemon import Daemon, open_log
 from nbwork._lock import SchedulerLock, holder_pid, last_holder_pid
+from nbwork._records import spec_of_request as _spec_of
 from nbwork._store import Store
 from nbwork._wake import WakeReceiver
 from nbwork.errors import NotAStoreError
-from nbwork.manager import _spec_of
 from nbwork.testing import TestDriver
 from tests import helpers
 

@@ -15,14 +15,11 @@ import threading
 from traitlets import Float, List, Unicode
 from traitlets.config import Configurable
 
-from nbwork.errors import StoreError
-from nbwork.manager import default_store_path
+from nbwork import StoreError, default_store_path, is_store
+from nbwork import check_store as check_nbwork_store
+from nbwork.errors import NotAStoreError
 
 from .view import StoreView
-
-STORE_DATABASE = "db"
-"""The database folder every nbwork store directory holds: a folder without it is not a
-store (and the panel must not create one there)."""
 
 
 class StoreRefused(Exception):
@@ -54,17 +51,13 @@ def check_store(path: str) -> None:
         raise StoreRefused(400, f"cannot open the store {path}: {exc.strerror}") from None
     if not stat.S_ISDIR(info.st_mode):
         raise StoreRefused(400, f"{path} is not a folder, so not an nbwork store")
-    database = os.path.join(path, STORE_DATABASE)
-    if not os.path.isdir(database):
-        raise StoreRefused(400, f"{path} is not an nbwork store (it has no {STORE_DATABASE})")
-    for checked in (path, database):
-        mode = os.stat(checked)
-        if mode.st_uid != os.getuid():
-            raise StoreRefused(403, f"{checked} belongs to another user: the panel opens only "
-                                    "stores of the user running the server")
-        if mode.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise StoreRefused(403, f"{checked} can be written by others: refused, as nbwork "
-                                    f"runs code kept in it; fix with chmod go-w {checked}")
+    # The store's own rules (nbwork.check_store): what makes a store, and who may control it.
+    try:
+        check_nbwork_store(path)
+    except NotAStoreError as exc:
+        raise StoreRefused(400, str(exc)) from None
+    except StoreError as exc:
+        raise StoreRefused(403, str(exc)) from None
 
 
 class StoreViews:
@@ -83,8 +76,8 @@ class StoreViews:
         """The stores a picker offers: the default one first, then the configured ones."""
         paths = [self.default_path(), *(os.path.abspath(os.path.expanduser(p))
                                         for p in self.settings.stores)]
-        return [{"path": p, "default": i == 0, "exists": os.path.isdir(
-            os.path.join(p, STORE_DATABASE))} for i, p in enumerate(dict.fromkeys(paths))]
+        return [{"path": p, "default": i == 0, "exists": is_store(p)}
+                for i, p in enumerate(dict.fromkeys(paths))]
 
     def resolve(self, requested: str | None) -> str:
         if not requested:
@@ -113,8 +106,7 @@ class StoreViews:
     def open_views(self) -> list[StoreView]:
         """The views pages look at, with those of awaited stores that exist now."""
         with self._lock:
-            appeared = [p for p in self._awaited if os.path.isdir(
-                os.path.join(p, STORE_DATABASE))]
+            appeared = [p for p in self._awaited if is_store(p)]
             self._awaited.difference_update(appeared)
         for path in appeared:
             try:

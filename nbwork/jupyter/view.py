@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from nbwork import WorkInfo, WorkManager, WorkQuery, WorkState
+from nbwork import WorkInfo, WorkManager, WorkQuery, WorkState, in_chain_order
 from nbwork.explain import error_headline
-from nbwork.info import in_chain_order
 
 PAGE_LIMIT = 500
 """The most rows one page of the list may ask for."""
