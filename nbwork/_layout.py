@@ -100,11 +100,12 @@ def scratch_state_path(log_dir: str, pid: int) -> str:
     return os.path.join(log_dir, f"{_SCRATCH_PREFIX}{pid}{_SCRATCH_ENDS[1]}")
 
 
-def scratch_pid(name: str) -> str | None:
-    """The pid part of a scratch file's name (a string, maybe not a number), or None for
-    any other file of the logs folder."""
+def scratch_pid(name: str) -> int | None:
+    """The pid of the worker process whose scratch file is ``name``, or None when ``name``
+    is no scratch file (a work's log, say)."""
     if name.startswith(_SCRATCH_PREFIX) and name.endswith(_SCRATCH_ENDS):
-        return name[len(_SCRATCH_PREFIX):].rsplit(".", 1)[0]
+        pid = name[len(_SCRATCH_PREFIX):].rsplit(".", 1)[0]
+        return int(pid) if pid.isdigit() else None
     return None
 
 
