@@ -223,3 +223,33 @@ def test_only_the_store_imports_diskcache_or_sqlite3():
     assert not wrong, "only nbwork/_store/ touches the database:\n" + "\n".join(wrong)
     assert any("diskcache" in target for path in STORE.glob("*.py")
                for _, target, _ in _package_imports(path)), "the rule names the wrong folder"
+
+
+def _string_constants(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, text) of the string constants of a module that are neither docstrings nor
+    logger names (``getLogger("nbwork.store")`` is no file)."""
+    skipped = {id(node.body[0].value) for node in ast.walk(tree)
+               if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                    ast.AsyncFunctionDef))
+               and node.body and isinstance(node.body[0], ast.Expr)
+               and isinstance(node.body[0].value, ast.Constant)}
+    skipped |= {id(arg) for node in ast.walk(tree) if isinstance(node, ast.Call)
+                and getattr(node.func, "attr", None) == "getLogger" for arg in node.args}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in skipped]
+
+
+def test_only_the_layout_names_what_is_in_a_store_directory():
+    """Paths in the store are built from ``_layout``'s names: a module that spells one of
+    them itself would keep a file where ``_layout`` no longer says it is."""
+    from nbwork import _layout
+
+    names = {_layout.DB_FILE, _layout.MARKER, _layout.DAMAGED, _layout.LOCK, _layout.BEAT,
+             _layout.SCHEDULER_LOG, _layout.SUPERVISOR_NOTE, _layout.FIFO,
+             _layout.BLUR_OUTPUTS_DIR, _layout.BLURRED_IMAGES_DIR}
+    wrong = [f"{_where(path, line)} spells {text!r}"
+             for path in PACKAGE.rglob("*.py") if path.name != "_layout.py"
+             for line, text in _string_constants(ast.parse(path.read_text()))
+             if text in names or ".slot-" in text]
+    assert not wrong, "ask nbwork._layout for the store's names:\n" + "\n".join(wrong)
