@@ -34,7 +34,7 @@ class Undecodable(Exception):
     """A value of the store that cannot be decoded (its bytes are damaged)."""
 
     def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"{key!r}: {reason}")
+        super().__init__(f"the value {key!r} cannot be decoded: {reason}")
         self.key = key
         self.reason = reason
 

@@ -82,6 +82,7 @@ class Store:
             self._cache.close()
             raise
 
+    @reads
     def check_not_damaged(self) -> None:
         """Raise the ``StoreError`` of a store that a scheduler found damaged since it was
         opened (one stat: for callers that wait on the scheduler)."""
