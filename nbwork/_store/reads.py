@@ -37,26 +37,33 @@ def read_records(cache: diskcache.Cache, ids: Iterable[str], memo: Memo | None,
     ``memo``: a record whose stored bytes did not change is not decoded again, and its spec
     from the memo is returned (callers must not mutate specs read with a memo). A 128-bit
     digest rather than the bytes: the memo of a big store stays small."""
-    ids = list(ids)
-    records: dict[str, WorkSpec | Unreadable] = {}
     con = cache._con
     con.execute("BEGIN")
     try:
-        for start in range(0, len(ids), MANY_CHUNK):
-            keys = [record_key(i) for i in ids[start:start + MANY_CHUNK]]
-            rows = con.execute(
-                "SELECT key, mode, filename, value FROM Cache WHERE raw = 1 AND key IN "
-                f"({','.join('?' * len(keys))})", keys).fetchall()
-            for key, mode, filename, value in rows:
-                id = key[2:]
-                if mode != diskcache.core.MODE_PICKLE or filename is not None:
-                    record = read_spec(cache, id, unreadable)  # diskcache's own way
-                    if record is not None:
-                        records[id] = record
-                    continue
-                records[id] = _decoded(id, value, memo, unreadable)
+        return select_records(cache, ids, memo, unreadable)
     finally:
         con.execute("COMMIT")
+
+
+def select_records(cache: diskcache.Cache, ids: Iterable[str], memo: Memo | None,
+                   unreadable: dict[str, str]) -> dict[str, WorkSpec | Unreadable]:
+    """``read_records`` inside a transaction of the caller's."""
+    ids = list(ids)
+    records: dict[str, WorkSpec | Unreadable] = {}
+    con = cache._con
+    for start in range(0, len(ids), MANY_CHUNK):
+        keys = [record_key(i) for i in ids[start:start + MANY_CHUNK]]
+        rows = con.execute(
+            "SELECT key, mode, filename, value FROM Cache WHERE raw = 1 AND key IN "
+            f"({','.join('?' * len(keys))})", keys).fetchall()
+        for key, mode, filename, value in rows:
+            id = key[2:]
+            if mode != diskcache.core.MODE_PICKLE or filename is not None:
+                record = read_spec(cache, id, unreadable)  # diskcache's own way
+                if record is not None:
+                    records[id] = record
+                continue
+            records[id] = _decoded(id, value, memo, unreadable)
     return records
 
 
