@@ -184,10 +184,8 @@ PRIVATE_IMPORTS_ALLOWED = {
     # (``WorkManager(path).daemon``) opens the database first.
     ("cli", "_daemon"),
     # The names of a store directory's entries (constants and path joins, nothing that
-    # opens the store): Blur-O-Matic's default folders in the store, the panel's test for
-    # "is this folder a store" before it opens one.
+    # opens the store): Blur-O-Matic's default folders in the store.
     ("imaging", "_layout"),
-    ("jupyter", "_layout"),
 }
 
 

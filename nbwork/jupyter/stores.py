@@ -15,13 +15,12 @@ import threading
 from traitlets import Float, List, Unicode
 from traitlets.config import Configurable
 
-from nbwork._layout import DB_DIR
 from nbwork.errors import StoreError
 from nbwork.manager import default_store_path
 
 from .view import StoreView
 
-STORE_DATABASE = DB_DIR
+STORE_DATABASE = "db"
 """The database folder every nbwork store directory holds: a folder without it is not a
 store (and the panel must not create one there)."""
 
