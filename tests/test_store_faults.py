@@ -140,3 +140,28 @@ def test_on_a_full_disk_reads_answer_and_a_write_says_to_free_space(small_disk):
     finally:
         store.close()
     shutil.rmtree(path)
+
+
+COMPOSED = {
+    # Public methods of Store that are not wrapped by faults.reads / faults.writes, and why
+    # their faults are still translated.
+    "transaction": "its body runs inside faults.guard",
+    "check_integrity": "runs inside faults.guard",
+    "set_executor": "a transaction",
+    "set_durability": "a transaction, then _apply_durability (writes)",
+    "set_device_state": "a transaction",
+    "enable_journal": "set_value (writes)",
+    "log_path": "builds a path, touches nothing",
+    "close": "closing releases connections; nothing is read or written",
+}
+
+
+def test_every_public_method_of_the_store_goes_through_faults():
+    """A new entry point of the store is wrapped by ``reads`` / ``writes`` or listed above
+    with why its faults are translated anyway."""
+    public = {name: value for name, value in vars(Store).items()
+              if callable(value) and not name.startswith("_")}
+    unguarded = {name for name, method in public.items()
+                 if getattr(method, "translates_faults", None) not in ("read", "written")}
+    assert unguarded <= set(COMPOSED), unguarded - set(COMPOSED)
+    assert set(COMPOSED) <= set(public), set(COMPOSED) - set(public)  # no stale entry

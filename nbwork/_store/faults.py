@@ -120,6 +120,7 @@ def _guarded(doing: str) -> Callable[[Method], Method]:
             except FAULTS as exc:
                 raise translate(exc, self.path, doing) from exc
 
+        guarded.translates_faults = doing  # type: ignore[attr-defined]  # (for a test)
         return guarded  # type: ignore[return-value]
 
     return decorate
