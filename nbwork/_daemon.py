@@ -27,6 +27,7 @@ from datetime import datetime
 
 import psutil
 
+from . import _layout
 from ._liveness import clear_note, read_beat, read_note
 from ._lock import holder_pid, last_holder_pid
 from ._storedir import StoreDir
@@ -40,7 +41,6 @@ from ._supervisor import (
 )
 from .errors import SchedulerError, SchedulerWarning, caller_stacklevel
 
-LOG_NAME = "scheduler.log"
 START_TIMEOUT = 20.0
 _children: list[subprocess.Popen] = []
 
@@ -84,7 +84,8 @@ def _is_supervisor(process: psutil.Process) -> bool:
 
 def open_log(store_path: str, dir_fd: int | None = None):
     """``scheduler.log`` of the store, for appending; private (0600) whatever the umask."""
-    name = LOG_NAME if dir_fd is not None else os.path.join(store_path, LOG_NAME)
+    name = (_layout.SCHEDULER_LOG if dir_fd is not None
+            else _layout.scheduler_log_path(store_path))
     fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600,
                  dir_fd=dir_fd)
     try:
@@ -262,7 +263,7 @@ class Daemon:
         if not _wait_until(lambda: self.pid is not None, timeout):
             raise SchedulerError(
                 f"the scheduler did not start within {timeout:g} s; see "
-                f"{os.path.join(self.store_path, LOG_NAME)}"
+                f"{_layout.scheduler_log_path(self.store_path)}"
             )
         return self.pid  # type: ignore[return-value]
 

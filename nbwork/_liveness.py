@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-BEAT_NAME = "scheduler.beat"
-NOTE_NAME = "supervisor.note"
+from ._layout import beat_path, note_path
+
 _BEAT_SIZE = 512
 
 
@@ -47,7 +47,7 @@ class BeatWriter:
     """The scheduler's end: ``beat()`` rewrites the record in place."""
 
     def __init__(self, store_path: str) -> None:
-        self.path = os.path.join(store_path, BEAT_NAME)
+        self.path = beat_path(store_path)
         self.fd: int | None = None
         self.recorded = 0
         self.state = "running"
@@ -76,7 +76,7 @@ def read_beat(store_path: str) -> Beat | None:
     """The last heartbeat written in the store (by a live scheduler or a dead one)."""
     for _ in range(3):  # a read that met a write in progress is read again
         try:
-            with open(os.path.join(store_path, BEAT_NAME), "rb") as f:
+            with open(beat_path(store_path), "rb") as f:
                 raw: dict[str, Any] = json.loads(f.read(_BEAT_SIZE))
             return Beat(int(raw["pid"]), float(raw["monotonic"]), float(raw["time"]),
                         int(raw.get("recorded", 0)), str(raw.get("state", "running")),
@@ -121,7 +121,7 @@ class Note:
 
 
 def write_note(store_path: str, message: str) -> None:
-    path = os.path.join(store_path, NOTE_NAME)
+    path = note_path(store_path)
     temporary = f"{path}.{os.getpid()}"
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
@@ -137,7 +137,7 @@ def write_note(store_path: str, message: str) -> None:
 
 def read_note(store_path: str) -> Note | None:
     try:
-        with open(os.path.join(store_path, NOTE_NAME)) as f:
+        with open(note_path(store_path)) as f:
             raw = json.load(f)
         return Note(float(raw["time"]), str(raw["message"]))
     except (OSError, ValueError, KeyError, TypeError):
@@ -146,6 +146,6 @@ def read_note(store_path: str) -> Note | None:
 
 def clear_note(store_path: str) -> None:
     try:
-        os.unlink(os.path.join(store_path, NOTE_NAME))
+        os.unlink(note_path(store_path))
     except OSError:
         pass

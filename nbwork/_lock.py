@@ -12,13 +12,10 @@ import fcntl
 import os
 import struct
 
-LOCK_NAME = "scheduler.lock"
+from ._layout import lock_path
+
 # struct flock { short l_type; short l_whence; off_t l_start; off_t l_len; pid_t l_pid; }
 _FLOCK = "@hhqqi"
-
-
-def lock_path(store_path: str) -> str:
-    return os.path.join(store_path, LOCK_NAME)
 
 
 def last_holder_pid(store_path: str) -> int | None:

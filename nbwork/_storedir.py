@@ -19,9 +19,10 @@ matters as much as what it holds:
   writable by nobody else; another user's file at the top of the store is refused too.
   Everything nbwork creates is ``0700`` / ``0600`` whatever the umask.
 
-A store is marked by ``nbwork.store`` (outside SQLite), written once its database exists:
-a store whose database has since gone missing or been truncated to 0 bytes is refused
-instead of silently becoming a new empty store.
+The names of what is in a store are ``_layout``'s. A store is marked by ``nbwork.store``
+(outside SQLite), written once its database exists: a store whose database has since gone
+missing or been truncated to 0 bytes is refused instead of silently becoming a new empty
+store.
 """
 
 from __future__ import annotations
@@ -35,17 +36,8 @@ import stat
 import time
 import weakref
 
+from ._layout import DB_DIR, DB_FILE, MARKER, OWN_ENTRIES
 from .errors import NotAStoreError, StoreError
-
-MARKER = "nbwork.store"
-"""The file that says "this directory is an nbwork store and has a database"."""
-DAMAGED = "nbwork.damaged"
-"""Written by a scheduler that found the database damaged; clients then refuse the store."""
-DB_DIR = "db"
-DB_FILE = "cache.db"
-OWN_ENTRIES = frozenset({DB_DIR, "logs", MARKER, DAMAGED, "scheduler.lock", "wake.fifo",
-                         "scheduler.log"})
-"""Entries of the store that nbwork creates: they must be private to the owner."""
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _PROC_FD = "/proc/self/fd"

@@ -12,11 +12,7 @@ import errno
 import os
 import stat
 
-FIFO_NAME = "wake.fifo"
-
-
-def fifo_path(store_path: str) -> str:
-    return os.path.join(store_path, FIFO_NAME)
+from ._layout import fifo_path
 
 
 def notify(store_path: str) -> bool:

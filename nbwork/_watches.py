@@ -1,6 +1,6 @@
 """Hot-folder watches in the store: their records and what each has already seen.
 
-Keys (beside the work records, see ``_store.py``):
+Keys (beside the work records, see ``_store``):
 
     watches                 {name: record} of every folder watch: folder, pattern, settle,
                             the serialized ``request_for_file`` and a watch id

@@ -16,11 +16,13 @@ import nbwork
 PACKAGE = pathlib.Path(__file__).parent.parent / "nbwork"
 
 LAYERS = {
-    "errors": 0, "_time": 0,
+    "errors": 0, "_time": 0, "_layout": 0,
     "data": 1, "info": 1, "explain": 1, "worker": 1, "request": 1, "_spec": 1, "_code": 1,
     "_executor_address": 1, "_content": 1,
     "_rules": 2,
-    "_store": 3, "_storedir": 3, "_lock": 3, "_liveness": 3, "_wake": 3, "_ops": 3,
+    "_store": 3, "_store.faults": 3, "_store.codec": 3, "_store.transaction": 3,
+    "_store.reads": 3, "_store.opening": 3, "_store.store": 3,
+    "_storedir": 3, "_lock": 3, "_liveness": 3, "_wake": 3, "_ops": 3,
     "_conditions": 3, "_watches": 3,
     "_records": 1,
     "_executors": 3, "_executors.base": 3, "_executors.local": 3,
@@ -196,6 +198,9 @@ PRIVATE_IMPORTS_ALLOWED = {
     # database, so that they work on a store whose database is broken; the public way in
     # (``WorkManager(path).daemon``) opens the database first.
     ("cli", "_daemon"),
+    # The names of a store directory's entries (constants and path joins, nothing that
+    # opens the store): Blur-O-Matic's default folders in the store.
+    ("imaging", "_layout"),
 }
 
 
@@ -219,12 +224,16 @@ def test_widgets_cli_and_imaging_import_only_the_public_api():
     assert not wrong, "the top layer uses the public API only:\n" + "\n".join(wrong)
 
 
+STORE = PACKAGE / "_store"
+"""The store layer: the package whose modules alone touch the database."""
+
+
 def test_only_the_store_imports_diskcache_or_sqlite3():
     wrong = [f"{_where(path, line)} imports {target}"
-             for path in PACKAGE.rglob("*.py") if path.name != "_store.py"
+             for path in PACKAGE.rglob("*.py") if STORE not in path.parents
              for line, target, inside in _package_imports(path)
              if not inside and target.split(".")[0] in ("diskcache", "sqlite3")]
-    assert not wrong, "only nbwork/_store.py touches the database:\n" + "\n".join(wrong)
+    assert not wrong, "only nbwork/_store/ touches the database:\n" + "\n".join(wrong)
 
 
 def test_the_local_and_dask_executors_never_import_each_other():
@@ -386,3 +395,37 @@ def test_only_the_store_creates_files_in_the_store_directory():
                           "module in CREATES_FILES with what and where:\n" + "\n".join(unlisted))
     stale = sorted(set(CREATES_FILES) - set(creators))
     assert not stale, f"{stale} create no file any more: remove them from CREATES_FILES"
+
+
+    assert any("diskcache" in target for path in STORE.glob("*.py")
+               for _, target, _ in _package_imports(path)), "the rule names the wrong folder"
+
+
+def _string_constants(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, text) of the string constants of a module that are neither docstrings nor
+    logger names (``getLogger("nbwork.store")`` is no file)."""
+    skipped = {id(node.body[0].value) for node in ast.walk(tree)
+               if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                    ast.AsyncFunctionDef))
+               and node.body and isinstance(node.body[0], ast.Expr)
+               and isinstance(node.body[0].value, ast.Constant)}
+    skipped |= {id(arg) for node in ast.walk(tree) if isinstance(node, ast.Call)
+                and getattr(node.func, "attr", None) == "getLogger" for arg in node.args}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in skipped]
+
+
+def test_only_the_layout_names_what_is_in_a_store_directory():
+    """Paths in the store are built from ``_layout``'s names: a module that spells one of
+    them itself would keep a file where ``_layout`` no longer says it is."""
+    from nbwork import _layout
+
+    names = {_layout.DB_FILE, _layout.MARKER, _layout.DAMAGED, _layout.LOCK, _layout.BEAT,
+             _layout.SCHEDULER_LOG, _layout.SUPERVISOR_NOTE, _layout.FIFO,
+             _layout.BLUR_OUTPUTS_DIR, _layout.BLURRED_IMAGES_DIR}
+    wrong = [f"{_where(path, line)} spells {text!r}"
+             for path in PACKAGE.rglob("*.py") if path.name != "_layout.py"
+             for line, text in _string_constants(ast.parse(path.read_text()))
+             if text in names or ".slot-" in text]
+    assert not wrong, "ask nbwork._layout for the store's names:\n" + "\n".join(wrong)

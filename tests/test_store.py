@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from nbwork import OneTimeWorkRequest, StoreError, WorkManager, WorkState
+from nbwork import InvalidRequestError, OneTimeWorkRequest, StoreError, WorkManager, WorkState
 from nbwork._store import Store
 from tests import helpers
 
@@ -125,3 +125,25 @@ def test_a_second_work_manager_sees_the_same_store(wm):
     other = WorkManager(wm.store_path)
     assert other.wait(request.id, timeout=30).output_data == {"sum": 3}
     assert other.store_path == wm.store_path
+
+
+def test_a_batch_holding_one_work_already_enqueued_is_refused_whole(client, monkeypatch):
+    """The ids of a batch are checked in one read per few hundred, not one each; a batch
+    that repeats one enqueued request still writes nothing."""
+    from nbwork._store import codec
+
+    first = OneTimeWorkRequest(helpers.add, input_data={"a": 1, "b": 2})
+    client.enqueue(first)
+    fresh = [OneTimeWorkRequest(helpers.add, input_data={"a": i, "b": 0}) for i in range(20)]
+    single_reads = []
+    real = codec.read_spec
+    monkeypatch.setattr("nbwork._store.transaction.read_spec",
+                        lambda cache, id, unreadable: single_reads.append(id) or real(
+                            cache, id, unreadable))
+    with pytest.raises(InvalidRequestError, match=f"request {first.id} .* was already "
+                       "enqueued; a request can be enqueued only once"):
+        client.enqueue([*fresh[:10], first, *fresh[10:]])
+    assert all(client.get_work_info_by_id(r.id) is None for r in fresh)
+    client.enqueue(fresh)
+    assert {client.get_work_info_by_id(r.id).state for r in fresh} == {WorkState.ENQUEUED}
+    assert not set(single_reads) & {r.id for r in fresh}

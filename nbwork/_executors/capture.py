@@ -36,6 +36,9 @@ import time
 
 import psutil
 
+from .._layout import scratch_path, scratch_pid
+from .._layout import scratch_state_path as _state_path
+
 LOG_COPY_AFTER = 0.5
 """Seconds an attempt runs before its output is copied into its log as it comes."""
 LOG_COPY_INTERVAL = 0.1
@@ -150,14 +153,6 @@ def _punch_hole(fd: int, end: int) -> bool:
         return libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, 0, end) == 0
     except (OSError, AttributeError):
         return False
-
-
-def scratch_path(log_dir: str, pid: int) -> str:
-    return os.path.join(log_dir, f".slot-{pid}.out")
-
-
-def _state_path(log_dir: str, pid: int) -> str:
-    return os.path.join(log_dir, f".slot-{pid}.at")
 
 
 def _copy(scratch_fd: int, start: int, writer: LogWriter) -> int:
@@ -354,10 +349,9 @@ def remove_stale(log_dir: str) -> None:
     except OSError:
         return
     for name in names:
-        if name.startswith(".slot-") and name.endswith((".out", ".at")):
-            pid = name[len(".slot-"):].rsplit(".", 1)[0]
-            if pid.isdigit() and not psutil.pid_exists(int(pid)):
-                try:
-                    os.unlink(os.path.join(log_dir, name))
-                except OSError:
-                    pass
+        pid = scratch_pid(name)
+        if pid is not None and not psutil.pid_exists(pid):
+            try:
+                os.unlink(os.path.join(log_dir, name))
+            except OSError:
+                pass

@@ -16,6 +16,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .._layout import BLUR_OUTPUTS_DIR, BLURRED_IMAGES_DIR
 from ..data import Data
 from ..errors import InvalidInputError
 from ..manager import default_store_path
@@ -32,9 +33,9 @@ TAG_BATCH = "blur-batch"
 
 MAX_IMAGE_PIXELS = 50_000_000
 """Images with more pixels than this (50 megapixels) are refused before being decoded."""
-BLUR_DIR_NAME = "blur_outputs"
+BLUR_DIR_NAME = BLUR_OUTPUTS_DIR
 """The blur output folder (temporary files) inside the store directory, by default."""
-SAVED_DIR_NAME = "blurred_images"
+SAVED_DIR_NAME = BLURRED_IMAGES_DIR
 """The folder of saved images inside the store directory, by default."""
 TEMP_PREFIX = "blur-"
 """The temporary files of ``BlurWorker`` are ``blur-*.png``; ``CleanupWorker`` deletes those."""
