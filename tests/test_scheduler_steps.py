@@ -258,8 +258,7 @@ def test_the_earlier_due_time_comes_first_and_ties_go_by_enqueue_order(client, c
 
 def test_one_step_starts_earlier_ties_then_the_first_of_a_later_tie_in_enqueue_order(
         client, clock):
-    executor = HoldingExecutor()
-    executor.capacity = 4
+    executor = InlineExecutor(capacity=4, hold=True)
     sched = _scheduler(client, clock, executor)
     earlier = [OneTimeWorkRequest(helpers.echo) for _ in range(2)]
     client.enqueue(earlier)
