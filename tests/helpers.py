@@ -90,7 +90,8 @@ def stop_scheduler(store_path: str) -> None:
             with contextlib.suppress(psutil.Error):
                 tree.extend(process.children(recursive=True))
         for process in processes:
-            with contextlib.suppress(psutil.Error):
+            # (os.kill raises ProcessLookupError, not a psutil.Error, for one gone since.)
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
                 os.kill(process.pid, signal.SIGCONT)
                 process.terminate()
         _, alive = psutil.wait_procs(processes, timeout=20)
