@@ -282,7 +282,7 @@ class Outcome:
 def finish_attempt(works: WorkSet, spec: WorkSpec, outcome: Outcome, now: float) -> None:
     """Apply an attempt's outcome to a RUNNING work and propagate to its dependents."""
     spec.attempt = None
-    kind = outcome.kind
+    kind = OutcomeKind(outcome.kind)  # also one unpickled from an older nbwork (a str)
     if kind not in (OutcomeKind.STOPPED, OutcomeKind.NOT_STARTED):
         spec.progress = {}  # a result clears it; a stop keeps it for the next attempt
     if kind is OutcomeKind.NOT_STARTED:

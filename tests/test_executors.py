@@ -1,5 +1,5 @@
 """The executor contract (``tests/executor_contract.py``) against every executor: inline, local
-and Dask on a real loopback cluster."""
+and Dask on a real loopback cluster; and the outcome they all report."""
 
 from __future__ import annotations
 
@@ -102,3 +102,27 @@ class TestDaskExecutor(ExecutorContract):
         executor = DaskExecutor(address, stop_grace=STOP_GRACE)
         yield executor
         executor.shutdown(grace=1.0)
+
+
+def test_an_outcome_kind_is_an_enum_read_from_its_string_form():
+    """Executors of another nbwork version (a Dask worker) send plain strings; an outcome
+    with a kind nbwork does not know is refused, never taken for a failure."""
+    assert Outcome("success").kind is OutcomeKind.SUCCESS
+    assert Outcome("not_started") == Outcome(OutcomeKind.NOT_STARTED)
+    with pytest.raises(ValueError, match="'finished' is not a valid OutcomeKind"):
+        Outcome("finished")
+
+
+def test_finish_attempt_takes_a_kind_left_a_string_by_unpickling():
+    """``pickle`` restores a frozen dataclass without ``__post_init__``: the rules read the
+    kind through ``OutcomeKind`` all the same."""
+    from nbwork._rules import MemoryWorkSet, finish_attempt, start_attempt
+    from nbwork._spec import WorkSpec
+    from nbwork.info import WorkState
+
+    spec = WorkSpec(id="w", worker_name="tests.w", code_key="code", state=WorkState.ENQUEUED)
+    start_attempt(spec, "token", 10.0)
+    old = Outcome(OutcomeKind.SUCCESS, output={"a": 1})
+    object.__setattr__(old, "kind", "success")
+    finish_attempt(MemoryWorkSet([spec]), spec, old, 11.0)
+    assert spec.state is WorkState.SUCCEEDED and spec.output == {"a": 1}

@@ -52,23 +52,36 @@ def slot_main(conn: Any) -> None:
     # Line-buffered streams on fds 1 and 2, whatever they point at for the moment.
     sys.stdout = open(1, "w", buffering=1, closefd=False, errors="replace")  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, closefd=False, errors="replace")  # noqa: SIM115
-    send_lock = threading.Lock()
-    inbox: queue.SimpleQueue = queue.SimpleQueue()
-    codes = _Codes()
-    current: dict[str, WorkerParameters] = {}
-    stopped_early: set[str] = set()  # stopped while still queued here: never run them
-    unqueued: set[str] = set()  # taken back by the executor while still queued here
-    claimed: set[str] = set()  # begun (or about to): too late to take back
-    claim_lock = threading.Lock()  # makes "take back" and "begin" exclusive
+    process = _WorkerProcess(conn)
+    threading.Thread(target=process.listen, name="nbwork-slot-listener", daemon=True).start()
+    process.run_queue()
 
-    def send(message: tuple) -> None:
-        with send_lock:
-            conn.send(message)
 
-    def listen() -> None:
+class _WorkerProcess:
+    """The two threads of a worker process: ``listen`` takes the parent's messages as they
+    come (a stop must reach a running worker), ``run_queue`` runs the attempts in order.
+    ``_claim_lock`` makes "take back" or "stop before it begins" exclusive with "begin":
+    an attempt is either never run or reached by its stop, never neither, never twice."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._send_lock = threading.Lock()
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._codes = _Codes()
+        self._current: dict[str, WorkerParameters] = {}
+        self._stopped_early: set[str] = set()  # stopped while still queued here: never run
+        self._unqueued: set[str] = set()  # taken back by the executor while queued here
+        self._claimed: set[str] = set()  # begun (or about to): too late to take back
+        self._claim_lock = threading.Lock()
+
+    def send(self, message: tuple) -> None:
+        with self._send_lock:
+            self._conn.send(message)
+
+    def listen(self) -> None:
         while True:
             try:
-                message = conn.recv()
+                message = self._conn.recv()
             except (EOFError, OSError):
                 end_own_group()
                 return
@@ -76,74 +89,90 @@ def slot_main(conn: Any) -> None:
                 blob = bytearray(message[2])
                 view, received = memoryview(blob), 0
                 while received < len(blob):
-                    received += conn.recv_bytes_into(view[received:])
-                codes.received(message[1], blob)
+                    received += self._conn.recv_bytes_into(view[received:])
+                self._codes.received(message[1], blob)
             elif message[0] == "forget":
-                codes.forget(message[1])
+                self._codes.forget(message[1])
             elif message[0] == "run":
-                inbox.put(message[1])
+                self._inbox.put(message[1])
             elif message[0] == "unqueue":
-                # Answered at once (the main loop may be busy with a long attempt for a
-                # while), and only if the attempt has not begun: it never runs twice.
-                with claim_lock:
-                    taken = message[1] not in claimed
-                    if taken:
-                        unqueued.add(message[1])
-                if taken:
-                    send(("result", to_wire(message[1], Outcome(OutcomeKind.NOT_STARTED))))
+                self._unqueue(message[1])
             elif message[0] == "stop":
-                # Exclusive with "begin" (as "unqueue" is): a stop that comes while the main
-                # loop is between "not stopped yet" and "running" either keeps it from
-                # running or reaches the running worker, never neither.
-                with claim_lock:
-                    params = current.get(message[1])
-                    if params is None and message[1] not in claimed:
-                        stopped_early.add(message[1])
-                if params is not None:
-                    print(f"nbwork: stop requested ({message[2]})", file=sys.stderr, flush=True)
-                    try:
-                        params.stop(message[2])
-                    except Exception:
-                        traceback.print_exc()
+                self._stop(message[1], message[2])
 
-    threading.Thread(target=listen, name="nbwork-slot-listener", daemon=True).start()
-    output = Capture()
-    home = os.getcwd()
-    while True:
-        attempt = inbox.get()
-        token = attempt.token
-        params = worker_parameters(
-            attempt, lambda values, token=token: send(("progress", token, values)))
-        with claim_lock:
-            stopped = token in stopped_early
-            stopped_early.discard(token)
-            if not stopped and token in unqueued:
-                unqueued.discard(token)
-                continue  # already answered
-            if not stopped:
-                claimed.add(token)
-                current[token] = params
-        if stopped:
-            send(("result", to_wire(token, Outcome(OutcomeKind.STOPPED))))
-            continue
-        # What the attempt left running is killed first: what they printed is in the
-        # scratch file by then.
-        outcome, seconds = run_attempt(attempt, params, load=codes.load, output=output,
-                                       after=kill_leftovers)
+    def _unqueue(self, token: str) -> None:
+        # Answered at once (the main loop may be busy with a long attempt for a while), and
+        # only if the attempt has not begun: it never runs twice.
+        with self._claim_lock:
+            taken = token not in self._claimed
+            if taken:
+                self._unqueued.add(token)
+        if taken:
+            self.send(("result", to_wire(token, Outcome(OutcomeKind.NOT_STARTED))))
+
+    def _stop(self, token: str, reason: str) -> None:
+        # Exclusive with "begin" (as "unqueue" is): a stop that comes while the main loop is
+        # between "not stopped yet" and "running" either keeps it from running or reaches
+        # the running worker, never neither.
+        with self._claim_lock:
+            params = self._current.get(token)
+            if params is None and token not in self._claimed:
+                self._stopped_early.add(token)
+        if params is not None:
+            print(f"nbwork: stop requested ({reason})", file=sys.stderr, flush=True)
+            try:
+                params.stop(reason)
+            except Exception:
+                traceback.print_exc()
+
+    def _begin(self, token: str, params: WorkerParameters) -> str:
+        """What to do with a queued attempt now: "run" it, or it was "stopped" while queued
+        (to be answered), or taken back, so "skip" it (answered already)."""
+        with self._claim_lock:
+            if token in self._stopped_early:
+                self._stopped_early.discard(token)
+                return "stopped"
+            if token in self._unqueued:
+                self._unqueued.discard(token)
+                return "skip"
+            self._claimed.add(token)
+            self._current[token] = params
+        return "run"
+
+    def run_queue(self) -> None:
+        output = Capture()
+        home = os.getcwd()
+        while True:
+            attempt = self._inbox.get()
+            token = attempt.token
+            params = worker_parameters(
+                attempt, lambda values, token=token: self.send(("progress", token, values)))
+            begun = self._begin(token, params)
+            if begun == "stopped":
+                self.send(("result", to_wire(token, Outcome(OutcomeKind.STOPPED))))
+            if begun != "run":
+                continue
+            # What the attempt left running is killed first: what they printed is in the
+            # scratch file by then.
+            outcome, seconds = run_attempt(attempt, params, load=self._codes.load,
+                                           output=output, after=kill_leftovers)
+            try:
+                os.chdir(home)
+            except OSError:
+                pass
+            with self._claim_lock:
+                del self._current[token]
+            self._tell(token, outcome, seconds)
+            self._claimed.discard(token)  # only now: a late "unqueue" must not answer first
+
+    def _tell(self, token: str, outcome: Outcome, seconds: float) -> None:
         try:
-            os.chdir(home)
-        except OSError:
-            pass
-        with claim_lock:
-            del current[token]
-        try:
-            send(("result", to_wire(token, outcome, seconds)))
+            self.send(("result", to_wire(token, outcome, seconds)))
         except OSError:  # the scheduler is gone (killed): nobody to tell, end as it would
             end_own_group()
         except Exception:  # an output that cannot be sent is the worker's failure, not ours
-            send(("result", to_wire(token, Outcome(OutcomeKind.FAILURE,
-                                                   error=traceback.format_exc()))))
-        claimed.discard(token)  # only now: a late "unqueue" must not answer before the result
+            self.send(("result", to_wire(token, Outcome(OutcomeKind.FAILURE,
+                                                        error=traceback.format_exc()))))
 
 
 class _Codes:
