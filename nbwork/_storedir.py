@@ -36,7 +36,7 @@ import stat
 import time
 import weakref
 
-from ._layout import DB_DIR, DB_FILE, MARKER, OWN_ENTRIES
+from ._layout import DB_DIR, DB_FILE, MARKER, OWN_ENTRIES, database_path, in_store
 from .errors import NotAStoreError, StoreError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -300,9 +300,9 @@ class StoreDir:
 def is_store(path: str) -> bool:
     """Whether ``path`` holds a store, by name and without opening anything: its marker, or
     (a store made before the marker) a database that is not empty, as ``Store`` decides."""
-    if os.path.lexists(os.path.join(path, MARKER)):
+    if os.path.lexists(in_store(path, MARKER)):
         return True
-    database = os.path.join(path, DB_DIR, DB_FILE)
+    database = database_path(path)
     try:
         size = os.stat(database).st_size
     except OSError:
@@ -322,4 +322,4 @@ def check_store_path(path: str) -> None:
             "created")
     _check_store(os.stat(path), path)
     with contextlib.suppress(FileNotFoundError):  # (a store from before: the marker only)
-        _check_entry(os.stat(os.path.join(path, DB_DIR)), DB_DIR, path, own=True)
+        _check_entry(os.stat(in_store(path, DB_DIR)), DB_DIR, path, own=True)
