@@ -279,6 +279,22 @@ class Outcome:
         object.__setattr__(self, "kind", OutcomeKind(self.kind))
 
 
+def _counting_crashes(spec: WorkSpec, kind: OutcomeKind,
+                      error: str | None) -> tuple[OutcomeKind, str | None]:
+    """A crash is retried, until the worker process died MAX_CONSECUTIVE_CRASHES times in a
+    row: then the work fails, so it cannot crash forever. Any other outcome resets the count."""
+    if kind is not OutcomeKind.CRASH:
+        spec.consecutive_crashes = 0
+        return kind, error
+    spec.consecutive_crashes += 1
+    spec.error = error
+    if spec.consecutive_crashes < MAX_CONSECUTIVE_CRASHES:
+        return OutcomeKind.RETRY, error
+    return OutcomeKind.FAILURE, (
+        f"{error}\nnbwork: the worker process died {spec.consecutive_crashes} "
+        "times in a row; the work is failed so it cannot crash forever")
+
+
 def finish_attempt(works: WorkSet, spec: WorkSpec, outcome: Outcome, now: float) -> None:
     """Apply an attempt's outcome to a RUNNING work and propagate to its dependents."""
     spec.attempt = None
@@ -293,21 +309,7 @@ def finish_attempt(works: WorkSet, spec: WorkSpec, outcome: Outcome, now: float)
         spec.next_run_at = now
         works.put(spec)
         return
-    error = outcome.error
-    if kind is OutcomeKind.CRASH:
-        spec.consecutive_crashes += 1
-        spec.error = error
-        if spec.consecutive_crashes >= MAX_CONSECUTIVE_CRASHES:
-            kind = OutcomeKind.FAILURE
-            error = (
-                f"{outcome.error}\nnbwork: the worker process died {spec.consecutive_crashes} "
-                "times in a row; the work is failed so it cannot crash forever"
-            )
-        else:
-            kind = OutcomeKind.RETRY
-    else:
-        spec.consecutive_crashes = 0
-
+    kind, error = _counting_crashes(spec, kind, outcome.error)
     if kind is OutcomeKind.STOPPED:
         # A stop for a constraint is not a failure: back to the queue at once.
         spec.state = WorkState.ENQUEUED

@@ -66,26 +66,7 @@ class BlurOMaticApp(LiveWidget, w.VBox):
         self.job: BlurJob | None = None
         self._chain_shown: str | None = None  # the first step of the chain last adopted
         self.saved_path: str | None = None
-        samples = sample_images()
-        self.picker = w.Dropdown(
-            options=[(p.name, str(p)) for p in samples] + [("your own image (below)", YOUR_FILE)],
-            value=str(samples[0]) if samples else YOUR_FILE, description="Image")
-        self.path = w.Text(placeholder="path of your image", description="Path")
-        self.upload = w.FileUpload(accept="image/*", multiple=False, description="Upload")
-        self.source = w.Image(format="jpeg", layout=w.Layout(max_width="240px"))
-        for field in (self.picker, self.path):
-            field.layout.width = "340px"
-        self.level = w.RadioButtons(options=LEVELS, value=level, description="Blur")
-        self.requires_charging = w.Checkbox(value=False, indent=False,
-                                            description="save only while charging")
-        self.go_button = w.Button(description="Go", button_style="primary", icon="play")
-        self.cancel_button = w.Button(description="Cancel", button_style="danger", icon="stop",
-                                      disabled=True)
-        self.see_file_button = w.Button(description="See File", icon="image", disabled=True)
-        self.progress = w.FloatProgress(min=0, max=100, description="Progress")
-        self.status = w.HTML()
-        self.saved = w.Image(format="jpeg", layout=w.Layout(display="none", max_width="360px"))
-        self.saved_caption = w.HTML()
+        self._make_controls(level)
         query = WorkQuery(unique_work_names=[IMAGE_MANIPULATION_WORK_NAME])
         self.preview = ImagePreview(query, wm=wm, width=360)
         self.table = WorkTable(query, wm=wm, title="the Blur-O-Matic chain")
@@ -113,14 +94,40 @@ class BlurOMaticApp(LiveWidget, w.VBox):
         self.add_class("nbwork-blur-app")
         self.progress.add_class("nbwork-chain-progress")
         self.saved.add_class("nbwork-saved")
+        self._connect_controls()
+        self._show_source()
+        self._start_live(wm, query)
+
+    def _make_controls(self, level: int) -> None:
+        """The inputs and buttons of the two upper panels."""
+        samples = sample_images()
+        self.picker = w.Dropdown(
+            options=[(p.name, str(p)) for p in samples] + [("your own image (below)", YOUR_FILE)],
+            value=str(samples[0]) if samples else YOUR_FILE, description="Image")
+        self.path = w.Text(placeholder="path of your image", description="Path")
+        self.upload = w.FileUpload(accept="image/*", multiple=False, description="Upload")
+        self.source = w.Image(format="jpeg", layout=w.Layout(max_width="240px"))
+        for field in (self.picker, self.path):
+            field.layout.width = "340px"
+        self.level = w.RadioButtons(options=LEVELS, value=level, description="Blur")
+        self.requires_charging = w.Checkbox(value=False, indent=False,
+                                            description="save only while charging")
+        self.go_button = w.Button(description="Go", button_style="primary", icon="play")
+        self.cancel_button = w.Button(description="Cancel", button_style="danger", icon="stop",
+                                      disabled=True)
+        self.see_file_button = w.Button(description="See File", icon="image", disabled=True)
+        self.progress = w.FloatProgress(min=0, max=100, description="Progress")
+        self.status = w.HTML()
+        self.saved = w.Image(format="jpeg", layout=w.Layout(display="none", max_width="360px"))
+        self.saved_caption = w.HTML()
+
+    def _connect_controls(self) -> None:
         self.picker.observe(self._picked, names="value")
         self.path.observe(self._typed, names="value")
         self.upload.observe(self._uploaded, names="value")
         self.go_button.on_click(lambda _: self.go())
         self.cancel_button.on_click(lambda _: self.cancel())
         self.see_file_button.on_click(lambda _: self.see_file())
-        self._show_source()
-        self._start_live(wm, query)
 
     # --- the image picker -----------------------------------------------------------
 
