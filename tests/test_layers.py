@@ -429,3 +429,23 @@ def test_only_the_layout_names_what_is_in_a_store_directory():
              for line, text in _string_constants(ast.parse(path.read_text()))
              if text in names or ".slot-" in text]
     assert not wrong, "ask nbwork._layout for the store's names:\n" + "\n".join(wrong)
+
+
+MAX_FILE_LINES = 500
+MAX_FUNCTION_LINES = 65
+"""Sizes that fit in a head (about 500 lines a file, about 60 a function): past them a module
+has more than one subject, or a function does several things a name could say."""
+
+
+def test_every_module_and_function_fits_in_a_head():
+    too_big = []
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        if text.count("\n") > MAX_FILE_LINES:
+            too_big.append(f"{path.relative_to(PACKAGE)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_big.append(f"{_where(path, node.lineno)} {node.name}: {length} lines")
+    assert not too_big, "split these:\n" + "\n".join(too_big)
