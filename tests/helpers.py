@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +26,16 @@ POLL = 0.01
 
 
 # --- process helpers (used by the tests) --------------------------------------------------
+
+
+def stable_id(value: object) -> str:
+    """A test id that is the same in every process (pytest-xdist's workers must collect the
+    same ids): no memory addresses, sets in sorted order."""
+    if isinstance(value, (set, frozenset)):
+        return "{" + ", ".join(sorted(map(stable_id, value))) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(stable_id, value)) + "]"
+    return re.sub(r" (object )?at 0x[0-9a-fA-F]+", "", repr(value))
 
 
 def is_dead(pid: int) -> bool:

@@ -15,6 +15,7 @@ from nbwork.data import (
     OverwritingInputMerger,
 )
 from nbwork.errors import DataError, DataTypeError, InvalidInputError
+from tests.helpers import stable_id
 
 # --- value types ------------------------------------------------------------------------
 
@@ -22,7 +23,7 @@ from nbwork.errors import DataError, DataTypeError, InvalidInputError
 @pytest.mark.parametrize(
     "value",
     [True, False, 0, -7, 2**62, 1.5, -0.0, math.inf, "", "héllo", b"", b"\x00\xff", None],
-    ids=repr,
+    ids=stable_id,
 )
 def test_every_scalar_type_is_accepted_and_read_back_with_its_type(value):
     data = Data({"k": value})
@@ -34,7 +35,7 @@ def test_every_scalar_type_is_accepted_and_read_back_with_its_type(value):
     "items",
     [[True, False], [1, 2, 3], [1.0, 2.5], ["a", "b"], [b"a", b"b"], [], [None], [1, None, 3],
      [None, "x"]],
-    ids=repr,
+    ids=stable_id,
 )
 def test_homogeneous_lists_are_accepted_and_read_back_as_lists(items):
     data = Data({"k": items})
@@ -71,7 +72,7 @@ def test_equality_keeps_bool_int_and_float_apart():
     ("items", "names"),
     [([1, "a"], ("int", "str")), ([True, 1], ("bool", "int")), ([1, 2.0], ("float", "int")),
      ([b"x", "x"], ("bytes", "str"))],
-    ids=repr,
+    ids=stable_id,
 )
 def test_mixed_lists_are_rejected_naming_the_key_and_the_types(items, names):
     with pytest.raises(DataTypeError) as caught:
@@ -116,7 +117,7 @@ def test_subclasses_of_scalar_types_are_rejected():
         Data({"n": MyInt(3)})
 
 
-@pytest.mark.parametrize("key", [1, 2.5, b"k", None, ("a",)], ids=repr)
+@pytest.mark.parametrize("key", [1, 2.5, b"k", None, ("a",)], ids=stable_id)
 def test_keys_must_be_str(key):
     with pytest.raises(DataTypeError) as caught:
         Data({key: 1})
@@ -159,7 +160,7 @@ def test_from_mapping_returns_the_same_data_object():
     assert copy == data and copy is not data
 
 
-@pytest.mark.parametrize("values", [5, "abc", 1.5, [1, 2], object()], ids=repr)
+@pytest.mark.parametrize("values", [5, "abc", 1.5, [1, 2], object()], ids=stable_id)
 def test_something_that_is_not_a_mapping_is_rejected(values):
     with pytest.raises(DataTypeError, match="Data needs a mapping of str keys"):
         Data(values)
@@ -328,7 +329,7 @@ def test_array_creating_merger_keeps_none_items():
     [(1, "x", ("int", "str")), (True, 1, ("bool", "int")), (1, True, ("int", "bool")),
      ([1, 2], 2.0, ("int", "float")), ([True], [0], ("bool", "int")),
      (b"x", "x", ("bytes", "str"))],
-    ids=repr,
+    ids=stable_id,
 )
 def test_array_creating_merger_rejects_mixed_types_naming_key_and_types(first, second, names):
     with pytest.raises(DataError) as caught:

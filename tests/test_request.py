@@ -23,6 +23,7 @@ from nbwork.request import (
     RunAfter,
 )
 from nbwork.worker import CoroutineWorker, Result, Worker, WorkerParameters
+from tests.helpers import stable_id
 
 
 class EchoWorker(Worker):
@@ -71,7 +72,7 @@ def test_a_worker_instance_is_rejected_with_a_hint_to_pass_the_class():
     assert "OneTimeWorkRequest(EchoWorker)" in message
 
 
-@pytest.mark.parametrize("worker", [42, "EchoWorker", None, [add]], ids=repr)
+@pytest.mark.parametrize("worker", [42, "EchoWorker", None, [add]], ids=stable_id)
 def test_a_non_callable_worker_is_rejected(worker):
     with pytest.raises(InvalidRequestError) as caught:
         OneTimeWorkRequest(worker)  # type: ignore[arg-type]
@@ -80,7 +81,7 @@ def test_a_non_callable_worker_is_rejected(worker):
     assert "neither a Worker subclass nor a function" in message
 
 
-@pytest.mark.parametrize("worker", [int, dict, type("NotAWorker", (), {})], ids=repr)
+@pytest.mark.parametrize("worker", [int, dict, type("NotAWorker", (), {})], ids=stable_id)
 def test_a_class_that_is_not_a_worker_is_rejected(worker):
     with pytest.raises(InvalidRequestError, match="neither a Worker subclass nor a function"):
         OneTimeWorkRequest(worker)
@@ -160,7 +161,7 @@ def test_invalid_input_data_is_rejected_when_the_request_is_built():
     ("tags", "expected"),
     [(None, set()), ("blur", {"blur"}), (["a", "b"], {"a", "b"}), (("a", "a"), {"a"}),
      ({"x"}, {"x"}), (frozenset({"y"}), {"y"})],
-    ids=repr,
+    ids=stable_id,
 )
 def test_tags(tags, expected):
     request = OneTimeWorkRequest(add, tags=tags)
@@ -168,7 +169,7 @@ def test_tags(tags, expected):
     assert isinstance(request.tags, frozenset)
 
 
-@pytest.mark.parametrize("bad", [[""], ["ok", 3], [None]], ids=repr)
+@pytest.mark.parametrize("bad", [[""], ["ok", 3], [None]], ids=stable_id)
 def test_tags_must_be_non_empty_strings(bad):
     with pytest.raises(InvalidRequestError) as caught:
         OneTimeWorkRequest(add, tags=bad)
@@ -181,7 +182,7 @@ def test_tags_must_be_non_empty_strings(bad):
 
 @pytest.mark.parametrize("argument", ["initial_delay", "backoff_delay", "keep_results_for"])
 @pytest.mark.parametrize("value", [-1, -0.001, math.nan, math.inf, timedelta(seconds=-1)],
-                         ids=repr)
+                         ids=stable_id)
 def test_negative_nan_and_infinite_durations_are_rejected(argument, value):
     with pytest.raises(InvalidInputError) as caught:
         OneTimeWorkRequest(add, **{argument: value})
@@ -189,7 +190,7 @@ def test_negative_nan_and_infinite_durations_are_rejected(argument, value):
 
 
 @pytest.mark.parametrize("argument", ["initial_delay", "backoff_delay", "keep_results_for"])
-@pytest.mark.parametrize("value", ["5", True, [1]], ids=repr)
+@pytest.mark.parametrize("value", ["5", True, [1]], ids=stable_id)
 def test_durations_that_are_not_numbers_are_rejected(argument, value):
     with pytest.raises(InvalidInputError) as caught:
         OneTimeWorkRequest(add, **{argument: value})
@@ -228,7 +229,7 @@ def test_backoff_delay_is_capped_at_five_hours():
 # --- policies ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", [BackoffPolicy.LINEAR, "LINEAR", "linear"], ids=repr)
+@pytest.mark.parametrize("value", [BackoffPolicy.LINEAR, "LINEAR", "linear"], ids=stable_id)
 def test_backoff_policy_accepts_the_enum_and_its_name(value):
     assert OneTimeWorkRequest(add, backoff_policy=value).backoff_policy is BackoffPolicy.LINEAR
 
@@ -247,7 +248,7 @@ def test_backoff_policy_accepts_the_enum_and_its_name(value):
     ],
     ids=["BackoffPolicy", "ExistingWorkPolicy", "ExistingPeriodicWorkPolicy", "NetworkType"],
 )
-@pytest.mark.parametrize("bad", ["BOGUS", 3, None, ""], ids=repr)
+@pytest.mark.parametrize("bad", ["BOGUS", 3, None, ""], ids=stable_id)
 def test_unknown_policy_values_are_rejected_listing_the_valid_ones(parse, what, members, bad):
     with pytest.raises(InvalidInputError) as caught:
         parse(bad)
@@ -295,7 +296,7 @@ def test_a_custom_input_merger_subclass_is_accepted():
 @pytest.mark.parametrize(
     "merger",
     [ArrayCreatingInputMerger(), "ArrayCreatingInputMerger", InputMerger, dict, None],
-    ids=repr,
+    ids=stable_id,
 )
 def test_invalid_input_mergers_are_rejected(merger):
     with pytest.raises(InvalidRequestError) as caught:
@@ -335,7 +336,7 @@ def test_unknown_network_type_is_rejected_listing_the_valid_ones():
     ["requires_battery_not_low", "requires_charging", "requires_device_idle",
      "requires_storage_not_low"],
 )
-@pytest.mark.parametrize("value", [1, "yes", None], ids=repr)
+@pytest.mark.parametrize("value", [1, "yes", None], ids=stable_id)
 def test_constraint_flags_must_be_bools(name, value):
     with pytest.raises(InvalidInputError) as caught:
         Constraints(**{name: value})
@@ -356,7 +357,7 @@ def test_constraints_are_frozen():
         Constraints().requires_charging = True  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("bad", [{"requires_charging": True}, "charging", 1], ids=repr)
+@pytest.mark.parametrize("bad", [{"requires_charging": True}, "charging", 1], ids=stable_id)
 def test_request_constraints_must_be_constraints(bad):
     with pytest.raises(InvalidRequestError, match="constraints must be a nbwork.Constraints"):
         OneTimeWorkRequest(add, constraints=bad)
@@ -518,7 +519,7 @@ def test_periodic_zero_flex_is_rejected():
         PeriodicWorkRequest(add, repeat_interval=10, flex_interval=0)
 
 
-@pytest.mark.parametrize("interval", [0, 0.5, 0.999], ids=repr)
+@pytest.mark.parametrize("interval", [0, 0.5, 0.999], ids=stable_id)
 def test_periodic_interval_under_one_second_is_rejected(interval):
     with pytest.raises(InvalidRequestError) as caught:
         PeriodicWorkRequest(add, repeat_interval=interval)
@@ -533,7 +534,7 @@ def test_periodic_interval_under_one_second_is_rejected(interval):
      ({"repeat_interval": "60"}, "repeat_interval"),
      ({"repeat_interval": 60, "flex_interval": -1}, "flex_interval"),
      ({"repeat_interval": 60, "flex_interval": math.nan}, "flex_interval")],
-    ids=repr,
+    ids=stable_id,
 )
 def test_periodic_negative_or_invalid_intervals_are_rejected_naming_them(kwargs, argument):
     with pytest.raises(InvalidInputError) as caught:
