@@ -75,6 +75,17 @@ attempts run in warm processes: the cluster then waits on round trips more than 
 (2,000 no-ops on 2 threads, paired rounds: 0.47-0.65x raw ``client.submit`` against
 0.40-0.52x at 4, on 2 shared cores)."""
 SHORT_DEPTH = 16
+SUBMIT_CHUNK = 256
+"""At most this many attempts go to the cluster in one ``client.map`` (one graph upload).
+Attempts ``submit`` takes are gathered and sent together once the scheduler's turn has
+handed out what it could (``wait_objects`` or ``poll``, whichever comes first): one
+message and one graph update on the Dask scheduler per batch, not per attempt. How many
+attempts are out at once stays bounded by ``room()`` (the cluster's threads times at most
+``SHORT_DEPTH``), so a batch of 100,000 works is sent a few dozen at a time as room frees,
+never as one huge graph."""
+SEEN_KEPT = 100_000
+"""How many tokens whose result came as an event are remembered until their task's
+completion arrives (it usually comes a moment later; see ``_on_done``)."""
 
 
 def _describe_task_error(exc: BaseException, tb: str) -> str:
@@ -121,6 +132,9 @@ class DaskExecutor:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._connection: tuple[Any, int] | None = None  # (client, generation)
+        self._pending: list[AttemptSpec] = []  # taken by submit, not yet sent (see _flush)
+        # Tokens whose result came as an event: their task's completion needs no fetch.
+        self._pushed: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._generation = 0
         self._capacity = 0
         self._short = False  # the last attempt took less than SHORT_WORK
@@ -154,6 +168,21 @@ class DaskExecutor:
         if connection is None or connection[0].status != "running":
             return 0
         return self._capacity
+
+    def waiting_for(self) -> str | None:
+        """Why no attempt can be handed to the cluster now, for people (``nbwork show``,
+        ``wm.daemon.status()``): the cluster is unreachable or has no worker. None while
+        it has worker threads."""
+        connection = self._connection
+        if connection is not None and connection[0].status == "running" and self._capacity:
+            return None
+        where = f"the Dask cluster at {self.address}"
+        if connection is None or connection[0].status != "running":
+            if not self._monitor_started:
+                return f"waiting for the cluster: connecting to {where}"
+            why = f" ({self._last_error})" if self._last_error else ""
+            return f"waiting for the cluster: cannot reach the scheduler of {where}{why}"
+        return f"waiting for the cluster: {where} has no worker"
 
     # --- threads that may wait on the network -------------------------------------------
 
@@ -243,11 +272,27 @@ class DaskExecutor:
     def _on_event(self, event: tuple[float, Any]) -> None:
         """On the client's event loop: a ``[kind, token, value]`` from a task."""
         kind, token, value = event[1]
+        if kind == "result":  # the task's result, pushed ahead of its completion
+            try:
+                value = ("finished", pickle.loads(value))
+            except Exception as exc:  # a worker on another version: the fetch says why
+                log.info("unreadable result of attempt %s: %s", token, exc)
+                return
+            self._pushed[token] = None
+            while len(self._pushed) > SEEN_KEPT:
+                self._pushed.popitem(last=False)
+            kind = "done"
         self._report(kind, token, value)
 
     def _on_done(self, token: str, future: Any) -> None:
         """On Dask's (one) callback thread: have the outcome fetched, on a pool, since each
-        fetch waits for a round trip and the next callbacks must not wait behind it."""
+        fetch waits for a round trip and the next callbacks must not wait behind it. Not
+        when it came as an event already (the same stream brings the event first)."""
+        try:
+            del self._pushed[token]
+            return
+        except KeyError:
+            pass
         try:
             self._fetchers.submit(self._fetch, token, future)
         except RuntimeError:  # shut down: nobody takes outcomes any more
@@ -274,24 +319,44 @@ class DaskExecutor:
         return set(self._running)
 
     def submit(self, attempt: AttemptSpec) -> None:
+        """Taken now, sent with the others of this turn (see ``SUBMIT_CHUNK``)."""
+        self._running[attempt.token] = _Run(attempt, None, 0)
+        self._pending.append(attempt)
+        if len(self._pending) >= SUBMIT_CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send the attempts taken since the last flush, ``SUBMIT_CHUNK`` per graph."""
+        while self._pending:
+            batch = [a for a in self._pending[:SUBMIT_CHUNK]
+                     if self._running.get(a.token) is not None]  # not stopped meanwhile
+            del self._pending[:SUBMIT_CHUNK]
+            if batch:
+                self._send(batch)
+
+    def _send(self, batch: list[AttemptSpec]) -> None:
         connection = self._connection
-        if connection is None:  # lost since the scheduler looked at capacity
-            self._running[attempt.token] = _Run(attempt, None, -1)
-            self._report("done", attempt.token, ("lost", "not connected"))
-            return
-        client, generation = connection
-        try:
-            # The attempt travels pickled, so Dask never looks inside it for task references.
-            future = client.submit(
-                run_attempt_task, pickle.dumps(attempt), self._topic, self.owner,
-                self._executor_id(generation), key=task_key(attempt.token), pure=False)
-        except Exception as exc:  # the client closed under us: the cluster was just lost
-            log.info("could not submit attempt %s: %s", attempt.token, exc)
-            self._running[attempt.token] = _Run(attempt, None, -1)
-            self._report("done", attempt.token, ("lost", "not submitted"))
-            return
-        self._running[attempt.token] = _Run(attempt, future, generation)
-        future.add_done_callback(partial(self._on_done, attempt.token))
+        futures = None
+        if connection is not None:  # else lost since the scheduler looked at capacity
+            client, generation = connection
+            n = len(batch)
+            try:
+                # Each attempt travels pickled, so Dask never looks inside it for task
+                # references.
+                futures = client.map(
+                    run_attempt_task, [pickle.dumps(a) for a in batch], [self._topic] * n,
+                    [self.owner] * n, [self._executor_id(generation)] * n,
+                    key=[task_key(a.token) for a in batch], pure=False)
+            except Exception as exc:  # the client closed under us: the cluster was just lost
+                log.info("could not submit %d attempts: %s", n, exc)
+        for i, attempt in enumerate(batch):
+            run = self._running[attempt.token]
+            if futures is None:
+                run.generation = -1
+                self._report("done", attempt.token, ("lost", "not submitted"))
+                continue
+            run.future, run.generation = futures[i], generation
+            futures[i].add_done_callback(partial(self._on_done, attempt.token))
 
     def stop(self, token: str, reason: str) -> None:
         run = self._running.get(token)
@@ -299,6 +364,10 @@ class DaskExecutor:
             return
         run.stop_reason = reason
         run.cancel_at = time.monotonic() + self.stop_grace + KILL_AFTER_TERM + STOP_CONFIRM
+        if run.future is None and run.generation == 0:  # not sent yet: it never will be
+            self._pending = [a for a in self._pending if a.token != token]
+            self._report("done", token, ("lost", "stopped"))
+            return
         connection = self._connection
         if run.future is None or connection is None or connection[1] != run.generation:
             self._report("done", token, ("lost", "stopped"))
@@ -308,6 +377,7 @@ class DaskExecutor:
                              self.stop_grace, wait=False, on_error="ignore")
 
     def wait_objects(self) -> list[Any]:
+        self._flush()  # the scheduler's turn is over: what it handed out goes now
         return [self._wake_r]
 
     def next_deadline(self) -> float | None:
@@ -316,6 +386,7 @@ class DaskExecutor:
 
     def poll(self, sink: Sink) -> None:
         self._ensure_connecting()
+        self._flush()
         try:
             while os.read(self._wake_r, 4096):
                 pass
