@@ -110,7 +110,7 @@ def bench_dask(run: Run) -> dict[str, Any]:
     run.stack.callback(client.close)
     client.wait_for_workers(cluster.workers, timeout=120)
     store = run.nbwork("dask", executor=cluster.address)
-    images = make_images(run.folder("dask-images"), s.dask_blur_images, s.blur_pixels)
+    images = make_images(run.folder("dask-images"), s.dask_blur_images, s.dask_blur_pixels)
     scratch = run.folder("dask-scratch")
 
     def fresh(name: str) -> str:
@@ -149,7 +149,7 @@ def bench_dask(run: Run) -> dict[str, Any]:
                                                strict=True)]
     return {
         "workers": cluster.workers, "worker_threads": threads, "works": s.dask_works,
-        "rounds": s.dask_rounds, "images": len(images), "pixels": s.blur_pixels,
+        "rounds": s.dask_rounds, "images": len(images), "pixels": s.dask_blur_pixels,
         "level": s.blur_level,
         "noop_seconds": noop_s, "blur_seconds": blur_s,
         "noop_per_s": {k: s.dask_works / median(v) for k, v in noop_s.items()},

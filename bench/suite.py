@@ -121,6 +121,7 @@ class Sizes:
     dask_works: int = 2000
     dask_rounds: int = 3
     dask_blur_images: int = 16
+    dask_blur_pixels: int = 512
 
 
 SIZES = {
@@ -139,7 +140,7 @@ SIZES = {
                   idle_window=0.3, idle_rounds=1, table_window=0.3, memory_works=20,
                   memory_global_mib=2, durability_works=20, durability_enqueue=50,
                   durability_rounds=1, query_works=30, query_rounds=1, dask_works=10,
-                  dask_rounds=1, dask_blur_images=2),
+                  dask_rounds=1, dask_blur_images=2, dask_blur_pixels=96),
 }
 
 
