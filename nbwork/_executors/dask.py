@@ -12,8 +12,14 @@ pipe is what ``wait_objects()`` gives the scheduler to select on.
   the scheduler leaves work ENQUEUED instead of handing it to nobody.
 - **Progress**: the task publishes the worker's progress as Dask events on this executor's
   topic (``Worker.log_event``); the client's handler queues them.
-- **Results**: a done-callback (on Dask's callback thread) fetches the task's result and
-  queues it; the attempt's output log comes with it and is appended to the store's log.
+- **Submissions**: the attempts of one scheduler turn go as one graph (``client.map``, see
+  ``SUBMIT_CHUNK``), never more out at once than ``room()`` allows.
+- **Results**: the task pushes a small result as an event just before it returns (the
+  same stream brings it ahead of the task's completion); otherwise a done-callback (on
+  Dask's callback thread) fetches the task's result and queues it. The attempt's output
+  log comes with it and is appended to the store's log.
+- **Waiting**: ``waiting_for()`` says why nothing can start (no cluster at the address, or
+  one without workers); the scheduler shows it as its state (``wm.daemon.status()``).
 - **Stops**: ``Client.run(stop_attempt)`` on the workers (from a control thread): the task
   asks the worker to stop and kills its process group after the grace period; a task that
   starts after its stop reached its worker returns at once. (Cancelling the future of a
@@ -69,12 +75,19 @@ FETCHERS = 8
 SHORT_WORK = 0.05
 """Seconds: while attempts take less than this, the cluster is handed up to ``SHORT_DEPTH``
 attempts per worker thread, so that its threads do not idle while each result travels
-back and the next attempt is started (for a flood of small works). Longer works are handed
-out one per thread, so a work is RUNNING only while it runs. 16 rather than 4 since the
+back and the next attempt is started (for a flood of small works); longer works, see
+``LONG_DEPTH``. 16 rather than 4 since the
 attempts run in warm processes: the cluster then waits on round trips more than on CPU
 (2,000 no-ops on 2 threads, paired rounds: 0.47-0.65x raw ``client.submit`` against
 0.40-0.52x at 4, on 2 shared cores)."""
 SHORT_DEPTH = 16
+LONG_DEPTH = 2
+"""Longer works: up to this many attempts per worker thread, so that the next one waits on
+the Dask worker while one runs, instead of starting only after the last result travelled
+to this scheduler and the next submission travelled back (a blur chain of 4 steps on 2
+threads waited about a second per step on a loaded machine: 1.7-2x raw ``client.map``).
+The price: a work can show RUNNING for up to one attempt's time before it begins there;
+a stop still reaches it (it then never begins)."""
 SUBMIT_CHUNK = 256
 """At most this many attempts go to the cluster in one ``client.map`` (one graph upload).
 Attempts ``submit`` takes are gathered and sent together once the scheduler's turn has
@@ -156,7 +169,8 @@ class DaskExecutor:
 
     def room(self) -> int:
         """How many more attempts ``submit`` takes now (see ``SHORT_WORK``)."""
-        return self.capacity * (SHORT_DEPTH if self._short else 1) - len(self._running)
+        return (self.capacity * (SHORT_DEPTH if self._short else LONG_DEPTH)
+                - len(self._running))
 
     @property
     def capacity(self) -> int:
