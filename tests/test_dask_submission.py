@@ -78,6 +78,14 @@ def executor():
     ex.shutdown(0.0)
 
 
+def _hold_control(ex) -> threading.Event:
+    """Keep the control thread busy (it sends the first attempt of a turn early) until the
+    event returned is set: what is sent then is what the scheduler's turn sends."""
+    busy = threading.Event()
+    ex._control.submit(busy.wait)
+    return busy
+
+
 def _finish(ex, client_key: str) -> None:
     token = client_key.removeprefix("nbwork-attempt-")
     ex._report("done", token, ("finished", {**to_wire(token, Outcome(OutcomeKind.SUCCESS),
@@ -86,21 +94,36 @@ def _finish(ex, client_key: str) -> None:
 
 def test_the_attempts_of_one_turn_go_to_the_cluster_as_one_graph(executor):
     ex, client = executor
-    for i in range(3):
-        ex.submit(_attempt(i))
-    assert client.maps == []  # taken, not sent yet: the turn may hand out more
-    ex.wait_objects()  # the scheduler is about to sleep: its turn is over
-    assert client.maps == [[f"nbwork-attempt-t{i}" for i in range(3)]]
-    ex.wait_objects()
+    busy = threading.Event()
+    ex._control.submit(busy.wait)  # the control thread cannot send early here
+    try:
+        for i in range(3):
+            ex.submit(_attempt(i))
+        assert client.maps == []  # taken, not sent yet: the turn may hand out more
+        ex.wait_objects()  # the scheduler is about to sleep: its turn is over
+        assert client.maps == [[f"nbwork-attempt-t{i}" for i in range(3)]]
+    finally:
+        busy.set()
+    ex._control.submit(lambda: None).result()
     assert len(client.maps) == 1  # nothing sent twice
+
+
+def test_an_attempt_is_sent_even_if_nobody_polls(executor):
+    """``submit`` never waits, but a caller that only waits for the attempt gets it run."""
+    ex, client = executor
+    ex.submit(_attempt(0))
+    wait_until(lambda: client.maps == [["nbwork-attempt-t0"]], timeout=10,
+               what="the attempt to be sent")
 
 
 def test_a_large_turn_is_sent_in_chunks(executor, monkeypatch):
     monkeypatch.setattr(dask_executor, "SUBMIT_CHUNK", 4)
     ex, client = executor
+    busy = _hold_control(ex)
     for i in range(10):
         ex.submit(_attempt(i))
     ex.poll(Sink())
+    busy.set()
     assert [len(m) for m in client.maps] == [4, 4, 2]
     assert sorted(k for m in client.maps for k in m) == sorted(
         f"nbwork-attempt-t{i}" for i in range(10))
@@ -108,11 +131,13 @@ def test_a_large_turn_is_sent_in_chunks(executor, monkeypatch):
 
 def test_an_attempt_stopped_before_it_was_sent_is_never_sent(executor):
     ex, client = executor
+    busy = _hold_control(ex)
     ex.submit(_attempt(0))
     ex.submit(_attempt(1))
     ex.stop("t0", "CANCELLED_BY_USER")
     sink = Sink()
     ex.poll(sink)
+    busy.set()
     assert client.maps == [["nbwork-attempt-t1"]]
     assert sink.outcomes["t0"].kind is OutcomeKind.STOPPED
     assert sink.outcomes["t0"].stop_reason == "CANCELLED_BY_USER"
@@ -197,7 +222,8 @@ def test_status_and_show_say_work_waits_for_the_cluster(store_path, capsys):
         request = OneTimeWorkRequest(echo)
         wm.enqueue(request)
         wait_until(lambda: (wm.daemon.status().state or "").startswith(
-            "waiting for the cluster"), timeout=60, what="the scheduler to say it waits")
+            "waiting for the cluster: cannot reach"), timeout=60,
+            what="the scheduler to say it waits")
         status = wm.daemon.status()
         assert address in status.state and "waiting for the cluster" in status.describe()
         assert cli_main(["--store", store_path, "show", request.id]) == 0

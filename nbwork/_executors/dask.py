@@ -12,14 +12,12 @@ pipe is what ``wait_objects()`` gives the scheduler to select on.
   the scheduler leaves work ENQUEUED instead of handing it to nobody.
 - **Progress**: the task publishes the worker's progress as Dask events on this executor's
   topic (``Worker.log_event``); the client's handler queues them.
-- **Submissions**: the attempts of one scheduler turn go as one graph (``client.map``, see
-  ``SUBMIT_CHUNK``), never more out at once than ``room()`` allows.
+- **Submissions**: one graph per scheduler turn, bounded by ``room()`` (``SUBMIT_CHUNK``).
 - **Results**: the task pushes a small result as an event just before it returns (the
   same stream brings it ahead of the task's completion); otherwise a done-callback (on
   Dask's callback thread) fetches the task's result and queues it. The attempt's output
   log comes with it and is appended to the store's log.
-- **Waiting**: ``waiting_for()`` says why nothing can start (no cluster at the address, or
-  one without workers); the scheduler shows it as its state (``wm.daemon.status()``).
+- **Waiting**: ``waiting_for()`` says why nothing can start (no cluster, or no worker).
 - **Stops**: ``Client.run(stop_attempt)`` on the workers (from a control thread): the task
   asks the worker to stop and kills its process group after the grace period; a task that
   starts after its stop reached its worker returns at once. (Cancelling the future of a
@@ -70,8 +68,7 @@ STOP_CONFIRM = 5.0
 """Seconds a stopped attempt gets, past its grace and kill delay, before its future is
 cancelled; and again after that before the attempt is reported stopped regardless."""
 RESULT_TIMEOUT = 60.0
-FETCHERS = 8
-"""Threads fetching finished attempts' outcomes from the cluster, each a round trip."""
+FETCHERS = 8  # threads fetching outcomes that did not come as an event (a round trip each)
 SHORT_WORK = 0.05
 """Seconds: while attempts take less than this, the cluster is handed up to ``SHORT_DEPTH``
 attempts per worker thread, so that its threads do not idle while each result travels
@@ -86,8 +83,8 @@ LONG_DEPTH = 2
 the Dask worker while one runs, instead of starting only after the last result travelled
 to this scheduler and the next submission travelled back (a blur chain of 4 steps on 2
 threads waited about a second per step on a loaded machine: 1.7-2x raw ``client.map``).
-The price: a work can show RUNNING for up to one attempt's time before it begins there;
-a stop still reaches it (it then never begins)."""
+The price: a work may show RUNNING one attempt's time before it begins (a stop still
+reaches it: it then never begins)."""
 SUBMIT_CHUNK = 256
 """At most this many attempts go to the cluster in one ``client.map`` (one graph upload).
 Attempts ``submit`` takes are gathered and sent together once the scheduler's turn has
@@ -96,9 +93,7 @@ message and one graph update on the Dask scheduler per batch, not per attempt. H
 attempts are out at once stays bounded by ``room()`` (the cluster's threads times at most
 ``SHORT_DEPTH``), so a batch of 100,000 works is sent a few dozen at a time as room frees,
 never as one huge graph."""
-SEEN_KEPT = 100_000
-"""How many tokens whose result came as an event are remembered until their task's
-completion arrives (it usually comes a moment later; see ``_on_done``)."""
+SEEN_KEPT = 100_000  # tokens whose result came as an event, until their task completes
 
 
 def _describe_task_error(exc: BaseException, tb: str) -> str:
@@ -146,6 +141,9 @@ class DaskExecutor:
         os.set_blocking(self._wake_w, False)
         self._connection: tuple[Any, int] | None = None  # (client, generation)
         self._pending: list[AttemptSpec] = []  # taken by submit, not yet sent (see _flush)
+        # Sending (on the control thread or the scheduler's) is exclusive with a stop
+        # deciding that an attempt was never sent: it then never is.
+        self._send_lock = threading.Lock()
         # Tokens whose result came as an event: their task's completion needs no fetch.
         self._pushed: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._generation = 0
@@ -335,18 +333,27 @@ class DaskExecutor:
     def submit(self, attempt: AttemptSpec) -> None:
         """Taken now, sent with the others of this turn (see ``SUBMIT_CHUNK``)."""
         self._running[attempt.token] = _Run(attempt, None, 0)
-        self._pending.append(attempt)
+        with self._send_lock:
+            first = not self._pending
+            self._pending.append(attempt)
         if len(self._pending) >= SUBMIT_CHUNK:
             self._flush()
+        elif first:  # sent soon even if the scheduler does not look at us (a caller that
+            # only waits): by then, the rest of this turn has joined it.
+            try:
+                self._control.submit(self._flush)
+            except RuntimeError:  # shut down
+                pass
 
     def _flush(self) -> None:
         """Send the attempts taken since the last flush, ``SUBMIT_CHUNK`` per graph."""
-        while self._pending:
-            batch = [a for a in self._pending[:SUBMIT_CHUNK]
-                     if self._running.get(a.token) is not None]  # not stopped meanwhile
-            del self._pending[:SUBMIT_CHUNK]
-            if batch:
-                self._send(batch)
+        with self._send_lock:
+            while self._pending:
+                batch = [a for a in self._pending[:SUBMIT_CHUNK]
+                         if self._running.get(a.token) is not None]  # not stopped meanwhile
+                del self._pending[:SUBMIT_CHUNK]
+                if batch:
+                    self._send(batch)
 
     def _send(self, batch: list[AttemptSpec]) -> None:
         connection = self._connection
@@ -355,8 +362,7 @@ class DaskExecutor:
             client, generation = connection
             n = len(batch)
             try:
-                # Each attempt travels pickled, so Dask never looks inside it for task
-                # references.
+                # Pickled, so that Dask never looks inside an attempt for task references.
                 futures = client.map(
                     run_attempt_task, [pickle.dumps(a) for a in batch], [self._topic] * n,
                     [self.owner] * n, [self._executor_id(generation)] * n,
@@ -364,7 +370,7 @@ class DaskExecutor:
             except Exception as exc:  # the client closed under us: the cluster was just lost
                 log.info("could not submit %d attempts: %s", n, exc)
         for i, attempt in enumerate(batch):
-            run = self._running[attempt.token]
+            run = self._running[attempt.token]  # a stop takes it from _pending, not from here
             if futures is None:
                 run.generation = -1
                 self._report("done", attempt.token, ("lost", "not submitted"))
@@ -378,8 +384,11 @@ class DaskExecutor:
             return
         run.stop_reason = reason
         run.cancel_at = time.monotonic() + self.stop_grace + KILL_AFTER_TERM + STOP_CONFIRM
-        if run.future is None and run.generation == 0:  # not sent yet: it never will be
-            self._pending = [a for a in self._pending if a.token != token]
+        with self._send_lock:
+            unsent = run.future is None and run.generation == 0
+            if unsent:  # not sent yet: it never will be
+                self._pending = [a for a in self._pending if a.token != token]
+        if unsent:
             self._report("done", token, ("lost", "stopped"))
             return
         connection = self._connection
