@@ -136,9 +136,9 @@ class NbworkStore:
     its supervisor and its worker processes (``Daemon.stop``, then by pid if any is left)."""
 
     def __init__(self, path: str, on_stop: Callable[[str], None] | None = None,
-                 durability: str | None = None) -> None:
+                 durability: str | None = None, executor: str | None = None) -> None:
         self.path = path
-        self.wm = WorkManager(path, durability=durability)
+        self.wm = WorkManager(path, durability=durability, executor=executor)
         self._on_stop = on_stop
         self._seen: dict[int, psutil.Process] = {}
 
@@ -359,13 +359,14 @@ class Run:
         return path
 
     def nbwork(self, name: str, fill: Callable[[str], Any] | None = None,
-               durability: str | None = None) -> NbworkStore:
-        """A new store ``name`` (``fill(path)`` first, before any scheduler), scheduler on."""
+               durability: str | None = None, executor: str | None = None) -> NbworkStore:
+        """A new store ``name`` (``fill(path)`` first, before any scheduler), scheduler on;
+        its attempts run on ``executor`` (``WorkManager``'s; None: this machine)."""
         path = os.path.join(self.root, f"store-{name}")
         self.store_paths.append(path)
         if fill is not None:
             fill(path)
-        store = NbworkStore(path, self.on_stop, durability)
+        store = NbworkStore(path, self.on_stop, durability, executor)
         self.stack.callback(store.stop)
         return store.start()
 

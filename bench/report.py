@@ -59,6 +59,11 @@ TARGETS: list[tuple[str, str, str, tuple[str, ...], str, float, str]] = [
      ("query", "ratios", "refresh_per_info_over_by_id"), "<=", 0.2, "≤ 0.2×"),
     ("memory_big_global", "memory", "scheduler peak RSS, big global / 1 KiB global",
      ("memory", "ratios", "big_over_small"), "<", 2.0, "< 2×"),
+    ("dask_noop_vs_raw", "dask", "Dask: no-op throughput, nbwork / raw client.submit, worst "
+     "round", ("dask", "ratios", "worst_round_noop_nbwork_over_raw"), ">=", 0.5, "≥ 0.5×"),
+    ("dask_blur_vs_raw", "dask", "Dask: blur batch wall time, nbwork / raw client.map, "
+     "worst round", ("dask", "ratios", "worst_round_blur_nbwork_over_raw"), "<=", 1.15,
+     "≤ 1.15×"),
 ]
 
 _OPS = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
@@ -223,7 +228,28 @@ def _rows(results: dict[str, Any]) -> list[list[str]]:
                      f"{_x(mem['ratios']['big_over_small'])} the 1 KiB run", "< 2×",
                      v("memory_big_global")])
     rows += _durability_query_rows(results, v)
+    rows += _dask_rows(results, v)
     return rows
+
+
+def _dask_rows(results: dict[str, Any], v: Any) -> list[list[str]]:
+    """nbwork's Dask executor against raw Dask on the same cluster (11)."""
+    d = results.get("dask")
+    if not d:
+        return []
+    r, per_s, wall = d["ratios"], d["noop_per_s"], d["blur_wall_s"]
+    where = f"{d['workers']} Dask workers, {d['worker_threads']} threads, loopback"
+    return [
+        [f"11. Dask, {d['works']:,} no-op works ({where}; works/s, medians of "
+         f"{d['rounds']}; ratio: worst round)", _n(per_s["nbwork"]), "",
+         f"client.submit {_n(per_s['raw_dask'])}",
+         f"{_x(r['worst_round_noop_nbwork_over_raw'])} raw (median "
+         f"{_x(r['noop_nbwork_over_raw'])})", "≥ 0.5×", v("dask_noop_vs_raw")],
+        [f"    Dask, blur batch {d['images']} × {d['pixels']}², level {d['level']} (s)",
+         _n(wall["nbwork"]), "", f"client.map {_n(wall['raw_dask'])}",
+         f"{_x(r['worst_round_blur_nbwork_over_raw'])} raw (median "
+         f"{_x(r['blur_nbwork_over_raw'])})", "≤ 1.15×", v("dask_blur_vs_raw")],
+    ]
 
 
 def _pct(value: float | None) -> str:

@@ -38,6 +38,9 @@ ratios; absolute times are informational. The benchmarks:
    1,000 delayed works pending, next to Huey's default consumer with 1,000 scheduled tasks;
    and the CPU of a real Jupyter kernel showing a live ``nbwork.widgets.WorkTable`` of those
    1,000 works (``wm.observe`` if the widgets are missing), next to the same kernel idle.
+11. ``dask``: no-op works and the blur batch through nbwork's Dask executor against raw
+   ``client.submit`` / ``client.map`` on the same 2-worker loopback cluster
+   (``bench/dask_bench.py``).
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from typing import Any
 from nbwork import OneTimeWorkRequest, WorkContinuation, WorkQuery, WorkState
 
 from . import report
+from .dask_bench import bench_dask
 from .harness import (
     REPO,
     BusyNeighbour,
@@ -82,7 +86,7 @@ from .scale import bench_rss, bench_scale, fill_finished
 from .tasks import blur_pipeline, global_carrier, noop
 
 BENCHMARKS = ("throughput", "latency", "chain", "blur", "scale", "rss", "idle", "memory",
-              "durability", "query")
+              "durability", "query", "dask")
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,10 @@ class Sizes:
     durability_rounds: int = 3
     query_works: int = 2000
     query_rounds: int = 3
+    dask_works: int = 2000
+    dask_rounds: int = 3
+    dask_blur_images: int = 16
+    dask_blur_pixels: int = 512
 
 
 SIZES = {
@@ -123,7 +131,7 @@ SIZES = {
                    scale_tries=40, rss_curve_works=5000, rss_curve_step=500,
                    idle_window=3.0, idle_rounds=1, table_window=3.0,
                    durability_works=1000, durability_enqueue=5000, durability_rounds=1,
-                   query_rounds=1),
+                   query_rounds=1, dask_works=1000, dask_blur_images=8),
     # For the smoke test: every code path, no meaningful figure.
     "tiny": Sizes(throughput_works=20, throughput_rounds=1, latency_tries=3, chain_length=4,
                   chain_tries=1, blur_images=2, blur_pixels=96, blur_level=2, blur_rounds=1,
@@ -131,7 +139,8 @@ SIZES = {
                   rss_curve_works=40, rss_curve_step=10, idle_pending=20,
                   idle_window=0.3, idle_rounds=1, table_window=0.3, memory_works=20,
                   memory_global_mib=2, durability_works=20, durability_enqueue=50,
-                  durability_rounds=1, query_works=30, query_rounds=1),
+                  durability_rounds=1, query_works=30, query_rounds=1, dask_works=10,
+                  dask_rounds=1, dask_blur_images=2, dask_blur_pixels=96),
 }
 
 
@@ -752,7 +761,7 @@ RUNNERS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "throughput": bench_throughput, "latency": bench_latency, "chain": bench_chain,
     "blur": bench_blur, "scale": bench_scale, "rss": bench_rss, "idle": bench_idle,
     "memory": bench_memory,
-    "durability": bench_durability, "query": bench_query,
+    "durability": bench_durability, "query": bench_query, "dask": bench_dask,
 }
 
 

@@ -230,6 +230,11 @@ class Scheduler:
                 and now - self._last_heartbeat < HEARTBEAT_INTERVAL):
             return
         self._last_heartbeat = now
+        # Why no work can start (a Dask cluster out of reach, or without workers): shown by
+        # wm.daemon.status() and `nbwork show` (see explain.why_waiting).
+        waiting_for = getattr(self.executor, "waiting_for", None)
+        if waiting_for is not None and not self._faulted:
+            self.beat.state = waiting_for() or "running"
         # The file first: it is what the supervisor's liveness check reads, and it is
         # written in place, even on a full disk.
         self.beat.beat()

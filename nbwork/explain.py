@@ -80,7 +80,7 @@ def _delay_kind(info: WorkInfo) -> str:
 
 
 def why_waiting(info: WorkInfo, prerequisites: PrerequisiteLookup | None = None,
-                now: datetime | None = None) -> str | None:
+                now: datetime | None = None, scheduler_state: str | None = None) -> str | None:
     """Why ``info``'s work has not started yet, in one sentence; None when it is not
     waiting (RUNNING or finished).
 
@@ -89,6 +89,9 @@ def why_waiting(info: WorkInfo, prerequisites: PrerequisiteLookup | None = None,
     (``RunAfter.ALL_FINISHED``); ENQUEUED work names its initial delay, backoff
     or next period and when it ends, else the conditions it needs, else says it is due.
     ``now`` (local time, default: the clock) decides whether a delay is still running.
+    ``scheduler_state`` is ``wm.daemon.status().state``: when it says why the scheduler
+    starts nothing ("waiting for the cluster: ...", "waiting for the store: ..."), due work
+    says that rather than that it waits for a free worker process.
     """
     if info.state is WorkState.BLOCKED:
         waits = []
@@ -125,6 +128,8 @@ def why_waiting(info: WorkInfo, prerequisites: PrerequisiteLookup | None = None,
         reasons.append("runs only with " + ", ".join(needs))
     if reasons:
         return "; ".join(reasons)
+    if scheduler_state and scheduler_state != "running":
+        return f"due: {scheduler_state}"
     return "due: waits for a free worker process"
 
 

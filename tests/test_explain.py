@@ -106,3 +106,14 @@ def test_error_headline_is_the_exception_line_not_what_follows():
         "ValueError: cannot blur 'x.png': no such file"
     assert error_headline("a prerequisite failed") == "a prerequisite failed"
     assert error_headline(None) == error_headline("") == ""
+
+
+def test_due_work_says_the_scheduler_waits_for_the_cluster_when_it_does():
+    due = info(next_schedule_time=NOW - timedelta(seconds=1))
+    waiting = "waiting for the cluster: the Dask cluster at dask://h:1 has no worker"
+    assert why_waiting(due, now=NOW, scheduler_state=waiting) == f"due: {waiting}"
+    assert why_waiting(due, now=NOW, scheduler_state="running") == (
+        "due: waits for a free worker process")
+    # A work that waits for its delay still says so first: the cluster is not its reason.
+    later = info(next_schedule_time=NOW + timedelta(minutes=5))
+    assert "initial delay" in why_waiting(later, now=NOW, scheduler_state=waiting)

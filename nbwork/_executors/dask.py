@@ -12,8 +12,12 @@ pipe is what ``wait_objects()`` gives the scheduler to select on.
   the scheduler leaves work ENQUEUED instead of handing it to nobody.
 - **Progress**: the task publishes the worker's progress as Dask events on this executor's
   topic (``Worker.log_event``); the client's handler queues them.
-- **Results**: a done-callback (on Dask's callback thread) fetches the task's result and
-  queues it; the attempt's output log comes with it and is appended to the store's log.
+- **Submissions**: one graph per scheduler turn, bounded by ``room()`` (``SUBMIT_CHUNK``).
+- **Results**: the task pushes a small result as an event just before it returns (the
+  same stream brings it ahead of the task's completion); otherwise a done-callback (on
+  Dask's callback thread) fetches the task's result and queues it. The attempt's output
+  log comes with it and is appended to the store's log.
+- **Waiting**: ``waiting_for()`` says why nothing can start (no cluster, or no worker).
 - **Stops**: ``Client.run(stop_attempt)`` on the workers (from a control thread): the task
   asks the worker to stop and kills its process group after the grace period; a task that
   starts after its stop reached its worker returns at once. (Cancelling the future of a
@@ -64,17 +68,32 @@ STOP_CONFIRM = 5.0
 """Seconds a stopped attempt gets, past its grace and kill delay, before its future is
 cancelled; and again after that before the attempt is reported stopped regardless."""
 RESULT_TIMEOUT = 60.0
-FETCHERS = 8
-"""Threads fetching finished attempts' outcomes from the cluster, each a round trip."""
+FETCHERS = 8  # threads fetching outcomes that did not come as an event (a round trip each)
 SHORT_WORK = 0.05
 """Seconds: while attempts take less than this, the cluster is handed up to ``SHORT_DEPTH``
 attempts per worker thread, so that its threads do not idle while each result travels
-back and the next attempt is started (for a flood of small works). Longer works are handed
-out one per thread, so a work is RUNNING only while it runs. 16 rather than 4 since the
+back and the next attempt is started (for a flood of small works); longer works, see
+``LONG_DEPTH``. 16 rather than 4 since the
 attempts run in warm processes: the cluster then waits on round trips more than on CPU
 (2,000 no-ops on 2 threads, paired rounds: 0.47-0.65x raw ``client.submit`` against
 0.40-0.52x at 4, on 2 shared cores)."""
 SHORT_DEPTH = 16
+LONG_DEPTH = 2
+"""Longer works: up to this many attempts per worker thread, so that the next one waits on
+the Dask worker while one runs, instead of starting only after the last result travelled
+to this scheduler and the next submission travelled back (a blur chain of 4 steps on 2
+threads waited about a second per step on a loaded machine: 1.7-2x raw ``client.map``).
+The price: a work may show RUNNING one attempt's time before it begins (a stop still
+reaches it: it then never begins)."""
+SUBMIT_CHUNK = 256
+"""At most this many attempts go to the cluster in one ``client.map`` (one graph upload).
+Attempts ``submit`` takes are gathered and sent together once the scheduler's turn has
+handed out what it could (``wait_objects`` or ``poll``, whichever comes first): one
+message and one graph update on the Dask scheduler per batch, not per attempt. How many
+attempts are out at once stays bounded by ``room()`` (the cluster's threads times at most
+``SHORT_DEPTH``), so a batch of 100,000 works is sent a few dozen at a time as room frees,
+never as one huge graph."""
+SEEN_KEPT = 100_000  # tokens whose result came as an event, until their task completes
 
 
 def _describe_task_error(exc: BaseException, tb: str) -> str:
@@ -121,6 +140,12 @@ class DaskExecutor:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._connection: tuple[Any, int] | None = None  # (client, generation)
+        self._pending: list[AttemptSpec] = []  # taken by submit, not yet sent (see _flush)
+        # Sending (on the control thread or the scheduler's) is exclusive with a stop
+        # deciding that an attempt was never sent: it then never is.
+        self._send_lock = threading.Lock()
+        # Tokens whose result came as an event: their task's completion needs no fetch.
+        self._pushed: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._generation = 0
         self._capacity = 0
         self._short = False  # the last attempt took less than SHORT_WORK
@@ -142,7 +167,8 @@ class DaskExecutor:
 
     def room(self) -> int:
         """How many more attempts ``submit`` takes now (see ``SHORT_WORK``)."""
-        return self.capacity * (SHORT_DEPTH if self._short else 1) - len(self._running)
+        return (self.capacity * (SHORT_DEPTH if self._short else LONG_DEPTH)
+                - len(self._running))
 
     @property
     def capacity(self) -> int:
@@ -154,6 +180,21 @@ class DaskExecutor:
         if connection is None or connection[0].status != "running":
             return 0
         return self._capacity
+
+    def waiting_for(self) -> str | None:
+        """Why no attempt can be handed to the cluster now, for people (``nbwork show``,
+        ``wm.daemon.status()``): the cluster is unreachable or has no worker. None while
+        it has worker threads."""
+        connection = self._connection
+        if connection is not None and connection[0].status == "running" and self._capacity:
+            return None
+        where = f"the Dask cluster at {self.address}"
+        if connection is None or connection[0].status != "running":
+            if not self._monitor_started:
+                return f"waiting for the cluster: connecting to {where}"
+            why = f" ({self._last_error})" if self._last_error else ""
+            return f"waiting for the cluster: cannot reach the scheduler of {where}{why}"
+        return f"waiting for the cluster: {where} has no worker"
 
     # --- threads that may wait on the network -------------------------------------------
 
@@ -243,11 +284,27 @@ class DaskExecutor:
     def _on_event(self, event: tuple[float, Any]) -> None:
         """On the client's event loop: a ``[kind, token, value]`` from a task."""
         kind, token, value = event[1]
+        if kind == "result":  # the task's result, pushed ahead of its completion
+            try:
+                value = ("finished", pickle.loads(value))
+            except Exception as exc:  # a worker on another version: the fetch says why
+                log.info("unreadable result of attempt %s: %s", token, exc)
+                return
+            self._pushed[token] = None
+            while len(self._pushed) > SEEN_KEPT:
+                self._pushed.popitem(last=False)
+            kind = "done"
         self._report(kind, token, value)
 
     def _on_done(self, token: str, future: Any) -> None:
         """On Dask's (one) callback thread: have the outcome fetched, on a pool, since each
-        fetch waits for a round trip and the next callbacks must not wait behind it."""
+        fetch waits for a round trip and the next callbacks must not wait behind it. Not
+        when it came as an event already (the same stream brings the event first)."""
+        try:
+            del self._pushed[token]
+            return
+        except KeyError:
+            pass
         try:
             self._fetchers.submit(self._fetch, token, future)
         except RuntimeError:  # shut down: nobody takes outcomes any more
@@ -274,24 +331,52 @@ class DaskExecutor:
         return set(self._running)
 
     def submit(self, attempt: AttemptSpec) -> None:
+        """Taken now, sent with the others of this turn (see ``SUBMIT_CHUNK``)."""
+        self._running[attempt.token] = _Run(attempt, None, 0)
+        with self._send_lock:
+            first = not self._pending
+            self._pending.append(attempt)
+        if len(self._pending) >= SUBMIT_CHUNK:
+            self._flush()
+        elif first:  # sent soon even if the scheduler does not look at us (a caller that
+            # only waits): by then, the rest of this turn has joined it.
+            try:
+                self._control.submit(self._flush)
+            except RuntimeError:  # shut down
+                pass
+
+    def _flush(self) -> None:
+        """Send the attempts taken since the last flush, ``SUBMIT_CHUNK`` per graph."""
+        with self._send_lock:
+            while self._pending:
+                batch = [a for a in self._pending[:SUBMIT_CHUNK]
+                         if self._running.get(a.token) is not None]  # not stopped meanwhile
+                del self._pending[:SUBMIT_CHUNK]
+                if batch:
+                    self._send(batch)
+
+    def _send(self, batch: list[AttemptSpec]) -> None:
         connection = self._connection
-        if connection is None:  # lost since the scheduler looked at capacity
-            self._running[attempt.token] = _Run(attempt, None, -1)
-            self._report("done", attempt.token, ("lost", "not connected"))
-            return
-        client, generation = connection
-        try:
-            # The attempt travels pickled, so Dask never looks inside it for task references.
-            future = client.submit(
-                run_attempt_task, pickle.dumps(attempt), self._topic, self.owner,
-                self._executor_id(generation), key=task_key(attempt.token), pure=False)
-        except Exception as exc:  # the client closed under us: the cluster was just lost
-            log.info("could not submit attempt %s: %s", attempt.token, exc)
-            self._running[attempt.token] = _Run(attempt, None, -1)
-            self._report("done", attempt.token, ("lost", "not submitted"))
-            return
-        self._running[attempt.token] = _Run(attempt, future, generation)
-        future.add_done_callback(partial(self._on_done, attempt.token))
+        futures = None
+        if connection is not None:  # else lost since the scheduler looked at capacity
+            client, generation = connection
+            n = len(batch)
+            try:
+                # Pickled, so that Dask never looks inside an attempt for task references.
+                futures = client.map(
+                    run_attempt_task, [pickle.dumps(a) for a in batch], [self._topic] * n,
+                    [self.owner] * n, [self._executor_id(generation)] * n,
+                    key=[task_key(a.token) for a in batch], pure=False)
+            except Exception as exc:  # the client closed under us: the cluster was just lost
+                log.info("could not submit %d attempts: %s", n, exc)
+        for i, attempt in enumerate(batch):
+            run = self._running[attempt.token]  # a stop takes it from _pending, not from here
+            if futures is None:
+                run.generation = -1
+                self._report("done", attempt.token, ("lost", "not submitted"))
+                continue
+            run.future, run.generation = futures[i], generation
+            futures[i].add_done_callback(partial(self._on_done, attempt.token))
 
     def stop(self, token: str, reason: str) -> None:
         run = self._running.get(token)
@@ -299,6 +384,13 @@ class DaskExecutor:
             return
         run.stop_reason = reason
         run.cancel_at = time.monotonic() + self.stop_grace + KILL_AFTER_TERM + STOP_CONFIRM
+        with self._send_lock:
+            unsent = run.future is None and run.generation == 0
+            if unsent:  # not sent yet: it never will be
+                self._pending = [a for a in self._pending if a.token != token]
+        if unsent:
+            self._report("done", token, ("lost", "stopped"))
+            return
         connection = self._connection
         if run.future is None or connection is None or connection[1] != run.generation:
             self._report("done", token, ("lost", "stopped"))
@@ -308,6 +400,7 @@ class DaskExecutor:
                              self.stop_grace, wait=False, on_error="ignore")
 
     def wait_objects(self) -> list[Any]:
+        self._flush()  # the scheduler's turn is over: what it handed out goes now
         return [self._wake_r]
 
     def next_deadline(self) -> float | None:
@@ -316,6 +409,7 @@ class DaskExecutor:
 
     def poll(self, sink: Sink) -> None:
         self._ensure_connecting()
+        self._flush()
         try:
             while os.read(self._wake_r, 4096):
                 pass

@@ -52,6 +52,10 @@ ORPHAN_CHECK_INTERVAL = 0.5
 """How often (seconds) a running attempt checks that someone still wants its result."""
 LOG_LIMIT = 1 << 20
 """At most this many bytes of an attempt's output go back to the store (the end is kept)."""
+EVENT_LIMIT = 64 << 10
+"""A result up to this size (pickled) is also pushed to the nbwork scheduler as an event, so
+that it need not fetch it: a fetch is a round trip through the Dask scheduler to the worker
+(``Worker.get_data``), which was most of the Dask worker's time per no-op work."""
 _EARLY_STOPS_KEPT = 1000
 
 _launcher = Launcher()
@@ -189,7 +193,7 @@ def run_attempt_task(attempt_blob: bytes, topic: str, owner: str, executor_id: s
     if early is not None:
         remote.close()
         return {**to_wire(token, Outcome(OutcomeKind.STOPPED, stop_reason=early)), "log": ""}
-    log_path = os.path.join(_log_dir(), f"{token}.log")
+    log_path = os.path.join(_log_dir(worker), f"{token}.log")
     child = None
     keep = False
     try:
@@ -213,16 +217,35 @@ def run_attempt_task(attempt_blob: bytes, topic: str, owner: str, executor_id: s
             pass
     if outcome.kind in (OutcomeKind.FAILURE, OutcomeKind.RETRY):
         outcome = dataclasses.replace(outcome, error=_explain(outcome.error, worker))
-    return {**to_wire(token, outcome, seconds), "log": text}
+    result = {**to_wire(token, outcome, seconds), "log": text}
+    _push(worker, topic, token, result)
+    return result
 
 
-def _log_dir() -> str:
+def _push(worker: Any, topic: str, token: str, result: dict) -> None:
+    """Send a small ``result`` ahead of the task's end, on the same stream as the task's
+    completion (so it arrives first). The task still returns it: should the event be lost,
+    the executor fetches it as before."""
+    try:
+        blob = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # an output that does not pickle: the fetch says why
+        return
+    if len(blob) <= EVENT_LIMIT:
+        worker.log_event(topic, ["result", token, blob])
+
+
+def _log_dir(worker: Any) -> str:
     """This worker process's folder for its attempts' logs (and its worker processes'
-    scratch files, see capture.py), made on first use."""
+    scratch files, see capture.py), made on first use. Inside the Dask worker's own local
+    directory: Dask removes that when the worker stops, and the next worker on the machine
+    purges the one of a worker that was killed (a folder in /tmp stayed behind)."""
     global _logs
     with _lock:
         if _logs is None:
-            _logs = tempfile.mkdtemp(prefix="nbwork-dask-")
+            parent = getattr(worker, "local_directory", None)
+            if not parent or not os.path.isdir(parent):
+                parent = None
+            _logs = tempfile.mkdtemp(prefix="nbwork-dask-", dir=parent)
         return _logs
 
 

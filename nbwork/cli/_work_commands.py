@@ -93,7 +93,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     info = wm.get_work_info_by_id(resolve_id(wm, args.id))
     assert info is not None
     values = _info_dict(info)
-    waiting = why_waiting(info, wm.get_work_info_by_id)
+    waiting = None
+    if not info.state.is_finished:
+        waiting = why_waiting(info, wm.get_work_info_by_id,
+                              scheduler_state=wm.daemon.status().state)
     if waiting:  # right after the state, where a reader looks for it
         at = list(values).index("state") + 1
         items = list(values.items())
