@@ -26,9 +26,19 @@ def noop():
 
 @pytest.fixture
 def no_poll(monkeypatch):
-    """Only a change signal can end a wait: its polls are a million seconds apart."""
+    """Only a change signal can end a wait: its polls are a million seconds apart. Yields
+    what each of the waits' ``ChangeListener.wait`` returned (True: woken by a signal)."""
     monkeypatch.setattr(_observe, "NOTIFIED_WAIT_POLL", HUGE)
     monkeypatch.setattr(_observe, "ENSURE_RUNNING_INTERVAL", HUGE)
+    woken: list[bool] = []
+    wait = _changes.ChangeListener.wait
+
+    def noting_wait(self, timeout):
+        woken.append(wait(self, timeout))
+        return woken[-1]
+
+    monkeypatch.setattr(_changes.ChangeListener, "wait", noting_wait)
+    return woken
 
 
 def _commit(store: Store, value: int = 1) -> None:
@@ -101,6 +111,7 @@ def test_a_cancel_in_another_thread_ends_a_wait(client, no_poll, monkeypatch):
     info = client.wait(request, timeout=60)
     thread.join()
     assert info.state is WorkState.CANCELLED
+    assert no_poll == [True]  # woken by the cancel's commit, not by the end of a pause
 
 
 def test_no_wake_up_is_lost_between_the_look_and_the_wait(client, no_poll, monkeypatch):
@@ -122,6 +133,7 @@ def test_no_wake_up_is_lost_between_the_look_and_the_wait(client, no_poll, monke
     info = client.wait(request, timeout=60)
     assert info.state is WorkState.CANCELLED
     assert looks == [False, True]
+    assert no_poll == [True]
 
 
 def test_without_inotify_a_wait_polls(client, monkeypatch):
@@ -150,7 +162,16 @@ def test_the_scheduler_wakes_a_waiter(wm, monkeypatch):
     wm.daemon.ensure_running()
     monkeypatch.setattr(_observe, "NOTIFIED_WAIT_POLL", HUGE)
     monkeypatch.setattr(_observe, "ENSURE_RUNNING_INTERVAL", HUGE)
+    woken: list[bool] = []
+    wait = _changes.ChangeListener.wait
+
+    def noting_wait(self, timeout):
+        woken.append(wait(self, timeout))
+        return woken[-1]
+
+    monkeypatch.setattr(_changes.ChangeListener, "wait", noting_wait)
     for _ in range(3):
         request = OneTimeWorkRequest(noop)
         wm.enqueue(request)
         assert wm.wait(request, timeout=120).state is WorkState.SUCCEEDED
+    assert woken and all(woken)  # every pause ended by a commit's signal
