@@ -41,6 +41,12 @@ of the scheduler (it ends at most 1 % late). With them, it looks at most that of
 NOTIFIED_WAIT_POLL = 0.25
 """Where commits wake ``wait`` (``_changes``), it still reads the counter this often: the
 safety net for a commit that sent no signal (a process of an older nbwork)."""
+POLLED_START = 0.1
+"""For its first this many seconds a wait also polls as without signals (every 1 ms at
+first). On an idle machine the signal wakes it first (≈ 0.2 ms after the commit); on an
+overloaded one the kernel may run the woken waiter only after the committing scheduler's
+time slice (5 ms measured at load 28), when the poll's timer is sooner. Short waits (the
+ones whose latency shows) get the better of both; long ones stop polling."""
 ENSURE_RUNNING_INTERVAL = 0.5
 
 
@@ -231,7 +237,7 @@ class Wait:
 
     def _pause(self, now: float, listener: ChangeListener) -> float:
         """How long to wait for a change before reading the counter anyway."""
-        if listener.available:
+        if listener.available and now - self.started >= POLLED_START:
             return min(NOTIFIED_WAIT_POLL, ENSURE_RUNNING_INTERVAL)
         return self._poll_pause(now)
 

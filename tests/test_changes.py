@@ -29,6 +29,7 @@ def no_poll(monkeypatch):
     """Only a change signal can end a wait: its polls are a million seconds apart. Yields
     what each of the waits' ``ChangeListener.wait`` returned (True: woken by a signal)."""
     monkeypatch.setattr(_observe, "NOTIFIED_WAIT_POLL", HUGE)
+    monkeypatch.setattr(_observe, "POLLED_START", 0)
     monkeypatch.setattr(_observe, "ENSURE_RUNNING_INTERVAL", HUGE)
     woken: list[bool] = []
     wait = _changes.ChangeListener.wait
@@ -161,6 +162,7 @@ def test_the_scheduler_wakes_a_waiter(wm, monkeypatch):
     """A real scheduler's commits end a wait whose polls are a million seconds apart."""
     wm.daemon.ensure_running()
     monkeypatch.setattr(_observe, "NOTIFIED_WAIT_POLL", HUGE)
+    monkeypatch.setattr(_observe, "POLLED_START", 0)
     monkeypatch.setattr(_observe, "ENSURE_RUNNING_INTERVAL", HUGE)
     woken: list[bool] = []
     wait = _changes.ChangeListener.wait
