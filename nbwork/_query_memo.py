@@ -72,10 +72,14 @@ _memos: weakref.WeakValueDictionary[str, ReadMemo] = weakref.WeakValueDictionary
 _memos_lock = threading.Lock()
 
 
-def memo_of(path: str) -> ReadMemo:
-    """The read memo of the store at ``path`` (its absolute path), shared in this process."""
+def memo_of(path: str, created: object = None) -> ReadMemo:
+    """The read memo of the store at ``path`` (its absolute path), shared in this process.
+    ``created``: when the store was made (its ``meta``), so that a store removed and made
+    again at the same path, whose change counter starts over, never gets the results kept
+    for the old one."""
+    key = f"{path}\0{created!r}"
     with _memos_lock:
-        memo = _memos.get(path)
+        memo = _memos.get(key)
         if memo is None:
-            memo = _memos[path] = ReadMemo()
+            memo = _memos[key] = ReadMemo()
         return memo

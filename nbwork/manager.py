@@ -130,7 +130,8 @@ class WorkManager:
         self._waits_in_progress = 0  # for tests that act while a wait() blocks
         # Queries reuse what they (or another manager of this store) decoded while a
         # record's stored bytes stay the same.
-        self._memo = memo_of(self._store.path)
+        self._memo = memo_of(self._store.path, (self._store.get_value("meta") or {}).get(
+            "created"))
         self._read_memo = self._memo.records
         self._info_memo = self._memo.infos
         self._query_results = self._memo.results

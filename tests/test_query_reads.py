@@ -105,11 +105,12 @@ def test_the_shared_read_memo_lives_as_long_as_a_manager_of_its_store(store_path
     _fill(store_path, 5)
     wm = WorkManager(store_path, resume=False)
     wm.get_work_infos()
-    memo = memo_of(wm.store_path)
+    created = Store(store_path).get_value("meta")["created"]
+    memo = memo_of(wm.store_path, created)
     assert len(memo.records) == 5 and memo is wm._memo
     del wm, memo
     gc.collect()
-    assert memo_of(os.path.abspath(store_path)).records == {}
+    assert memo_of(os.path.abspath(store_path), created).records == {}
 
 
 def test_a_query_asked_again_before_any_change_reads_no_record(store_path, monkeypatch):
@@ -131,3 +132,22 @@ def test_a_query_asked_again_before_any_change_reads_no_record(store_path, monke
         txn.delete(ids[1])
     other.close()
     assert wm.get_work_infos(query) == [i for i in infos if i.id != ids[1]] and reads == [1]
+
+
+def test_a_store_made_again_at_the_same_path_gets_no_result_kept_for_the_old_one(tmp_path):
+    import shutil
+
+    path = str(tmp_path / "store")
+    _fill(path, 3)
+    old = WorkManager(path, resume=False)
+    assert len(old.get_work_infos()) == 3
+    counter = old.change_counter()
+    old._store.close()
+    shutil.rmtree(path)
+    ids = _fill(path, 2)
+    other = Store(path)
+    while other.change_counter() < counter:  # the same counter as the old store had
+        other.set_device_state(None)
+    other.close()
+    assert WorkManager(path, resume=False).change_counter() == counter
+    assert [i.id for i in WorkManager(path, resume=False).get_work_infos()] == ids
