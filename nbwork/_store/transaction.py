@@ -235,7 +235,9 @@ class Transaction:
     # commit -----------------------------------------------------------------------------
 
     def _mutable_index(self, key: str, default: Any) -> Any:
-        index = self._index(key, default)
+        index = self._indexes.get(key)  # (inline: called per index entry of every commit)
+        if index is None:
+            index = self._index(key, default)
         self._dirty_indexes.add(key)
         return index
 
