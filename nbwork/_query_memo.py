@@ -36,10 +36,12 @@ class ReadMemo:
         self.results: dict[Hashable, tuple[int, list[WorkInfo]]] = {}
 
     def trim(self) -> None:
-        if len(self.records) > READ_MEMO_LIMIT:
-            self.records.clear()
-            self.infos.clear()
-        if len(self.results) > RESULTS_LIMIT:
+        # The kept results go with the records: they hold the same infos, and would
+        # otherwise keep infos alive that the memo forgot.
+        if len(self.records) > READ_MEMO_LIMIT or len(self.results) > RESULTS_LIMIT:
+            if len(self.records) > READ_MEMO_LIMIT:
+                self.records.clear()
+                self.infos.clear()
             self.results.clear()
 
     def result(self, query: Hashable, counter: int) -> list[WorkInfo] | None:
@@ -53,8 +55,9 @@ class ReadMemo:
     def keep(self, query: Hashable, counter: int, infos: list[WorkInfo]) -> None:
         """Remember ``infos`` as the result of ``query`` read at ``counter`` (a counter read
         before the records: a commit in between makes the result look older, never
-        newer)."""
-        self.results[query] = (counter, list(infos))
+        newer). Not a result of more infos than the memo keeps records."""
+        if len(infos) <= READ_MEMO_LIMIT:
+            self.results[query] = (counter, list(infos))
 
     def info(self, spec: WorkSpec, make: Callable[[WorkSpec], WorkInfo]) -> WorkInfo:
         """The info of ``spec`` (read with ``records``), made by ``make`` once per version."""

@@ -151,3 +151,18 @@ def test_a_store_made_again_at_the_same_path_gets_no_result_kept_for_the_old_one
     other.close()
     assert WorkManager(path, resume=False).change_counter() == counter
     assert [i.id for i in WorkManager(path, resume=False).get_work_infos()] == ids
+
+
+def test_the_kept_query_results_stay_within_the_memo_limit(store_path, monkeypatch):
+    from nbwork import _query_memo
+
+    _fill(store_path, 6)
+    monkeypatch.setattr(_query_memo, "READ_MEMO_LIMIT", 4)
+    wm = WorkManager(store_path, resume=False)
+    assert len(wm.get_work_infos()) == 6 and wm._query_results == {}  # too big to keep
+    infos = wm.get_work_infos(WorkQuery(tags=["t1"]))
+    assert list(wm._query_results) == [WorkQuery(tags=["t1"])]  # small enough: kept...
+    wm.get_work_infos()  # ...until the memo holds more records than its limit:
+    wm.get_work_infos(WorkQuery(tags=["t2"]))  # the next query forgets them all first
+    assert list(wm._query_results) == [WorkQuery(tags=["t2"])]
+    assert wm.get_work_infos(WorkQuery(tags=["t1"])) == infos
