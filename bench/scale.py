@@ -99,7 +99,9 @@ def _scale_figures(store: NbworkStore, size: int, rng: random.Random,
         # while at 100,000 works (1,000 tags, 10,000 names) nearly every one decodes its
         # records: that compared the memo with SQLite + unpickling, not store sizes. Each
         # query here starts from an empty memo, in both stores.
-        for memo in ("_read_memo", "_info_memo"):
+        # (And from no kept query result: ``_query_results``, which a query with the change
+        # counter where it was would return without reading anything.)
+        for memo in ("_read_memo", "_info_memo", "_query_results"):
             if not isinstance(getattr(wm, memo, None), dict):
                 raise RuntimeError(f"WorkManager.{memo} is gone: bench/scale.py must empty "
                                    "the manager's read memo another way")

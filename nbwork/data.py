@@ -166,6 +166,8 @@ class Data(Mapping[str, Any]):
 
     def to_dict(self) -> dict[str, Any]:
         """A plain ``dict`` copy (lists as lists)."""
+        if not self._values:  # (most inputs: once per request of an enqueue of thousands)
+            return {}
         return {key: self[key] for key in self._values}
 
     def __reduce__(self) -> tuple:

@@ -34,6 +34,7 @@ from ._continuation import WorkContinuation
 from ._daemon import Daemon
 from ._executor_address import check_executor, require_distributed
 from ._observe import ObserverHandle, enqueue_order, target_query, watcher_of
+from ._query_memo import READ_MEMO_LIMIT, memo_of  # noqa: F401  (READ_MEMO_LIMIT: was here)
 from ._records import RecordMaker
 from ._spec import WorkSpec
 from ._store import Store, Unreadable, check_durability
@@ -50,8 +51,6 @@ from .request import (
 )
 from .worker import worker_name
 
-# Decoded records and infos kept for queries (per WorkManager), forgotten all at once past it.
-READ_MEMO_LIMIT = 20_000
 READ_LOG_MAX_BYTES = 1 << 20
 """Bytes ``read_log`` returns by default: the end of a log, never all of a big one."""
 
@@ -129,9 +128,13 @@ class WorkManager:
         self.daemon = Daemon(self._store.path, store_dir=self._store.dir)
         self._watcher = watcher_of(self._store)
         self._waits_in_progress = 0  # for tests that act while a wait() blocks
-        # Queries reuse what they decoded while a record's stored bytes stay the same.
-        self._read_memo: dict[str, tuple[bytes, WorkSpec]] = {}
-        self._info_memo: dict[str, tuple[WorkSpec, WorkInfo]] = {}
+        # Queries reuse what they (or another manager of this store) decoded while a
+        # record's stored bytes stay the same.
+        self._memo = memo_of(self._store.path, (self._store.get_value("meta") or {}).get(
+            "created"))
+        self._read_memo = self._memo.records
+        self._info_memo = self._memo.infos
+        self._query_results = self._memo.results
         if address is not None and address != self._store.executor():
             self._store.set_executor(address)
             # The scheduler picked its executor when it started: start it again on this one.
@@ -272,6 +275,15 @@ class WorkManager:
         enqueued together (a chain) in the order they were enqueued."""
         query = query or WorkQuery()
         store = self._store
+        counter = store.change_counter()
+        infos = self._memo.result(query, counter)
+        if infos is None:
+            infos = self._query(query)
+            self._memo.keep(query, counter, infos)
+        return infos
+
+    def _query(self, query: WorkQuery) -> list[WorkInfo]:
+        store = self._store
         if query.ids:
             candidates: Iterable[str] = query.ids
         elif query.unique_work_names:
@@ -282,9 +294,7 @@ class WorkManager:
             candidates = [i for s in query.states for i in store.state_index(s)]
         else:
             candidates = store.all_ids()
-        if len(self._read_memo) > READ_MEMO_LIMIT:
-            self._read_memo.clear()
-            self._info_memo.clear()
+        self._memo.trim()
         seen: set[str] = set()
         specs = []
         unreadable = []  # found through the query's own index: shown, never dropped
@@ -303,12 +313,7 @@ class WorkManager:
     def _memo_info(self, spec: WorkSpec) -> WorkInfo:
         """The info of a spec from the read memo: made once per stored version of a work
         (the live tables re-run the same queries on every change)."""
-        hit = self._info_memo.get(spec.id)
-        if hit is not None and hit[0] is spec:
-            return hit[1]
-        info = self._info(spec)
-        self._info_memo[spec.id] = (spec, info)
-        return info
+        return self._memo.info(spec, self._info)
 
     def get_work_ids(self, query: WorkQuery | None = None) -> list[str]:
         """The ids of the works matching ``query`` (all work when None), in no set order.

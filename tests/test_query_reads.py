@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from nbwork import WorkManager, WorkQuery, WorkState, _ops
@@ -72,3 +73,96 @@ def test_a_repeated_query_decodes_only_the_records_that_changed(store_path, monk
     assert changed.state is WorkState.FAILED and changed.error == "changed elsewhere"
     assert wm.get_work_infos(WorkQuery(tags=["t1"])) == [
         i for i in now if "t1" in i.tags]
+
+
+def test_a_new_manager_of_the_same_store_starts_from_what_another_decoded(store_path,
+                                                                          monkeypatch):
+    ids = _fill(store_path, 30)
+    first = WorkManager(store_path, resume=False)
+    query = WorkQuery(states=[WorkState.SUCCEEDED])
+    infos = first.get_work_infos(query)
+    decodes = _count_decodes(monkeypatch)
+    second = WorkManager(store_path, resume=False)
+    assert second.get_work_infos(query) == infos and decodes[0] == 0
+    # What changed since is still seen by both, decoded once for the two of them.
+    other = Store(store_path)
+    with other.transaction() as txn:
+        spec = txn.get(ids[3])
+        spec.error = "changed elsewhere"
+        txn.put(spec)
+    other.close()
+    decodes[0] = 0
+    seen = [next(i for i in m.get_work_infos(query) if i.id == ids[3])
+            for m in (second, first)]
+    assert [i.error for i in seen] == ["changed elsewhere"] * 2 and decodes[0] == 1
+
+
+def test_the_shared_read_memo_lives_as_long_as_a_manager_of_its_store(store_path):
+    import gc
+
+    from nbwork._query_memo import memo_of
+
+    _fill(store_path, 5)
+    wm = WorkManager(store_path, resume=False)
+    wm.get_work_infos()
+    created = Store(store_path).get_value("meta")["created"]
+    memo = memo_of(wm.store_path, created)
+    assert len(memo.records) == 5 and memo is wm._memo
+    del wm, memo
+    gc.collect()
+    assert memo_of(os.path.abspath(store_path), created).records == {}
+
+
+def test_a_query_asked_again_before_any_change_reads_no_record(store_path, monkeypatch):
+    ids = _fill(store_path, 10)
+    wm = WorkManager(store_path, resume=False)
+    query = WorkQuery(tags=["t1"])
+    infos = wm.get_work_infos(query)
+    reads = []
+    original = Store.read_many
+    monkeypatch.setattr(Store, "read_many", lambda self, *a, **k: reads.append(1) or
+                        original(self, *a, **k))
+    again = wm.get_work_infos(query)
+    assert again == infos and again is not infos and reads == []
+    again.clear()  # the caller's list: the next result is whole
+    assert WorkManager(store_path, resume=False).get_work_infos(query) == infos
+    # Any commit moves the change counter: the next query reads the store again.
+    other = Store(store_path)
+    with other.transaction() as txn:
+        txn.delete(ids[1])
+    other.close()
+    assert wm.get_work_infos(query) == [i for i in infos if i.id != ids[1]] and reads == [1]
+
+
+def test_a_store_made_again_at_the_same_path_gets_no_result_kept_for_the_old_one(tmp_path):
+    import shutil
+
+    path = str(tmp_path / "store")
+    _fill(path, 3)
+    old = WorkManager(path, resume=False)
+    assert len(old.get_work_infos()) == 3
+    counter = old.change_counter()
+    old._store.close()
+    shutil.rmtree(path)
+    ids = _fill(path, 2)
+    other = Store(path)
+    while other.change_counter() < counter:  # the same counter as the old store had
+        other.set_device_state(None)
+    other.close()
+    assert WorkManager(path, resume=False).change_counter() == counter
+    assert [i.id for i in WorkManager(path, resume=False).get_work_infos()] == ids
+
+
+def test_the_kept_query_results_stay_within_the_memo_limit(store_path, monkeypatch):
+    from nbwork import _query_memo
+
+    _fill(store_path, 6)
+    monkeypatch.setattr(_query_memo, "READ_MEMO_LIMIT", 4)
+    wm = WorkManager(store_path, resume=False)
+    assert len(wm.get_work_infos()) == 6 and wm._query_results == {}  # too big to keep
+    infos = wm.get_work_infos(WorkQuery(tags=["t1"]))
+    assert list(wm._query_results) == [WorkQuery(tags=["t1"])]  # small enough: kept...
+    wm.get_work_infos()  # ...until the memo holds more records than its limit:
+    wm.get_work_infos(WorkQuery(tags=["t2"]))  # the next query forgets them all first
+    assert list(wm._query_results) == [WorkQuery(tags=["t2"])]
+    assert wm.get_work_infos(WorkQuery(tags=["t1"])) == infos

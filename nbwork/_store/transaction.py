@@ -16,6 +16,7 @@ import diskcache
 
 from .._spec import WorkSpec
 from ..info import WorkState
+from .batch import DELETED, write_rows
 from .codec import (
     Unreadable,
     all_records,
@@ -234,7 +235,9 @@ class Transaction:
     # commit -----------------------------------------------------------------------------
 
     def _mutable_index(self, key: str, default: Any) -> Any:
-        index = self._index(key, default)
+        index = self._indexes.get(key)  # (inline: called per index entry of every commit)
+        if index is None:
+            index = self._index(key, default)
         self._dirty_indexes.add(key)
         return index
 
@@ -280,37 +283,39 @@ class Transaction:
             self._cache.set(key, [*load_value(self._cache, key, []), entry])
 
     def commit(self) -> bool:
-        """Write everything; True if anything changed."""
+        """Write everything; True if anything changed.
+
+        Every record, index shard and value is written in one ``write_rows`` (a few
+        statements for the whole transaction, not a ``Cache.set`` per key): the last value
+        given for a key is the one written, as when they were set one by one in this
+        order."""
         cache = self._cache
+        rows: dict[str, Any] = {}
         for id in self._dirty:
             self._reindex(id)
             spec = self._specs[id]
             if self.journal:
                 self._journal(id, spec)
-            if spec is None:
-                cache.delete(record_key(id))
-            else:
-                cache.set(record_key(id), spec.to_dict())
+            rows[record_key(id)] = DELETED if spec is None else spec.to_dict()
         for key in self._dirty_indexes:
-            value = self._indexes[key]
-            if value:
-                cache.set(key, value)
-            else:
-                cache.delete(key)
+            rows[key] = self._indexes[key] or DELETED
         for key, delta in self._code_refs.items():
             if delta == 0:
                 continue
             refs = cache.get(f"i:c:{key}", 0) + delta
             if refs > 0:
-                cache.set(f"i:c:{key}", refs)
+                rows[f"i:c:{key}"] = refs
             else:
-                cache.delete(f"i:c:{key}")
-                cache.delete(f"code:{key}")
+                rows[f"i:c:{key}"] = DELETED
+                rows[f"code:{key}"] = DELETED
                 self._writes.pop(f"code:{key}", None)
         for key, value in self._writes.items():
-            cache.set(key, value)
+            rows.pop(key, None)  # (keeps the order of the writes: a later one wins)
+            rows[key] = value
         for key in self._deletes:
-            cache.delete(key)
+            rows.pop(key, None)
+            rows[key] = DELETED
+        write_rows(cache, rows.items())
         changed = bool(self._dirty or self._dirty_indexes or self._writes or self._deletes)
         if changed:
             self.counter_after = cache.incr("counter", default=0)
@@ -318,4 +323,3 @@ class Transaction:
         if self.index_moves:
             self.states_counter_after = cache.incr("counter:s", default=0)
         return changed
-
