@@ -21,7 +21,7 @@ LAYERS = {
     "_executor_address": 1, "_content": 1,
     "_rules": 2,
     "_store": 3, "_store.faults": 3, "_store.codec": 3, "_store.transaction": 3,
-    "_store.reads": 3, "_store.opening": 3, "_store.store": 3,
+    "_store.reads": 3, "_store.opening": 3, "_store.store": 3, "_store.shards": 3,
     "_storedir": 3, "_lock": 3, "_liveness": 3, "_wake": 3, "_ops": 3,
     "_conditions": 3, "_watches": 3,
     "_records": 1,
