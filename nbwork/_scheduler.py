@@ -37,7 +37,7 @@ from ._lock import SchedulerLock
 from ._scheduler_dispatch import Dispatcher
 from ._scheduler_gate import ConstraintGate
 from ._scheduler_records import RecordCache
-from ._scheduler_reports import ReportWriter
+from ._scheduler_reports import Reports, ReportWriter
 from ._spec import WorkSpec
 from ._store import Store
 from ._time import Clock
@@ -280,17 +280,34 @@ class Scheduler:
         with self.store.turn():
             self._heartbeat()
             self.executor.poll(self._reports)
-            self._record_reports()
+            # Reports ripe now are written in the transaction that starts the due works, if
+            # any are due (one commit per turn in a flood of short works), else on their own.
+            reports = self._writer.take()
             self._records.look(self.store.change_counter())
             if self._records.take_news():  # somebody else wrote: a cancel, a lifted constraint
                 self._stop_cancelled()
             self._gate.stop_where_constraints_fail(self.executor, self._attempts)
             self._content.step()
-            self._dispatcher.start_due_work()
+            if reports is None:
+                self._dispatcher.start_due_work()
+            else:
+                self._start_and_record(reports)
             self._prune_when_due()
 
+    def _start_and_record(self, reports: Reports) -> None:
+        recorded = self._dispatcher.start_due_work(reports, self._writer)
+        if recorded is None:  # nothing was due: the reports in a transaction of their own
+            recorded = self._writer.write_taken(reports)
+        self._recorded(recorded)
+        if self._writer.made_due:
+            # The outcomes made works due (unblocked dependents, retries): start them in
+            # this turn, as when the reports were written before the due works were read.
+            self._dispatcher.start_due_work()
+
     def _record_reports(self, force: bool = False) -> None:
-        recorded = self._writer.write(force)
+        self._recorded(self._writer.write(force))
+
+    def _recorded(self, recorded: list[str]) -> None:
         if not recorded:
             return
         first = not self.beat.recorded

@@ -21,7 +21,7 @@ from ._executors.base import AttemptSpec, Executor
 from ._rules import Outcome, OutcomeKind
 from ._scheduler_gate import Admission, ConstraintGate, gating
 from ._scheduler_records import RecordCache
-from ._scheduler_reports import ReportBuffer
+from ._scheduler_reports import ReportBuffer, Reports, ReportWriter
 from ._spec import WorkSpec
 from ._store import Store
 from ._time import Clock
@@ -72,10 +72,15 @@ class Dispatcher:
             return room()
         return self._executor.capacity - len(self._executor.running())
 
-    def start_due_work(self) -> None:
+    def start_due_work(self, reports: Reports | None = None,
+                       writer: ReportWriter | None = None) -> list[str] | None:
+        """Start due works while the executor has room. ``reports`` (taken from ``writer``)
+        are written in the same transaction, if any work is due: one commit per turn, and
+        the RUNNING index shards written once, not twice. Returns the tokens of the outcomes
+        recorded then; None when nothing was due (the caller writes the reports)."""
         free = self.room()
         if free <= 0:
-            return
+            return None
         now = self._clock.now()
         enqueued = self._store.state_index(WorkState.ENQUEUED)
         # Enough of the earliest to fill the free slots even if every work already known to
@@ -93,8 +98,11 @@ class Dispatcher:
             if constraints is None or not admission.blocks(work_id, constraints):
                 due.append(work_id)
         self._gate.waiting = admission.waiting  # the same set: the transaction adds to it
-        if due:
-            self._submit(*self._start(due, now, admission))
+        if not due:
+            return None
+        attempts, gates, recorded = self._start(due, now, admission, reports, writer)
+        self._submit(attempts, gates)
+        return recorded
 
     def _earliest_due(self, enqueued: dict[str, float], now: float, want: int) -> list[str]:
         """Up to ``want`` due works, the earliest first, ties in enqueue order."""
@@ -178,17 +186,23 @@ class Dispatcher:
         self._first_due_memo = (enqueued, waiting, first)
         return first
 
-    def _start(self, due: list[str], now: float, admission: Admission
-               ) -> tuple[list[AttemptSpec], dict[str, dict[str, Any]]]:
-        """Mark the due works RUNNING in one transaction: their attempts in start order, and
-        the constraints each runs under (by token)."""
+    def _start(self, due: list[str], now: float, admission: Admission,
+               reports: Reports | None = None, writer: ReportWriter | None = None
+               ) -> tuple[list[AttemptSpec], dict[str, dict[str, Any]], list[str] | None]:
+        """Mark the due works RUNNING in one transaction (after writing ``reports``, if
+        given): their attempts in start order, the constraints each runs under (by token),
+        and the tokens of the outcomes recorded (None without reports)."""
         known = self._records.constraints
         attempts: list[AttemptSpec] = []
         gates: dict[str, dict[str, Any]] = {}
         started: list[WorkSpec] = []
         payloads: dict[str, bytes | None] = {}
+        written: list[WorkSpec] = []
+        ended: list[str] = []
         try:
             with self._store.transaction() as txn:
+                if reports is not None and writer is not None:
+                    written, ended = writer.record(txn, reports, now)
                 for work_id in due:
                     spec = self._records.current(txn, work_id)
                     if spec is None:
@@ -205,13 +219,16 @@ class Dispatcher:
                         started.append(spec)
                         attempts.append(attempt)
                         gates[attempt.token] = gating(spec)
-        except BaseException:
+        except BaseException as exc:
             self._records.failed()  # held records it changed are not the store's
+            if reports is not None and writer is not None:
+                writer.failed(reports, exc)
             raise
-        self._records.committed(txn, started)
+        self._records.committed(txn, [*written, *started], ended)
         for spec in started:
             self._order.pop(spec.id, None)
-        return attempts, gates
+        recorded = writer.done(reports, txn) if reports is not None and writer is not None else None
+        return attempts, gates, recorded
 
     def _start_one(self, txn: Any, spec: WorkSpec, now: float,
                    payloads: dict[str, bytes | None]) -> AttemptSpec | None:
