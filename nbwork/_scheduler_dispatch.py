@@ -32,9 +32,11 @@ log = logging.getLogger("nbwork.scheduler")
 OrderKey = tuple[float, int]
 _UNKNOWN_ORDER: OrderKey = (math.inf, 0)  # a record gone meanwhile: it will not start anyway
 _due_time = itemgetter(1)
-HOLD_READ = 1024
+HOLD_READ = 4096
 """Records of tied due works kept from the read that ranks them, for the transactions that
-start them (the rest are read again when their turn comes)."""
+start them (the rest are read again when their turn comes). A batch of 2,000 works enqueued
+at once is all tied: with 1,024 held, its other half was read again, one record at a time
+inside the write transactions that start them (half a read per work)."""
 
 
 def order_key(spec: WorkSpec) -> OrderKey:

@@ -88,3 +88,23 @@ def test_outcomes_with_nothing_due_are_written_on_their_own(client, clock):
     assert _states(client, requests) == [WorkState.SUCCEEDED] * 3
     assert sched.store.change_counter() == before + 1
 
+
+def test_a_large_batch_due_at_once_is_started_without_reading_records_again(
+        client, clock, monkeypatch):
+    from nbwork._store import transaction
+
+    executor = InlineExecutor(capacity=300, hold=True)
+    sched = Scheduler(Store(client.store_path), executor=executor, clock=clock)
+    requests = [OneTimeWorkRequest(helpers.echo) for _ in range(1200)]
+    client.enqueue(requests)  # all due at the same moment: ranked once, by enqueue order
+    reads: list[str] = []
+    original = transaction.read_spec
+    monkeypatch.setattr(transaction, "read_spec",
+                        lambda cache, id, *a: reads.append(id) or original(cache, id, *a))
+    while len(executor.submitted) < len(requests):
+        for attempt in executor.submitted[-300:]:
+            executor.finish(attempt.token, Outcome("success"))
+        sched.step()
+    # The transactions that start them adopt the records the ranking read.
+    assert reads == []
+    assert [a.work_id for a in executor.submitted] == [r.id for r in requests]
