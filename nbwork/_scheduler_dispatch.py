@@ -102,9 +102,19 @@ class Dispatcher:
         self._gate.waiting = admission.waiting  # the same set: the transaction adds to it
         if not due:
             return None
+        self._read_ahead(due)
         attempts, gates, recorded = self._start(due, now, admission, reports, writer)
         self._submit(attempts, gates)
         return recorded
+
+    def _read_ahead(self, due: list[str]) -> None:
+        """Read the records of due works not held in one statement, before the transaction
+        that starts them: it adopts them if nobody wrote meanwhile (one diskcache read per
+        work inside the write transaction, which blocks clients, before)."""
+        missing = [wid for wid in due if not self._records.holds(wid)]
+        if missing:
+            counter = self._store.change_counter()
+            self._records.read(counter, self._store.get_many(missing))
 
     def _earliest_due(self, enqueued: dict[str, float], now: float, want: int) -> list[str]:
         """Up to ``want`` due works, the earliest first, ties in enqueue order."""

@@ -372,3 +372,39 @@ def test_a_step_reads_the_change_counters_once_and_sees_what_came_before_it(
     client.cancel_work_by_id(first.id)            # after the turn: seen by the next one
     sched.step()
     assert executor.stopped == [(executor.submitted[0].token, "CANCELLED_BY_APP")]
+
+
+def test_due_records_are_read_before_the_transaction_that_starts_them(
+        client, clock, monkeypatch):
+    from nbwork._store.transaction import Transaction
+
+    executor = holding_executor()
+    sched = _scheduler(client, clock, executor)
+    request = OneTimeWorkRequest(helpers.echo)
+    client.enqueue(request)
+    read_inside: list[str] = []
+    original_get = Transaction.get
+    monkeypatch.setattr(Transaction, "get",
+                        lambda txn, wid: read_inside.append(wid) or original_get(txn, wid))
+    sched.step()
+    assert _states(client, request) == [WorkState.RUNNING]
+    assert read_inside == []                      # adopted: read in one statement before
+
+
+def test_a_cancel_between_the_read_ahead_and_the_start_is_not_run_over(
+        client, clock, monkeypatch):
+    executor = holding_executor()
+    sched = _scheduler(client, clock, executor)
+    request = OneTimeWorkRequest(helpers.echo)
+    client.enqueue(request)
+    original = sched.store.get_many
+
+    def get_many(ids, memo=None):
+        specs = original(ids, memo)
+        client.cancel_work_by_id(request.id)      # commits right after the read
+        return specs
+
+    monkeypatch.setattr(sched.store, "get_many", get_many)
+    sched.step()
+    assert _states(client, request) == [WorkState.CANCELLED]
+    assert executor.submitted == []
