@@ -37,7 +37,7 @@ from ._lock import SchedulerLock
 from ._scheduler_dispatch import Dispatcher
 from ._scheduler_gate import ConstraintGate
 from ._scheduler_records import RecordCache
-from ._scheduler_reports import ReportWriter
+from ._scheduler_reports import Reports, ReportWriter
 from ._spec import WorkSpec
 from ._store import Store
 from ._time import Clock
@@ -118,7 +118,12 @@ class Scheduler:
                     self._heartbeat(force=True)
                     self.recover()
                     recovered = True
-                self.step()
+                # One read of the change counters for the step and what decides the sleep
+                # after it (a commit meanwhile pokes the FIFO: the sleep ends at once).
+                with self.store.turn():
+                    self.step()
+                    idle = self.idle_long_enough()
+                    timeout = self._sleep_time()
             except StoreError as exc:
                 # A full disk (or a store locked for a minute) must not end the scheduler:
                 # nothing it could not write is lost (see _scheduler_reports); it waits a
@@ -132,9 +137,11 @@ class Scheduler:
                 self.beat.state = "running"
             if self._stopping:
                 return
-            if self.idle_long_enough() and self._leave_if_still_idle():
-                return
-            self._sleep()
+            if idle:
+                if self._leave_if_still_idle():
+                    return
+                timeout = self._sleep_time()  # work came in as it looked once more
+            self._sleep(timeout)
 
     def _take_over_from_predecessor(self) -> None:
         """With the lock held (any predecessor is dead): remove the temp folder a killed one
@@ -272,20 +279,40 @@ class Scheduler:
 
     def step(self) -> None:
         """One turn of the loop, at the clock's time: record the executor's reports, stop
-        what was cancelled or lost its constraints, start due work, prune when it is time."""
-        self._heartbeat()
-        self.executor.poll(self._reports)
-        self._record_reports()
-        self._records.look(self.store.change_counter())
-        if self._records.take_news():  # somebody else wrote: a cancel, a lifted constraint
-            self._stop_cancelled()
-        self._gate.stop_where_constraints_fail(self.executor, self._attempts)
-        self._content.step()
-        self._dispatcher.start_due_work()
-        self._prune_when_due()
+        what was cancelled or lost its constraints, start due work, prune when it is time.
+
+        The store's change counters are read once for the turn (``Store.turn``)."""
+        with self.store.turn():
+            self._heartbeat()
+            self.executor.poll(self._reports)
+            # Reports ripe now are written in the transaction that starts the due works, if
+            # any are due (one commit per turn in a flood of short works), else on their own.
+            reports = self._writer.take()
+            self._records.look(self.store.change_counter())
+            if self._records.take_news():  # somebody else wrote: a cancel, a lifted constraint
+                self._stop_cancelled()
+            self._gate.stop_where_constraints_fail(self.executor, self._attempts)
+            self._content.step()
+            if reports is None:
+                self._dispatcher.start_due_work()
+            else:
+                self._start_and_record(reports)
+            self._prune_when_due()
+
+    def _start_and_record(self, reports: Reports) -> None:
+        recorded = self._dispatcher.start_due_work(reports, self._writer)
+        if recorded is None:  # nothing was due: the reports in a transaction of their own
+            recorded = self._writer.write_taken(reports)
+        self._recorded(recorded)
+        if self._writer.made_due:
+            # The outcomes made works due (unblocked dependents, retries): start them in
+            # this turn, as when the reports were written before the due works were read.
+            self._dispatcher.start_due_work()
 
     def _record_reports(self, force: bool = False) -> None:
-        recorded = self._writer.write(force)
+        self._recorded(self._writer.write(force))
+
+    def _recorded(self, recorded: list[str]) -> None:
         if not recorded:
             return
         first = not self.beat.recorded
@@ -350,9 +377,8 @@ class Scheduler:
     def _first_due(self, enqueued: dict[str, float]) -> float | None:
         return self._dispatcher.first_due(enqueued)
 
-    def _sleep(self) -> None:
+    def _sleep(self, timeout: float) -> None:
         objects = [self._wake, *self.executor.wait_objects()]
-        timeout = self._sleep_time()
         ready = wait_for(objects, timeout) if timeout > 0 else []
         if self._wake in ready:
             self._wake.drain()

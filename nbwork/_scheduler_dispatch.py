@@ -21,7 +21,7 @@ from ._executors.base import AttemptSpec, Executor
 from ._rules import Outcome, OutcomeKind
 from ._scheduler_gate import Admission, ConstraintGate, gating
 from ._scheduler_records import RecordCache
-from ._scheduler_reports import ReportBuffer
+from ._scheduler_reports import ReportBuffer, Reports, ReportWriter
 from ._spec import WorkSpec
 from ._store import Store
 from ._time import Clock
@@ -32,9 +32,11 @@ log = logging.getLogger("nbwork.scheduler")
 OrderKey = tuple[float, int]
 _UNKNOWN_ORDER: OrderKey = (math.inf, 0)  # a record gone meanwhile: it will not start anyway
 _due_time = itemgetter(1)
-HOLD_READ = 1024
+HOLD_READ = 4096
 """Records of tied due works kept from the read that ranks them, for the transactions that
-start them (the rest are read again when their turn comes)."""
+start them (the rest are read again when their turn comes). A batch of 2,000 works enqueued
+at once is all tied: with 1,024 held, its other half was read again, one record at a time
+inside the write transactions that start them (half a read per work)."""
 
 
 def order_key(spec: WorkSpec) -> OrderKey:
@@ -72,10 +74,15 @@ class Dispatcher:
             return room()
         return self._executor.capacity - len(self._executor.running())
 
-    def start_due_work(self) -> None:
+    def start_due_work(self, reports: Reports | None = None,
+                       writer: ReportWriter | None = None) -> list[str] | None:
+        """Start due works while the executor has room. ``reports`` (taken from ``writer``)
+        are written in the same transaction, if any work is due: one commit per turn, and
+        the RUNNING index shards written once, not twice. Returns the tokens of the outcomes
+        recorded then; None when nothing was due (the caller writes the reports)."""
         free = self.room()
         if free <= 0:
-            return
+            return None
         now = self._clock.now()
         enqueued = self._store.state_index(WorkState.ENQUEUED)
         # Enough of the earliest to fill the free slots even if every work already known to
@@ -93,8 +100,21 @@ class Dispatcher:
             if constraints is None or not admission.blocks(work_id, constraints):
                 due.append(work_id)
         self._gate.waiting = admission.waiting  # the same set: the transaction adds to it
-        if due:
-            self._submit(*self._start(due, now, admission))
+        if not due:
+            return None
+        self._read_ahead(due)
+        attempts, gates, recorded = self._start(due, now, admission, reports, writer)
+        self._submit(attempts, gates)
+        return recorded
+
+    def _read_ahead(self, due: list[str]) -> None:
+        """Read the records of due works not held in one statement, before the transaction
+        that starts them: it adopts them if nobody wrote meanwhile (one diskcache read per
+        work inside the write transaction, which blocks clients, before)."""
+        missing = [wid for wid in due if not self._records.holds(wid)]
+        if missing:
+            counter = self._store.change_counter()
+            self._records.read(counter, self._store.get_many(missing))
 
     def _earliest_due(self, enqueued: dict[str, float], now: float, want: int) -> list[str]:
         """Up to ``want`` due works, the earliest first, ties in enqueue order."""
@@ -178,17 +198,23 @@ class Dispatcher:
         self._first_due_memo = (enqueued, waiting, first)
         return first
 
-    def _start(self, due: list[str], now: float, admission: Admission
-               ) -> tuple[list[AttemptSpec], dict[str, dict[str, Any]]]:
-        """Mark the due works RUNNING in one transaction: their attempts in start order, and
-        the constraints each runs under (by token)."""
+    def _start(self, due: list[str], now: float, admission: Admission,
+               reports: Reports | None = None, writer: ReportWriter | None = None
+               ) -> tuple[list[AttemptSpec], dict[str, dict[str, Any]], list[str] | None]:
+        """Mark the due works RUNNING in one transaction (after writing ``reports``, if
+        given): their attempts in start order, the constraints each runs under (by token),
+        and the tokens of the outcomes recorded (None without reports)."""
         known = self._records.constraints
         attempts: list[AttemptSpec] = []
         gates: dict[str, dict[str, Any]] = {}
         started: list[WorkSpec] = []
         payloads: dict[str, bytes | None] = {}
+        written: list[WorkSpec] = []
+        ended: list[str] = []
         try:
             with self._store.transaction() as txn:
+                if reports is not None and writer is not None:
+                    written, ended = writer.record(txn, reports, now)
                 for work_id in due:
                     spec = self._records.current(txn, work_id)
                     if spec is None:
@@ -205,13 +231,16 @@ class Dispatcher:
                         started.append(spec)
                         attempts.append(attempt)
                         gates[attempt.token] = gating(spec)
-        except BaseException:
+        except BaseException as exc:
             self._records.failed()  # held records it changed are not the store's
+            if reports is not None and writer is not None:
+                writer.failed(reports, exc)
             raise
-        self._records.committed(txn, started)
+        self._records.committed(txn, [*written, *started], ended)
         for spec in started:
             self._order.pop(spec.id, None)
-        return attempts, gates
+        recorded = writer.done(reports, txn) if reports is not None and writer is not None else None
+        return attempts, gates, recorded
 
     def _start_one(self, txn: Any, spec: WorkSpec, now: float,
                    payloads: dict[str, bytes | None]) -> AttemptSpec | None:

@@ -21,6 +21,7 @@ of our commits moved are dropped all the same.)
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from ._spec import WorkSpec
@@ -31,7 +32,10 @@ class RecordCache:
         self._seen = -1
         self._news = True
         self._held: dict[str, WorkSpec] = {}
-        self._looked_in: Any = None  # the transaction whose counter was last looked at
+        # The transaction whose counter was last looked at, weakly: a strong reference kept
+        # the last transaction alive after it ended, with every index shard it had loaded
+        # (the scheduler's memory grew with every finished work).
+        self._looked_in: weakref.ref[Any] | None = None
         self.constraints: dict[str, dict[str, Any]] = {}
         """work id -> the constraints that gate it ({} when none or overridden)."""
 
@@ -49,8 +53,9 @@ class RecordCache:
     def current(self, txn: Any, work_id: str) -> WorkSpec | None:
         """The record of ``work_id`` in ``txn``: the one held if nobody else wrote since,
         else read from the store."""
-        if self._looked_in is not txn:  # one counter read per transaction
-            self._looked_in = txn
+        looked_in = self._looked_in() if self._looked_in is not None else None
+        if looked_in is not txn:  # one counter read per transaction
+            self._looked_in = weakref.ref(txn)
             self.look(txn.change_counter())
         held = self._held.get(work_id)
         return txn.adopt(held) if held is not None else txn.get(work_id)

@@ -106,61 +106,88 @@ class ReportWriter:
         self._attempts = attempts
         self.buffer = ReportBuffer(clock)
         self._pending_logged: set[str] = set()  # tokens of outcomes not yet recorded
+        self.made_due = False  # see done
+
+    def take(self, force: bool = False) -> Reports | None:
+        """The reports to write now, if they are ripe (or ``force``), out of the buffer:
+        the caller writes them (``record``) and then calls ``done`` or ``failed``."""
+        if self.buffer.deadline() is None:  # nothing waits
+            return None
+        if not (force or self.buffer.ripe(len(self._attempts))):
+            return None
+        return self.buffer.take()
 
     def write(self, force: bool = False) -> list[str]:
-        """Write the reports if they are ripe (or ``force``); the tokens of the outcomes
-        recorded. Raises StoreError with every report kept for the next try."""
-        if self.buffer.deadline() is None:  # nothing waits
-            return []
-        if not (force or self.buffer.ripe(len(self._attempts))):
-            return []
-        reports = self.buffer.take()
+        """Write the reports if they are ripe (or ``force``) in a transaction of their own;
+        the tokens of the outcomes recorded. Raises StoreError with every report kept for
+        the next try."""
+        reports = self.take(force)
+        return [] if reports is None else self.write_taken(reports)
+
+    def write_taken(self, reports: Reports) -> list[str]:
+        """Write reports ``take`` gave, in a transaction of their own (see ``write``)."""
         try:
-            self._write(reports, self._clock.now())
+            with self._store.transaction() as txn:
+                written, ended = self.record(txn, reports, self._clock.now())
         except BaseException as exc:
-            self._records.failed()
-            if not isinstance(exc, StoreError):
-                raise
-            # Nothing was written (a full disk): keep every report for the next try. Dropped,
-            # an outcome was lost for good and its work stayed RUNNING until a restart.
-            self.buffer.put_back(reports)
-            if reports.outcomes.keys() - self._pending_logged:  # say so once per attempt
-                log.warning("%d finished attempt(s) wait until the store can be written",
-                            len(reports.outcomes))
-                self._pending_logged.update(reports.outcomes)
+            self.failed(reports, exc)
             raise
+        self._records.committed(txn, written, ended)
+        return self.done(reports, txn)
+
+    def failed(self, reports: Reports, exc: BaseException) -> None:
+        """The transaction that was to write ``reports`` did not commit."""
+        self._records.failed()
+        if not isinstance(exc, StoreError):
+            return
+        # Nothing was written (a full disk): keep every report for the next try. Dropped,
+        # an outcome was lost for good and its work stayed RUNNING until a restart.
+        self.buffer.put_back(reports)
+        if reports.outcomes.keys() - self._pending_logged:  # say so once per attempt
+            log.warning("%d finished attempt(s) wait until the store can be written",
+                        len(reports.outcomes))
+            self._pending_logged.update(reports.outcomes)
+
+    def done(self, reports: Reports, txn: Any) -> list[str]:
+        """``reports`` were committed in ``txn``: the tokens of the outcomes recorded."""
+        # Works that commit made ENQUEUED (unblocked dependents, retries, next periods)
+        # may be due at once: the scheduler then looks for due work again in this turn.
+        self.made_due = any(now is WorkState.ENQUEUED for _, now, _, _ in txn.index_moves)
         for token in reports.outcomes:  # only once recorded (see above)
             self._pending_logged.discard(token)
             self._attempts.pop(token, None)
         return list(reports.outcomes)
 
-    def _write(self, reports: Reports, now: float) -> None:
+    def record(self, txn: Any, reports: Reports, now: float
+               ) -> tuple[list[WorkSpec], list[str]]:
+        """Write ``reports`` in ``txn`` (the scheduler's turn may claim due works in the same
+        transaction: one commit per turn); the records of running attempts written, and the
+        works whose attempt ended, for ``RecordCache.committed``."""
         updated: list[WorkSpec] = []
         ended: list[str] = []
-        with self._store.transaction() as txn:
-            for token in set(reports.progress) | set(reports.started):
-                spec = self._current(txn, token)
-                if spec is None:
-                    continue
-                if token in reports.started and spec.attempt is not None:
-                    spec.attempt.pid, spec.attempt.pid_create_time = reports.started[token]
-                if token in reports.progress:
-                    spec.progress = reports.progress[token]
-                txn.put(spec)
-                updated.append(spec)
-            for token, outcome in reports.outcomes.items():
-                work_id = self._attempts.get(token)
+        for token in set(reports.progress) | set(reports.started):
+            spec = self._current(txn, token)
+            if spec is None:
+                continue
+            if token in reports.started and spec.attempt is not None:
+                spec.attempt.pid, spec.attempt.pid_create_time = reports.started[token]
+            if token in reports.progress:
+                spec.progress = reports.progress[token]
+            txn.put(spec)
+            updated.append(spec)
+        for token, outcome in reports.outcomes.items():
+            work_id = self._attempts.get(token)
+            if work_id is not None:
+                ended.append(work_id)
+            spec = self._current(txn, token, work_id)
+            if spec is None:
+                # Cancelled (or updated) while running: the late result is ignored.
                 if work_id is not None:
-                    ended.append(work_id)
-                spec = self._current(txn, token, work_id)
-                if spec is None:
-                    # Cancelled (or updated) while running: the late result is ignored.
-                    if work_id is not None:
-                        _clear_attempt(txn, work_id, token)
-                    continue
-                _rules.finish_attempt(txn, spec, outcome, now)
+                    _clear_attempt(txn, work_id, token)
+                continue
+            _rules.finish_attempt(txn, spec, outcome, now)
         finished = set(ended)
-        self._records.committed(txn, [s for s in updated if s.id not in finished], ended)
+        return [s for s in updated if s.id not in finished], ended
 
     def _current(self, txn: Any, token: str, work_id: str | None = None) -> WorkSpec | None:
         """The work an attempt belongs to, if that attempt is still its current one."""

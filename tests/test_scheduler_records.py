@@ -3,6 +3,9 @@ counter ``seen``; any sign of a commit by somebody else forgets it and raises ``
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 from nbwork._scheduler_records import RecordCache
 from nbwork._spec import WorkSpec
 from nbwork.info import WorkState
@@ -97,3 +100,28 @@ def test_a_failed_transaction_forgets_what_it_may_have_changed():
     cache.read(5, [_spec("a")])
     cache.failed()
     assert not cache.holds("a")
+
+
+def test_the_cache_does_not_keep_a_transaction_alive():
+    # A transaction holds every index shard it read; kept after it ended, the scheduler's
+    # memory grew with every finished work.
+    cache = RecordCache()
+    cache.read(5, [_spec("a")])
+    txn = FakeTransaction(5)
+    cache.current(txn, "a")
+    cache.committed(txn.commit())
+    gone = weakref.ref(txn)
+    del txn
+    gc.collect()
+    assert gone() is None
+
+
+def test_one_counter_read_per_transaction():
+    cache = RecordCache()
+    cache.read(5, [_spec("a"), _spec("b")])
+    txn = FakeTransaction(5)
+    reads = []
+    txn.change_counter = lambda: reads.append(1) or 5
+    cache.current(txn, "a")
+    cache.current(txn, "b")
+    assert reads == [1] and txn.adopted == ["a", "b"]

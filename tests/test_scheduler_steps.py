@@ -323,9 +323,9 @@ def test_the_loop_exits_idle_exit_seconds_after_the_last_work_on_the_clock(clien
     client.enqueue(request)
     slept: list[float] = []
 
-    def sleep() -> None:                          # a sleep moves the manual clock only
-        slept.append(sched._sleep_time())
-        clock.advance(slept[-1])
+    def sleep(timeout: float) -> None:            # a sleep moves the manual clock only
+        slept.append(timeout)                     # as long as the loop decided
+        clock.advance(timeout)
 
     sched._sleep = sleep
     start = clock.now()
@@ -342,3 +342,69 @@ def test_the_loop_exits_idle_exit_seconds_after_the_last_work_on_the_clock(clien
     assert clock.now() == start + 6 + 30
     assert sched.lock.fd is None
     assert max(slept) <= 1.0                       # never asleep past a heartbeat
+
+
+def test_a_step_reads_the_change_counters_once_and_sees_what_came_before_it(
+        client, clock, monkeypatch):
+    executor = holding_executor()
+    sched = _scheduler(client, clock, executor)
+    first = OneTimeWorkRequest(helpers.echo)
+    client.enqueue(first)
+    sched.step()
+    second = OneTimeWorkRequest(helpers.echo)
+    client.enqueue(second)                        # another process's commit, before the turn
+    cache = sched.store._cache
+    reads: list[str] = []
+    original_get = type(cache).get
+
+    def get(self, key, *args, **kwargs):
+        if key in ("counter", "counter:s"):
+            reads.append(key)
+        return original_get(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(type(cache), "get", get)
+    clock.advance(1)
+    sched.step()
+    # One statement for the turn, not a get per look; only the transaction that starts the
+    # work reads the counter (inside it: exact, see RecordCache).
+    assert reads == ["counter"]
+    assert _states(client, first, second) == [WorkState.RUNNING, WorkState.RUNNING]
+    client.cancel_work_by_id(first.id)            # after the turn: seen by the next one
+    sched.step()
+    assert executor.stopped == [(executor.submitted[0].token, "CANCELLED_BY_APP")]
+
+
+def test_due_records_are_read_before_the_transaction_that_starts_them(
+        client, clock, monkeypatch):
+    from nbwork._store.transaction import Transaction
+
+    executor = holding_executor()
+    sched = _scheduler(client, clock, executor)
+    request = OneTimeWorkRequest(helpers.echo)
+    client.enqueue(request)
+    read_inside: list[str] = []
+    original_get = Transaction.get
+    monkeypatch.setattr(Transaction, "get",
+                        lambda txn, wid: read_inside.append(wid) or original_get(txn, wid))
+    sched.step()
+    assert _states(client, request) == [WorkState.RUNNING]
+    assert read_inside == []                      # adopted: read in one statement before
+
+
+def test_a_cancel_between_the_read_ahead_and_the_start_is_not_run_over(
+        client, clock, monkeypatch):
+    executor = holding_executor()
+    sched = _scheduler(client, clock, executor)
+    request = OneTimeWorkRequest(helpers.echo)
+    client.enqueue(request)
+    original = sched.store.get_many
+
+    def get_many(ids, memo=None):
+        specs = original(ids, memo)
+        client.cancel_work_by_id(request.id)      # commits right after the read
+        return specs
+
+    monkeypatch.setattr(sched.store, "get_many", get_many)
+    sched.step()
+    assert _states(client, request) == [WorkState.CANCELLED]
+    assert executor.submitted == []

@@ -153,6 +153,7 @@ COMPOSED = {
     "enable_journal": "set_value (writes)",
     "log_path": "builds a path, touches nothing",
     "close": "closing releases connections; nothing is read or written",
+    "turn": "reads the counters through _read_counters (reads)",
 }
 
 
