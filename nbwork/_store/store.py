@@ -18,7 +18,7 @@ from .._spec import WorkSpec
 from .._storedir import StoreDir
 from ..errors import InvalidInputError, StoreError
 from ..info import WorkState
-from . import opening
+from . import migration, opening, rows
 from .codec import Unreadable, load_value, read_index, read_spec, shard_keys
 from .faults import guard, reads, writes
 from .reads import Memo, connect_unmapped, open_blob, read_records
@@ -78,6 +78,7 @@ class Store:
             self.journal = bool(load_value(self._cache, "journal"))
             self._apply_durability(self.durability())
             opening.check_schema(self._cache, self.path)
+            migration.upgrade(self._cache, self.path)
         except BaseException:
             self._cache.close()
             raise
@@ -195,9 +196,20 @@ class Store:
         # The counter is read before the shards: a commit in between makes the memo look
         # older than it is (read again next time), never newer.
         index: dict[str, float] = {}
-        for key in shard_keys(state):
-            index.update(self._index_value(key, {}))
+        if state in rows.ROW_STATES:
+            index = self._rows(state)
+        else:
+            for key in shard_keys(state):
+                index.update(self._index_value(key, {}))
         self._index_memo[state] = (counter, index)
+        return index
+
+    def _rows(self, state: WorkState) -> dict[str, float]:
+        """The rows of a finished state (one range query), repaired when one is damaged."""
+        index = rows.scan_state(self._cache, state)
+        if index is None:
+            with self.transaction() as txn:
+                index = txn.state_index(state)
         return index
 
     def _update_index_memo(self, txn: Transaction) -> None:

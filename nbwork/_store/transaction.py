@@ -16,6 +16,7 @@ import diskcache
 
 from .._spec import WorkSpec
 from ..info import WorkState
+from . import rows
 from .codec import (
     Unreadable,
     all_records,
@@ -60,6 +61,11 @@ def _stored_blob_matches(cache: diskcache.Cache, key: str, payload: bytes) -> bo
                 return False
     return True
 
+def _entry(spec: WorkSpec) -> tuple:
+    """What the indexes hold of ``spec``: (state, sort key, tags, unique name, its rows)."""
+    return (spec.state, sort_key(spec), spec.tags, spec.unique_name, rows.entry(spec))
+
+
 class Transaction:
     """A consistent read-modify-write over records and indexes (a ``WorkSet`` for _rules)."""
 
@@ -67,7 +73,8 @@ class Transaction:
         self._cache = cache
         self.unreadable = {} if unreadable is None else unreadable  # id -> why (see Store)
         self._specs: dict[str, WorkSpec | None] = {}
-        self._before: dict[str, tuple[WorkState, float, tuple[str, ...], str | None] | None] = {}
+        # id -> (state, sort key, tags, unique name, its rows if finished: see rows.entry)
+        self._before: dict[str, tuple | None] = {}
         self._dirty: set[str] = set()
         self._indexes: dict[str, Any] = {}
         self._dirty_indexes: set[str] = set()
@@ -95,9 +102,7 @@ class Transaction:
     def _remember(self, id: str, record: WorkSpec | Unreadable | None) -> None:
         spec = record if isinstance(record, WorkSpec) else None
         self._specs[id] = spec
-        self._before[id] = (
-            (spec.state, sort_key(spec), spec.tags, spec.unique_name) if spec else None
-        )
+        self._before[id] = _entry(spec) if spec else None
 
     def get_many(self, ids: Iterable[str]) -> list[WorkSpec]:
         """The records of ``ids`` that exist and can be read, in that order. Those not read
@@ -117,7 +122,7 @@ class Transaction:
         nobody wrote since). The caller's object is then this transaction's to change."""
         if spec.id not in self._specs:
             self._specs[spec.id] = spec
-            self._before[spec.id] = (spec.state, sort_key(spec), spec.tags, spec.unique_name)
+            self._before[spec.id] = _entry(spec)
         return self._specs[spec.id]
 
     def change_counter(self) -> int:
@@ -159,11 +164,27 @@ class Transaction:
         return self._indexes[key]
 
     def state_index(self, state: WorkState) -> dict[str, float]:
-        """``{id: sort key}`` of the works in ``state`` (a merged copy of its shards)."""
+        """``{id: sort key}`` of the works in ``state`` (a merged copy of its shards; for a
+        finished state, its rows in sort order)."""
+        if state in rows.ROW_STATES:
+            return self._rows(state)
         merged: dict[str, float] = {}
         for key in shard_keys(state):
             merged.update(self._index(key, {}))
         return merged
+
+    def _rows(self, state: WorkState) -> dict[str, float]:
+        index = rows.scan_state(self._cache, state)
+        if index is None:  # a damaged row: rebuilt from the records, in this transaction
+            specs = [r for r in self.all_records() if isinstance(r, WorkSpec)]
+            rows.rebuild(self._cache, state, specs)
+            index = rows.scan_state(self._cache, state) or {}
+        return index
+
+    def expired(self, now: float, after: str = "", limit: int = 1000) -> list[tuple[str, str]]:
+        """``(expiry key, id)`` of up to ``limit`` finished works whose retention ended by
+        ``now``, in expiry order, after the key ``after`` (see ``rows.expired``)."""
+        return rows.expired(self._cache, now, after, limit)
 
     def unique_ids(self, name: str) -> list[str]:
         return list(self._index(f"i:u:{name}", []))
@@ -216,7 +237,9 @@ class Transaction:
         (it stays until the store is discarded), and dependents are the caller's to settle."""
         self._deletes.add(record_key(id))
         self._specs[id] = None
-        for state in WorkState:
+        for state in rows.forget(self._cache, id):
+            self.index_moves.append((state, None, id, 0.0))
+        for state in set(WorkState) - rows.ROW_STATES:
             shard = self._index(state_key(state, id), {})
             if id in shard:
                 self._mutable_index(state_key(state, id), {}).pop(id, None)
@@ -241,14 +264,15 @@ class Transaction:
     def _reindex(self, id: str) -> None:
         before = self._before.get(id)
         spec = self._specs[id]
-        after = (spec.state, sort_key(spec), spec.tags, spec.unique_name) if spec else None
+        after = _entry(spec) if spec else None
         if before == after:
             return
-        if before is None or after is None or before[:2] != after[:2]:
+        if before is None or after is None or before[:2] != after[:2] \
+                or before[4] != after[4]:
             if before is not None:
-                self._mutable_index(state_key(before[0], id), {}).pop(id, None)
+                self._unindex_state(id, before)
             if after is not None:
-                self._mutable_index(state_key(after[0], id), {})[id] = after[1]
+                self._index_state(spec, after)
             self.index_moves.append((before[0] if before else None,
                                      after[0] if after else None, id,
                                      after[1] if after else 0.0))
@@ -267,6 +291,18 @@ class Transaction:
                     ids.remove(id)
             if new_name is not None:
                 self._mutable_index(f"i:u:{new_name}", []).append(id)
+
+    def _unindex_state(self, id: str, before: tuple) -> None:
+        if before[0] in rows.ROW_STATES:
+            rows.remove(self._cache, before[4])
+        else:
+            self._mutable_index(state_key(before[0], id), {}).pop(id, None)
+
+    def _index_state(self, spec: WorkSpec, after: tuple) -> None:
+        if after[0] in rows.ROW_STATES:
+            rows.write(self._cache, spec)  # two small rows, whatever the store's size
+        else:
+            self._mutable_index(state_key(after[0], spec.id), {})[spec.id] = after[1]
 
     def _journal(self, id: str, spec: WorkSpec | None) -> None:
         """Record a state change of ``id`` in its journal (in this same transaction, so the
