@@ -78,17 +78,19 @@ def finished_to_rows(cache: diskcache.Cache) -> int:
             shard, _ = read_index(cache, key, {})  # (a damaged one: from the records)
             index.update(shard)
             cache.delete(key)
-        for id, sort in index.items():
-            cache.set(rows.row_key(state, sort, id), float(sort))
+        rows.insert_many(cache, ((rows.row_key(state, sort, id), float(sort))
+                                 for id, sort in index.items()))
         ids = list(index)
         for start in range(0, len(ids), DECODE_CHUNK):
             records = select_records(cache, ids[start:start + DECODE_CHUNK], None, {})
+            expiries = []
             for record in records.values():
                 # (An unreadable record keeps its row, so it is still listed as such.)
                 if isinstance(record, WorkSpec) and record.state is state:
                     entry = rows.entry(record)
                     if entry is not None and entry[1] is not None:
-                        cache.set(entry[1], state.value)
+                        expiries.append((entry[1], state.value))
+            rows.insert_many(cache, expiries)
         moved += len(index)
     return moved
 

@@ -17,7 +17,8 @@ text, so that the text order of the keys is their time order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import diskcache
@@ -102,6 +103,18 @@ def write(cache: diskcache.Cache, spec: WorkSpec) -> None:
     cache.set(keys[0], float(sort_key(spec)))
     if keys[1] is not None:
         cache.set(keys[1], spec.state.value)
+
+
+def insert_many(cache: diskcache.Cache, items: Iterator[tuple[str, Any]] | list) -> None:
+    """New rows ``(key, float or short str)`` in one statement, as diskcache's own insert
+    of a raw value writes them, without its round trips per key: the upgrade of a store of
+    100,000 finished works writes 200,000 rows (inside a transaction of the caller's)."""
+    now = time.time()
+    cache._con.executemany(
+        "INSERT OR REPLACE INTO Cache (key, raw, store_time, expire_time, access_time, "
+        "access_count, tag, size, mode, filename, value) "
+        "VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, ?, NULL, ?)",
+        ((key, now, now, diskcache.core.MODE_RAW, value) for key, value in items))
 
 
 def remove(cache: diskcache.Cache, keys: tuple[str, str | None] | None) -> None:
