@@ -198,29 +198,66 @@ def cancel_all(store: Store, now: float) -> list[str]:
         return _rules.cancel(txn, ids, now)
 
 
+PRUNE_CHUNK = 1000
+"""Expired works read and removed per transaction: the store is never write-locked for
+long, however many expire at once."""
+
+
 def prune(store: Store, now: float, expired_only: bool = False) -> list[str]:
     """Remove finished work with no unfinished dependent (past its retention when
-    ``expired_only``); returns the removed ids. Their logs go too."""
+    ``expired_only``); returns the removed ids. Their logs go too.
+
+    With ``expired_only`` (the scheduler's periodic prune) only the expired works are read,
+    from the store's expiry index, and removed ``PRUNE_CHUNK`` per transaction; otherwise
+    (``prune_work``) every finished work is considered, in one transaction."""
+    if expired_only:
+        return _prune_expired(store, now)
     with store.transaction() as txn:
         candidates = [wid for state in FINISHED_STATES for wid in txn.state_index(state)]
-        pruned = [s for s in txn.get_many(candidates)
-                  if _rules.is_prunable(s, txn, now if expired_only else None)]
-        gone = {s.id for s in pruned}
-        for spec in pruned:
-            for pid in spec.prerequisites:
-                parent = txn.get(pid)
-                if parent is not None and pid not in gone:
-                    parent.dependents = tuple(d for d in parent.dependents if d != spec.id)
-                    txn.put(parent)
-            txn.delete(spec.id)
-            if has_triggers(spec):
-                txn.delete_value(CONTENT_LISTING_KEY.format(spec.id))
+        pruned = [s for s in txn.get_many(candidates) if _rules.is_prunable(s, txn, None)]
+        _remove(txn, pruned)
+    _remove_logs(store, pruned)
+    return [s.id for s in pruned]
+
+
+def _prune_expired(store: Store, now: float) -> list[str]:
+    removed: list[str] = []
+    after = ""
+    while True:
+        with store.transaction() as txn:
+            batch = txn.expired(now, after, PRUNE_CHUNK)
+            specs = {s.id: s for s in txn.get_many(wid for _, wid in batch)}
+            pruned = [s for s in specs.values() if _rules.is_prunable(s, txn, now)]
+            _remove(txn, pruned)
+            for key, wid in batch:
+                if wid not in specs and wid not in txn.unreadable:
+                    txn.delete_value(key)  # the row of a record that is gone
+        _remove_logs(store, pruned)
+        removed.extend(s.id for s in pruned)
+        if len(batch) < PRUNE_CHUNK:
+            return removed
+        after = batch[-1][0]  # (what stays, with an unfinished dependent, is passed over)
+
+
+def _remove(txn: Transaction, pruned: list[WorkSpec]) -> None:
+    gone = {s.id for s in pruned}
+    for spec in pruned:
+        for pid in spec.prerequisites:
+            parent = txn.get(pid)
+            if parent is not None and pid not in gone:
+                parent.dependents = tuple(d for d in parent.dependents if d != spec.id)
+                txn.put(parent)
+        txn.delete(spec.id)
+        if has_triggers(spec):
+            txn.delete_value(CONTENT_LISTING_KEY.format(spec.id))
+
+
+def _remove_logs(store: Store, pruned: list[WorkSpec]) -> None:
     for spec in pruned:
         try:
             os.unlink(store.log_path(spec.id))
         except FileNotFoundError:
             pass
-    return [s.id for s in pruned]
 
 
 def prune_unreadable(store: Store, now: float) -> list[str]:

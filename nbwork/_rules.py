@@ -461,14 +461,20 @@ def recover(spec: WorkSpec, now: float) -> None:
     spec.next_run_at = now
 
 
+def expiry_time(spec: WorkSpec) -> float | None:
+    """When a finished work's retention ends (None while it is not finished): from then on
+    it may be pruned, once no unfinished work depends on it."""
+    if not spec.is_finished:
+        return None
+    return (spec.finish_time or 0.0) + DEFAULT_PRUNE_AGE + (spec.keep_results_for or 0.0)
+
+
 def is_prunable(spec: WorkSpec, works: WorkSet, now: float | None) -> bool:
     """Finished, with no unfinished dependent; with ``now``, also past its retention."""
     if not spec.is_finished:
         return False
-    if now is not None:
-        retention = DEFAULT_PRUNE_AGE + (spec.keep_results_for or 0.0)
-        if (spec.finish_time or 0.0) + retention > now:
-            return False
+    if now is not None and (expiry_time(spec) or 0.0) > now:
+        return False
     for did in spec.dependents:
         child = works.get(did)
         if child is not None and not child.is_finished:

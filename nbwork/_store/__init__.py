@@ -3,12 +3,19 @@
 Layout of the database (``db/`` in the store directory, see ``_layout`` for the rest of
 it; keys are strings so SQLite indexes them natively):
 
-    meta              {"schema": 1, "created": ...}
+    meta              {"schema": 2, "created": ...} (an older schema is upgraded when
+                      the store is opened: see ``migration``)
     w:<id>            the WorkSpec record of a work (a dict)
     code:<sha256>     the serialized worker (cloudpickle), shared by every work that runs it
-    i:s:<STATE>:<h>   {id: sort key} of the works in a state (ENQUEUED: next run time) whose
-                      id starts with hex digit <h>: 16 shards, so a transaction rewrites
-                      only the shards of the works it touches, not the whole index
+    i:s:<STATE>:<h>   {id: sort key} of the works in an unfinished state (ENQUEUED: next
+                      run time) whose id starts with hex digit <h>: 16 shards, so a
+                      transaction rewrites only the shards of the works it touches
+    i:f:<STATE>:<t>:<id>  a finished work (SUCCEEDED, FAILED, CANCELLED), one row each, its
+                      value its sort key (enqueue time), <t> that time as fixed-width text:
+                      finishing a work writes one small row however many finished works
+                      there are, and a state is listed by one range query (see ``rows``)
+    i:x:<t>:<id>      a finished work whose retention ends at <t>: the expired-work prune
+                      reads only the rows up to now
     i:t:<tag>         {id: enqueue time} of the works with a tag
     i:u:<name>        [id, ...] of the works under a unique name, in enqueue order
     i:c:<sha256>      how many works use a code blob (it is deleted at zero)
@@ -28,7 +35,9 @@ it; keys are strings so SQLite indexes them natively):
                       ``j:<id>`` as [from, to, run_attempt_count] in the same transaction
 
 The parts, bottom up: ``faults`` (the one translation of low-level errors into
-``StoreError``), ``codec`` (keys; decoding records, indexes and values), ``transaction``
+``StoreError``), ``codec`` (keys; decoding records, indexes and values), ``rows`` (the
+rows of finished works and the expiry index), ``migration`` (upgrading an older store
+when it is opened), ``transaction``
 (one atomic read-modify-write), ``reads`` (many records in one statement; blobs in
 pieces), ``opening`` (creating, opening and refusing a database) and ``store`` (``Store``,
 whose every public method is guarded by ``faults``).

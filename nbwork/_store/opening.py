@@ -19,7 +19,9 @@ from ..errors import NotAStoreError, StoreError
 from .codec import load_value
 from .faults import SQLITE_TIMEOUT, is_damage, translate
 
-STORE_SCHEMA = 1
+STORE_SCHEMA = 2
+"""1: every state index in pickled shards; 2: finished states as one row per work, and the
+expiry index (see ``rows``). An older store is upgraded when opened (``migration``)."""
 
 
 def open_cache(store_dir: StoreDir) -> diskcache.Cache:
@@ -46,7 +48,10 @@ def open_cache(store_dir: StoreDir) -> diskcache.Cache:
     )
     try:
         if load_value(cache, "meta") is None:
-            cache.add("meta", {"schema": STORE_SCHEMA, "created": time.time()})
+            # (A database that holds works but no "meta" was made before the marker of the
+            # schema existed: schema 1, to be upgraded.)
+            schema = 1 if "counter" in cache else STORE_SCHEMA
+            cache.add("meta", {"schema": schema, "created": time.time()})
         for name in (_layout.LOGS_DIR, _layout.DB_DIR,
                      *(f"{_layout.DB_DIR}/{file}" for file in _layout.DB_FILES)):
             store_dir.tighten(name)

@@ -18,7 +18,7 @@ from .._spec import WorkSpec
 from .._storedir import StoreDir
 from ..errors import InvalidInputError, StoreError
 from ..info import WorkState
-from . import opening, shards
+from . import migration, opening, rows, shards
 from .changes import ChangeSignal
 from .codec import Unreadable, load_value, read_index, read_spec
 from .faults import guard, reads, writes
@@ -82,6 +82,7 @@ class Store:
             self.journal = bool(load_value(self._cache, "journal"))
             self._apply_durability(self.durability())
             opening.check_schema(self._cache, self.path)
+            migration.upgrade(self._cache, self.path)
         except BaseException:
             self.changes.close()
             self._cache.close()
@@ -230,12 +231,25 @@ class Store:
             shards.COUNTER, 0)
         if memo is not None and memo.counter == counter:
             return memo.index
-        memo = shards.refresh(self._cache, state, memo,
-                              lambda key: self._index_value(key, {}))
+        if state in rows.ROW_STATES:
+            # The counter was read before the rows: a commit in between makes the memo
+            # look older than it is (scanned again next time), never newer.
+            memo = shards.StateMemo(counter, self._rows(state))
+        else:
+            memo = shards.refresh(self._cache, state, memo,
+                                  lambda key: self._index_value(key, {}))
         self._index_memo[state] = memo
         if self._turn is not None:  # read now: newer than the turn's, as true
             self._turn[1] = memo.counter
         return memo.index
+
+    def _rows(self, state: WorkState) -> dict[str, float]:
+        """The rows of a finished state (one range query), repaired when one is damaged."""
+        index = rows.scan_state(self._cache, state)
+        if index is None:
+            with self.transaction() as txn:
+                index = txn.state_index(state)
+        return index
 
     def _update_index_memo(self, txn: Transaction) -> None:
         """Apply a commit of this process to the memo of the state indexes: the scheduler's

@@ -16,6 +16,7 @@ import diskcache
 
 from .._spec import WorkSpec
 from ..info import WorkState
+from . import rows
 from .batch import DELETED, write_rows
 from .codec import (
     Unreadable,
@@ -61,6 +62,11 @@ def _stored_blob_matches(cache: diskcache.Cache, key: str, payload: bytes) -> bo
                 return False
     return True
 
+def _entry(spec: WorkSpec) -> tuple:
+    """What the indexes hold of ``spec``: (state, sort key, tags, unique name, its rows)."""
+    return (spec.state, sort_key(spec), spec.tags, spec.unique_name, rows.entry(spec))
+
+
 class Transaction:
     """A consistent read-modify-write over records and indexes (a ``WorkSet`` for _rules)."""
 
@@ -68,7 +74,8 @@ class Transaction:
         self._cache = cache
         self.unreadable = {} if unreadable is None else unreadable  # id -> why (see Store)
         self._specs: dict[str, WorkSpec | None] = {}
-        self._before: dict[str, tuple[WorkState, float, tuple[str, ...], str | None] | None] = {}
+        # id -> (state, sort key, tags, unique name, its rows if finished: see rows.entry)
+        self._before: dict[str, tuple | None] = {}
         self._dirty: set[str] = set()
         self._indexes: dict[str, Any] = {}
         self._dirty_indexes: set[str] = set()
@@ -96,9 +103,7 @@ class Transaction:
     def _remember(self, id: str, record: WorkSpec | Unreadable | None) -> None:
         spec = record if isinstance(record, WorkSpec) else None
         self._specs[id] = spec
-        self._before[id] = (
-            (spec.state, sort_key(spec), spec.tags, spec.unique_name) if spec else None
-        )
+        self._before[id] = _entry(spec) if spec else None
 
     def get_many(self, ids: Iterable[str]) -> list[WorkSpec]:
         """The records of ``ids`` that exist and can be read, in that order. Those not read
@@ -118,7 +123,7 @@ class Transaction:
         nobody wrote since). The caller's object is then this transaction's to change."""
         if spec.id not in self._specs:
             self._specs[spec.id] = spec
-            self._before[spec.id] = (spec.state, sort_key(spec), spec.tags, spec.unique_name)
+            self._before[spec.id] = _entry(spec)
         return self._specs[spec.id]
 
     def change_counter(self) -> int:
@@ -160,11 +165,27 @@ class Transaction:
         return self._indexes[key]
 
     def state_index(self, state: WorkState) -> dict[str, float]:
-        """``{id: sort key}`` of the works in ``state`` (a merged copy of its shards)."""
+        """``{id: sort key}`` of the works in ``state`` (a merged copy of its shards; for a
+        finished state, its rows in sort order)."""
+        if state in rows.ROW_STATES:
+            return self._rows(state)
         merged: dict[str, float] = {}
         for key in shard_keys(state):
             merged.update(self._index(key, {}))
         return merged
+
+    def _rows(self, state: WorkState) -> dict[str, float]:
+        index = rows.scan_state(self._cache, state)
+        if index is None:  # a damaged row: rebuilt from the records, in this transaction
+            specs = [r for r in self.all_records() if isinstance(r, WorkSpec)]
+            rows.rebuild(self._cache, state, specs)
+            index = rows.scan_state(self._cache, state) or {}
+        return index
+
+    def expired(self, now: float, after: str = "", limit: int = 1000) -> list[tuple[str, str]]:
+        """``(expiry key, id)`` of up to ``limit`` finished works whose retention ended by
+        ``now``, in expiry order, after the key ``after`` (see ``rows.expired``)."""
+        return rows.expired(self._cache, now, after, limit)
 
     def unique_ids(self, name: str) -> list[str]:
         return list(self._index(f"i:u:{name}", []))
@@ -217,7 +238,9 @@ class Transaction:
         (it stays until the store is discarded), and dependents are the caller's to settle."""
         self._deletes.add(record_key(id))
         self._specs[id] = None
-        for state in WorkState:
+        for state in rows.forget(self._cache, id):
+            self.index_moves.append((state, None, id, 0.0))
+        for state in set(WorkState) - rows.ROW_STATES:
             shard = self._index(state_key(state, id), {})
             if id in shard:
                 self._mutable_index(state_key(state, id), {}).pop(id, None)
@@ -244,14 +267,15 @@ class Transaction:
     def _reindex(self, id: str) -> None:
         before = self._before.get(id)
         spec = self._specs[id]
-        after = (spec.state, sort_key(spec), spec.tags, spec.unique_name) if spec else None
+        after = _entry(spec) if spec else None
         if before == after:
             return
-        if before is None or after is None or before[:2] != after[:2]:
+        if before is None or after is None or before[:2] != after[:2] \
+                or before[4] != after[4]:
             if before is not None:
-                self._mutable_index(state_key(before[0], id), {}).pop(id, None)
+                self._unindex_state(id, before)
             if after is not None:
-                self._mutable_index(state_key(after[0], id), {})[id] = after[1]
+                self._index_state(spec, after)
             self.index_moves.append((before[0] if before else None,
                                      after[0] if after else None, id,
                                      after[1] if after else 0.0))
@@ -270,6 +294,18 @@ class Transaction:
                     ids.remove(id)
             if new_name is not None:
                 self._mutable_index(f"i:u:{new_name}", []).append(id)
+
+    def _unindex_state(self, id: str, before: tuple) -> None:
+        if before[0] in rows.ROW_STATES:
+            rows.remove(self._cache, before[4])
+        else:
+            self._mutable_index(state_key(before[0], id), {}).pop(id, None)
+
+    def _index_state(self, spec: WorkSpec, after: tuple) -> None:
+        if after[0] in rows.ROW_STATES:
+            rows.write(self._cache, spec)  # two small rows, whatever the store's size
+        else:
+            self._mutable_index(state_key(after[0], spec.id), {})[spec.id] = after[1]
 
     def _journal(self, id: str, spec: WorkSpec | None) -> None:
         """Record a state change of ``id`` in its journal (in this same transaction, so the
@@ -290,32 +326,32 @@ class Transaction:
         given for a key is the one written, as when they were set one by one in this
         order."""
         cache = self._cache
-        rows: dict[str, Any] = {}
+        pending: dict[str, Any] = {}
         for id in self._dirty:
             self._reindex(id)
             spec = self._specs[id]
             if self.journal:
                 self._journal(id, spec)
-            rows[record_key(id)] = DELETED if spec is None else spec.to_dict()
+            pending[record_key(id)] = DELETED if spec is None else spec.to_dict()
         for key in self._dirty_indexes:
-            rows[key] = self._indexes[key] or DELETED
+            pending[key] = self._indexes[key] or DELETED
         for key, delta in self._code_refs.items():
             if delta == 0:
                 continue
             refs = cache.get(f"i:c:{key}", 0) + delta
             if refs > 0:
-                rows[f"i:c:{key}"] = refs
+                pending[f"i:c:{key}"] = refs
             else:
-                rows[f"i:c:{key}"] = DELETED
-                rows[f"code:{key}"] = DELETED
+                pending[f"i:c:{key}"] = DELETED
+                pending[f"code:{key}"] = DELETED
                 self._writes.pop(f"code:{key}", None)
         for key, value in self._writes.items():
-            rows.pop(key, None)  # (keeps the order of the writes: a later one wins)
-            rows[key] = value
+            pending.pop(key, None)  # (keeps the order of the writes: a later one wins)
+            pending[key] = value
         for key in self._deletes:
-            rows.pop(key, None)
-            rows[key] = DELETED
-        write_rows(cache, rows.items())
+            pending.pop(key, None)
+            pending[key] = DELETED
+        write_rows(cache, pending.items())
         changed = bool(self._dirty or self._dirty_indexes or self._writes or self._deletes)
         if changed:
             self.counter_after = cache.incr("counter", default=0)
