@@ -158,20 +158,10 @@ def test_without_inotify_a_wait_polls(client, monkeypatch):
 
 
 @pytest.mark.slow
-def test_the_scheduler_wakes_a_waiter(wm, monkeypatch):
+def test_the_scheduler_wakes_a_waiter(wm, no_poll):
     """A real scheduler's commits end a wait whose polls are a million seconds apart."""
     wm.daemon.ensure_running()
-    monkeypatch.setattr(_observe, "NOTIFIED_WAIT_POLL", HUGE)
-    monkeypatch.setattr(_observe, "POLLED_START", 0)
-    monkeypatch.setattr(_observe, "ENSURE_RUNNING_INTERVAL", HUGE)
-    woken: list[bool] = []
-    wait = _changes.ChangeListener.wait
-
-    def noting_wait(self, timeout):
-        woken.append(wait(self, timeout))
-        return woken[-1]
-
-    monkeypatch.setattr(_changes.ChangeListener, "wait", noting_wait)
+    woken = no_poll
     for _ in range(3):
         request = OneTimeWorkRequest(noop)
         wm.enqueue(request)
