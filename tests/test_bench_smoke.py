@@ -44,7 +44,7 @@ def _descendants() -> set[tuple[int, float]]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)  # it starts a Dask cluster too
 def test_suite_runs_at_tiny_sizes(tmp_path, monkeypatch):
     monkeypatch.setenv("NBWORK_HOME", str(tmp_path / "default-store-must-not-be-used"))
     before = _descendants()
@@ -79,8 +79,8 @@ def test_suite_runs_at_tiny_sizes(tmp_path, monkeypatch):
             "scale_enqueue", "rss_large_store", "rss_no_growth", "scheduler_idle_cpu",
             "table_kernel_cpu", "memory_big_global"} <= ids
     assert all(t["pass"] in (True, False) for t in results["targets"])
-    # 7, the memory benchmark's two, durability's two, query's, rss's three
-    assert len(paths) == 15
+    # 7, the memory benchmark's two, durability's two, query's, rss's three, dask's one
+    assert len(paths) == 16
 
     # The Markdown section goes between its markers and leaves other sections alone.
     md = tmp_path / "BENCHMARKS.md"
