@@ -11,16 +11,17 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ._changes import NO_NOTIFICATIONS, notifications_work
+import psutil
 
 log = logging.getLogger("nbwork.watch")
 
 POLL_INTERVAL = 2.0
-"""Seconds between listings of what cannot be watched with notifications (network shares,
-``_changes.NO_NOTIFICATIONS``)."""
-
-__all__ = ["NO_NOTIFICATIONS", "POLL_INTERVAL", "EventObserver", "PathEvents",
-           "notifications_work"]
+"""Seconds between listings of what cannot be watched with notifications."""
+NO_NOTIFICATIONS = frozenset({
+    "nfs", "nfs4", "cifs", "smbfs", "smb3", "9p", "afs", "fuse.sshfs", "fuse.rclone",
+    "fuse.s3fs", "davfs", "fuse.davfs2", "vboxsf", "ceph", "glusterfs", "fuse.glusterfs"})
+"""File systems where inotify sees only this machine's own changes (network shares): their
+paths are listed every POLL_INTERVAL instead. ``NBWORK_WATCH_POLL=1`` does that for all."""
 
 
 class PathEvents:
@@ -107,3 +108,20 @@ class EventObserver:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
+
+
+def notifications_work(path: str) -> bool:
+    """Whether file events can be trusted for ``path`` (not on a network share)."""
+    if os.environ.get("NBWORK_WATCH_POLL", "0") not in ("", "0"):
+        return False
+    try:
+        mounts = psutil.disk_partitions(all=True)
+    except Exception:
+        return True
+    real = os.path.realpath(path)
+    best = None
+    for mount in mounts:
+        point = mount.mountpoint.rstrip(os.sep) + os.sep
+        if (real + os.sep).startswith(point) and (best is None or len(point) > len(best[0])):
+            best = (point, mount.fstype)
+    return best is None or best[1].lower() not in NO_NOTIFICATIONS

@@ -10,8 +10,6 @@
     scheduler.log       what the scheduler and its supervisor say
     supervisor.note     why the supervisor gave up restarting the scheduler
     wake.fifo           a client writes a byte here to wake the scheduler
-    changes.signal      written (one byte) after every commit that bumps the change
-                        counter: waiters watch it (inotify) instead of polling the database
     blur_outputs/       Blur-O-Matic's temporary images, by default
     blurred_images/     Blur-O-Matic's saved images, by default
 
@@ -39,12 +37,10 @@ BEAT = "scheduler.beat"
 SCHEDULER_LOG = "scheduler.log"
 SUPERVISOR_NOTE = "supervisor.note"
 FIFO = "wake.fifo"
-CHANGES = "changes.signal"
 BLUR_OUTPUTS_DIR = "blur_outputs"
 BLURRED_IMAGES_DIR = "blurred_images"
 
-OWN_ENTRIES = frozenset({DB_DIR, LOGS_DIR, MARKER, DAMAGED, LOCK, FIFO, CHANGES,
-                         SCHEDULER_LOG})
+OWN_ENTRIES = frozenset({DB_DIR, LOGS_DIR, MARKER, DAMAGED, LOCK, FIFO, SCHEDULER_LOG})
 """Entries of the store that nbwork creates and the store's check requires private to the
 owner (the heartbeat and the supervisor's note are written ``0600`` but not checked)."""
 
@@ -79,10 +75,6 @@ def note_path(store: str) -> str:
 
 def fifo_path(store: str) -> str:
     return os.path.join(store, FIFO)
-
-
-def changes_path(store: str) -> str:
-    return os.path.join(store, CHANGES)
 
 
 def logs_dir(store: str) -> str:

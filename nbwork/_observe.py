@@ -2,9 +2,8 @@
 
 Nothing here asks the scheduler anything: every follower reads the store's change counter
 (one small read) and looks at its works only when it moved. One ``StoreWatcher`` thread per
-store and process fans a change out to every observer. ``wait`` sleeps on its own thread
-until a commit signals a change (``_changes``: inotify on the store's change signal), and
-where that is unavailable polls the counter, more slowly the longer it waits.
+store and process fans a change out to every observer; ``wait`` polls on its own thread,
+more slowly the longer it waits.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._arguments import check_id
-from ._changes import ChangeListener, listening
 from ._continuation import WorkContinuation
 from ._spec import WorkSpec
 from ._store import Store, Unreadable
@@ -33,20 +31,11 @@ WATCH_INTERVAL = 0.01
 WAIT_POLL_SHARE = 0.01
 MIN_WAIT_POLL = 0.001
 MAX_WAIT_POLL = 0.05
-"""Without change signals, ``wait`` reads the store's change counter every this share of the
-time it has waited so far (between MIN_ and MAX_WAIT_POLL seconds), and looks at its works
-only when the counter moved: a short work's result is seen within a millisecond, while a wait
-for a flood of works does not spend a core re-reading the state indexes after every commit
-of the scheduler (it ends at most 1 % late). With them, it looks at most that often."""
-NOTIFIED_WAIT_POLL = 0.25
-"""Where commits wake ``wait`` (``_changes``), it still reads the counter this often: the
-safety net for a commit that sent no signal (a process of an older nbwork)."""
-POLLED_START = 0.1
-"""For its first this many seconds a wait also polls as without signals (every 1 ms at
-first). On an idle machine the signal wakes it first (≈ 0.2 ms after the commit); on an
-overloaded one the kernel may run the woken waiter only after the committing scheduler's
-time slice (5 ms measured at load 28), when the poll's timer is sooner. Short waits (the
-ones whose latency shows) get the better of both; long ones stop polling."""
+"""``wait`` reads the store's change counter every this share of the time it has waited so
+far (between MIN_ and MAX_WAIT_POLL seconds), and looks at its works only when the counter
+moved: a short work's result is seen within a millisecond, while a wait for a flood of works
+does not spend a core re-reading the state indexes after every commit of the scheduler (it
+ends at most 1 % late)."""
 ENSURE_RUNNING_INTERVAL = 0.5
 
 
@@ -201,15 +190,12 @@ class Wait:
 
     def run(self) -> Any:
         """The infos once every work is finished (one info for a single target)."""
-        # Listening before the first read of the counter: a commit after that read has
-        # queued an event by the time we wait (no lost wake-up).
-        with listening(self.store.changes.path, self.store.path) as listener:
-            while True:
-                seen = self.store.change_counter()
-                done, result = self._look_by_id() if self.by_id else self._look_by_query()
-                if done:
-                    return result
-                self._pause_until_change(seen, result, listener)
+        while True:
+            seen = self.store.change_counter()
+            done, result = self._look_by_id() if self.by_id else self._look_by_query()
+            if done:
+                return result
+            self._pause_until_change(seen, result)
 
     def _look_by_id(self) -> tuple[bool, Any]:
         """(True, the result) when done, else (False, the ids still waited for)."""
@@ -232,34 +218,14 @@ class Wait:
         infos = [self.manager._info(s) for s in specs]
         return True, infos[0] if self.single else infos
 
-    def _poll_pause(self, now: float) -> float:
-        return min(MAX_WAIT_POLL, max(MIN_WAIT_POLL, WAIT_POLL_SHARE * (now - self.started)))
-
-    def _pause(self, now: float, listener: ChangeListener) -> float:
-        """How long to wait for a change before reading the counter anyway."""
-        if listener.available and now - self.started >= POLLED_START:
-            return min(NOTIFIED_WAIT_POLL, ENSURE_RUNNING_INTERVAL)
-        return self._poll_pause(now)
-
     def _look_by_query(self) -> tuple[bool, Any]:
         infos = self.manager.get_work_infos(self.query)
         unfinished = [i.id for i in infos if not i.state.is_finished and not i.unreadable_reason]
         return (False, unfinished) if unfinished else (True, infos)
 
-    def _pause_until_change(self, seen: int, waiting_ids: list[str],
-                            listener: ChangeListener) -> None:
+    def _pause_until_change(self, seen: int, waiting_ids: list[str]) -> None:
         """Sleep until the change counter moves past ``seen``; keep the scheduler running
         meanwhile; ``TimeoutError`` at the deadline."""
-        if listener.available:
-            # Woken by every commit, a wait for a flood of works would re-read them after
-            # each one: it looks at most every WAIT_POLL_SHARE of its age (a short wait at
-            # once; the events meanwhile stay queued).
-            now = time.monotonic()
-            rest = WAIT_POLL_SHARE * (now - self.started)
-            if self.deadline is not None:
-                rest = min(rest, self.deadline - now)
-            if rest > MIN_WAIT_POLL:
-                time.sleep(min(MAX_WAIT_POLL, rest))
         while True:
             now = time.monotonic()
             if now - self.ensured_at >= ENSURE_RUNNING_INTERVAL:
@@ -274,12 +240,10 @@ class Wait:
                 states = ", ".join(f"{i.short_id} {i.state.value}" for i in waiting
                                    if not i.state.is_finished)
                 raise TimeoutError(f"work not finished after {self.timeout:g} s: {states}")
-            pause = self._pause(now, listener)
+            pause = min(MAX_WAIT_POLL,
+                        max(MIN_WAIT_POLL, WAIT_POLL_SHARE * (now - self.started)))
             if self.deadline is not None:
                 pause = min(pause, self.deadline - now)
-            if listener.available:
-                listener.wait(pause)
-            else:
-                time.sleep(pause)
+            time.sleep(pause)
             if self.store.change_counter() != seen:
                 return

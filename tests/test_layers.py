@@ -23,7 +23,7 @@ LAYERS = {
     "_store": 3, "_store.faults": 3, "_store.codec": 3, "_store.transaction": 3,
     "_store.reads": 3, "_store.opening": 3, "_store.store": 3, "_store.batch": 3,
     "_store.shards": 3, "_store.rows": 3, "_store.migration": 3, "_storedir": 3,
-    "_lock": 3, "_liveness": 3, "_wake": 3, "_changes": 3, "_store.changes": 3, "_ops": 3,
+    "_lock": 3, "_liveness": 3, "_wake": 3, "_ops": 3,
     "_conditions": 3, "_watches": 3,
     "_records": 1,
     "_executors": 3, "_executors.base": 3, "_executors.local": 3,
@@ -423,7 +423,7 @@ def test_only_the_layout_names_what_is_in_a_store_directory():
     from nbwork import _layout
 
     names = {_layout.DB_FILE, _layout.MARKER, _layout.DAMAGED, _layout.LOCK, _layout.BEAT,
-             _layout.SCHEDULER_LOG, _layout.SUPERVISOR_NOTE, _layout.FIFO, _layout.CHANGES,
+             _layout.SCHEDULER_LOG, _layout.SUPERVISOR_NOTE, _layout.FIFO,
              _layout.BLUR_OUTPUTS_DIR, _layout.BLURRED_IMAGES_DIR}
     wrong = [f"{_where(path, line)} spells {text!r}"
              for path in PACKAGE.rglob("*.py") if path.name != "_layout.py"

@@ -19,7 +19,6 @@ from .._storedir import StoreDir
 from ..errors import InvalidInputError, StoreError
 from ..info import WorkState
 from . import migration, opening, rows, shards
-from .changes import ChangeSignal
 from .codec import Unreadable, load_value, read_index, read_spec
 from .faults import guard, reads, writes
 from .reads import Memo, connect_unmapped, open_blob, read_records
@@ -77,14 +76,12 @@ class Store:
         opening.check_database(self.dir)
         self.dir.check_contents()
         self._cache = opening.open_cache(self.dir)
-        self.changes = ChangeSignal(self.dir)  # after the checks: they refuse a stranger's
         try:
             self.journal = bool(load_value(self._cache, "journal"))
             self._apply_durability(self.durability())
             opening.check_schema(self._cache, self.path)
             migration.upgrade(self._cache, self.path)
         except BaseException:
-            self.changes.close()
             self._cache.close()
             raise
 
@@ -105,7 +102,6 @@ class Store:
         if self._blob_con is not None:
             self._blob_con[1].close()
             self._blob_con = None
-        self.changes.close()
         self._cache.close()
         self.dir.close()
 
@@ -118,8 +114,6 @@ class Store:
                 txn.journal = self.journal
                 yield txn
                 txn.commit()
-            if txn.counter_after is not None:  # committed: wake the waiters (_changes)
-                self.changes.send()
             self._update_index_memo(txn)
             if self._turn is not None:  # what our commit set: true as of the commit
                 if txn.counter_after is not None:
