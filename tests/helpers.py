@@ -344,3 +344,27 @@ class RecordRun(Worker):
     def do_work(self) -> Result:
         append_line(self.input_data["record"], self.run_attempt_count)
         return Result.success()
+
+
+class NextTransactionHook:
+    """Wraps ``store.transaction`` so that its next transaction runs ``inside(txn)`` just
+    before it commits (raise there to make it fail, as a full disk does) or ``after()`` right
+    after it committed (another process's commit between two of the scheduler's steps);
+    later transactions are untouched. ``fired`` says whether it ran."""
+
+    def __init__(self, monkeypatch, store, inside=None, after=None) -> None:
+        self.fired = False
+        original = store.transaction
+
+        @contextlib.contextmanager
+        def transaction():
+            with original() as txn:
+                yield txn
+                if inside is not None and not self.fired:
+                    self.fired = True
+                    inside(txn)
+            if after is not None and not self.fired:
+                self.fired = True
+                after()
+
+        monkeypatch.setattr(store, "transaction", transaction)

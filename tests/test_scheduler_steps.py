@@ -4,7 +4,6 @@ clock. Deterministic: time moves only when the test moves it."""
 
 from __future__ import annotations
 
-import contextlib
 from datetime import datetime
 
 import pytest
@@ -117,21 +116,11 @@ def test_a_cancel_committed_right_after_a_scheduler_commit_still_stops_the_attem
     sched = _scheduler(client, clock, executor)
     request = OneTimeWorkRequest(helpers.echo)
     client.enqueue(request)
-    original = sched.store.transaction
-    armed = [True]
-
-    @contextlib.contextmanager
-    def transaction():
-        with original() as txn:
-            yield txn
-        if armed[0]:
-            # A client commits between the scheduler's commit and anything it does next.
-            armed[0] = False
-            client.cancel_work_by_id(request.id)
-
-    monkeypatch.setattr(sched.store, "transaction", transaction)
+    # A client commits between the scheduler's commit and anything it does next.
+    hook = helpers.NextTransactionHook(monkeypatch, sched.store,
+                                       after=lambda: client.cancel_work_by_id(request.id))
     sched.step()                                  # starts the attempt; the cancel sneaks in
-    assert not armed[0]
+    assert hook.fired
     assert _states(client, request) == [WorkState.CANCELLED]
     sched.step()
     (attempt,) = executor.submitted

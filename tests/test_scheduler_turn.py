@@ -3,8 +3,6 @@ turn starts are written in one transaction (stepped, with a manual clock)."""
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 
 from nbwork import OneTimeWorkRequest, WorkState
@@ -53,18 +51,11 @@ def test_a_turn_that_cannot_commit_loses_no_outcome_and_starts_nothing(
     executor.finish(first.token, Outcome("success", output={"done": 1}))
     executor.finish(second.token, Outcome("success"))
     clock.advance(1)
-    original = sched.store.transaction
-    armed = [True]
 
-    @contextlib.contextmanager
-    def transaction():
-        with original() as txn:
-            yield txn
-            if armed[0]:  # the disk is full: nothing of this transaction is written
-                armed[0] = False
-                raise StoreError("database or disk is full")
+    def disk_full(_txn):  # nothing of this transaction is written
+        raise StoreError("database or disk is full")
 
-    monkeypatch.setattr(sched.store, "transaction", transaction)
+    helpers.NextTransactionHook(monkeypatch, sched.store, inside=disk_full)
     with pytest.raises(StoreError):
         sched.step()
     assert _states(client, requests) == [WorkState.RUNNING, WorkState.RUNNING,
