@@ -192,6 +192,16 @@ class Daemon:
             gave_up=note.message if note else None,
             gave_up_at=datetime.fromtimestamp(note.time) if note else None)
 
+    def state(self) -> str | None:
+        """What the live scheduler says it is doing ("running", "waiting for the cluster:
+        …", "waiting for the store: …"), read from its heartbeat file alone; None when no
+        live scheduler beats. Cheap enough for every redraw of a widget: ``status()`` also
+        looks through the machine's processes."""
+        beat = read_beat(self.store_path)
+        if beat is None or beat.age > _hung_after() or not psutil.pid_exists(beat.pid):
+            return None
+        return beat.state
+
     def _give_up_note(self):
         note = read_note(self.store_path)
         return note if note is not None and note.age < GIVE_UP_HOLD else None

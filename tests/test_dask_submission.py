@@ -213,9 +213,13 @@ def test_an_executor_on_a_cluster_without_workers_says_so(executor):
 
 
 @pytest.mark.slow
-def test_status_and_show_say_work_waits_for_the_cluster(store_path, capsys):
+def test_status_show_and_widgets_say_work_waits_for_the_cluster(store_path, capsys):
     """A scheduler pointed at an address where no cluster runs: its work stays ENQUEUED,
-    and both ``wm.daemon.status()`` and ``nbwork show`` say why."""
+    and ``wm.daemon.status()``, ``nbwork show``, a ``WorkTable`` row and the Work panel's
+    details all say why."""
+    from nbwork.jupyter.details import details
+    from nbwork.widgets import WorkTable
+
     address = f"dask://127.0.0.1:{_free_port()}"
     wm = WorkManager(store_path, executor=address)
     try:
@@ -229,6 +233,15 @@ def test_status_and_show_say_work_waits_for_the_cluster(store_path, capsys):
         assert cli_main(["--store", store_path, "show", request.id]) == 0
         out = capsys.readouterr().out
         assert "due: waiting for the cluster: cannot reach the scheduler of" in out
-        assert wm.get_work_info_by_id(request.id).state.value == "ENQUEUED"
+        info = wm.get_work_info_by_id(request.id)
+        assert info.state.value == "ENQUEUED"
+        assert wm.daemon.state() == status.state
+        assert details(wm, info)["why_waiting"] == f"due: {status.state}"
+        table = WorkTable(ids=[request.id], wm=wm)
+        try:
+            wait_until(lambda: request.id in table.rows, timeout=30, what="the row")
+            assert f"due: {status.state}" in table.rows[request.id].tooltip()
+        finally:
+            table.close()
     finally:
         stop_scheduler(store_path)

@@ -117,3 +117,36 @@ def test_due_work_says_the_scheduler_waits_for_the_cluster_when_it_does():
     # A work that waits for its delay still says so first: the cluster is not its reason.
     later = info(next_schedule_time=NOW + timedelta(minutes=5))
     assert "initial delay" in why_waiting(later, now=NOW, scheduler_state=waiting)
+
+
+def test_daemon_state_is_what_a_live_scheduler_beats_and_nothing_otherwise(tmp_path,
+                                                                          monkeypatch):
+    """``Daemon.state()`` (what widgets and the Work panel pass as ``scheduler_state``) reads
+    the heartbeat alone: the state of a live, recent beat; None with no beat, a beat of a
+    dead process or one older than NBWORK_HUNG_AFTER."""
+    import subprocess
+    import sys
+
+    from nbwork._daemon import Daemon
+    from nbwork._liveness import BeatWriter
+
+    store = str(tmp_path)
+    daemon = Daemon(store)
+    assert daemon.state() is None
+    beat = BeatWriter(store)
+    try:
+        beat.state = "waiting for the cluster: the Dask cluster at dask://x:1 has no worker"
+        beat.beat()
+        assert daemon.state() == beat.state
+        monkeypatch.setenv("NBWORK_HUNG_AFTER", "1")
+        monkeypatch.setattr("time.monotonic", lambda real=__import__("time").monotonic:
+                            real() + 5)
+        assert daemon.state() is None  # too old: a hung scheduler says nothing true
+        monkeypatch.undo()
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+        monkeypatch.setattr("os.getpid", lambda: int(dead.stdout))
+        beat.beat()
+        assert daemon.state() is None  # its process is gone
+    finally:
+        beat.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from nbwork import WorkInfo, WorkManager, WorkQuery
+from nbwork import WorkInfo, WorkManager, WorkQuery, WorkState
 from nbwork.explain import constraint_words, why_waiting
 
 from .view import data_dict, exception_line, row
@@ -58,7 +58,8 @@ def details(manager: WorkManager, info: WorkInfo) -> dict[str, Any]:
         "error": info.error or "",
         "exception": exception_line(info.error),
         "generation": info.generation,
-        "why_waiting": why_waiting(info, chain) or "",
+        "why_waiting": why_waiting(info, chain, scheduler_state=(
+            manager.daemon.state() if info.state is WorkState.ENQUEUED else None)) or "",
         "constraints": ", ".join(constraint_words(info.constraints)),
         "images": images(info),
         "log_path": info.log_path,

@@ -266,7 +266,8 @@ class BlurOMaticApp(LiveWidget, w.VBox):
             now = (running or unfinished)[0]
             done = sum(1 for i in infos if i.state is WorkState.SUCCEEDED)
             doing = "working on" if running else "waiting to run"
-            why = None if running else why_waiting(now, {i.id: i for i in infos})
+            why = None if running else why_waiting(
+                now, {i.id: i for i in infos}, scheduler_state=self.wm.daemon.state())
             hint = f" ({why})" if why else ""
             self._say(f"Step {done + 1} of {len(infos)}: {doing} "
                       f"{_html.short_name(now.worker_name)}{hint}.")

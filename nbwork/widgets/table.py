@@ -116,13 +116,17 @@ class WorkView:
 
     def __init__(self, wm: WorkManager, info: WorkInfo, expanded: bool = False,
                  identity: bool = True,
-                 lookup: Callable[[str], WorkInfo | None] | None = None) -> None:
+                 lookup: Callable[[str], WorkInfo | None] | None = None,
+                 scheduler_state: Callable[[], str | None] | None = None) -> None:
         self.wm = wm
         self.id = info.id
         self.info = info
         self.identity = identity
         self.lookup: Callable[[str], WorkInfo | None] = lookup or wm.get_work_info_by_id
         """Finds a prerequisite's info, to say which one a BLOCKED work waits for."""
+        self.scheduler_state: Callable[[], str | None] = scheduler_state or wm.daemon.state
+        """What the scheduler is doing (``Daemon.state``): due work that cannot start
+        because the scheduler waits for its Dask cluster or its store says so."""
         self.widths = [width for _, width in COLUMNS]
         widths = self.widths
         self.expand = w.ToggleButton(value=expanded, description="▸", tooltip="details",
@@ -166,7 +170,9 @@ class WorkView:
 
     def waiting(self) -> str | None:
         """Why the work has not started yet (``nbwork.explain.why_waiting``), as of now."""
-        return why_waiting(self.info, self.lookup)
+        info = self.info
+        state = self.scheduler_state() if info.state is WorkState.ENQUEUED else None
+        return why_waiting(info, self.lookup, scheduler_state=state)
 
     def tooltip(self) -> str:
         """The row's tooltip: the work, its state and why it waits, if it does."""
@@ -228,6 +234,7 @@ class WorkTable(LiveWidget, w.VBox):
         self.max_rows = max_rows
         self.rows: dict[str, WorkView] = {}
         self._by_id: dict[str, WorkInfo] = {}
+        self._state_read: tuple[str | None] | None = None
         self.title = title
         self.summary = w.HTML()
         self.header = header_row()
@@ -244,14 +251,22 @@ class WorkTable(LiveWidget, w.VBox):
         found = self._by_id.get(id)
         return found if found is not None else self.wm.get_work_info_by_id(id)
 
+    def _scheduler_state(self) -> str | None:
+        """``Daemon.state``, read once per redraw (not once per row)."""
+        if self._state_read is None:
+            self._state_read = (self.wm.daemon.state(),)
+        return self._state_read[0]
+
     def _draw(self, infos: list[WorkInfo]) -> None:
         self._by_id = {i.id: i for i in infos}
+        self._state_read = None
         ordered = in_chain_order(infos)
         shown = ordered[-self.max_rows:] if self.max_rows else ordered
         for info in shown:
             view = self.rows.get(info.id)
             if view is None:
-                self.rows[info.id] = WorkView(self.wm, info, lookup=self._lookup)
+                self.rows[info.id] = WorkView(self.wm, info, lookup=self._lookup,
+                                              scheduler_state=self._scheduler_state)
             elif view.info != info:
                 view.update(info)
             else:
