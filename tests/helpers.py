@@ -368,3 +368,11 @@ class NextTransactionHook:
                 after()
 
         monkeypatch.setattr(store, "transaction", transaction)
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a child a test sends SIGINT (Ctrl-C) to: a shell starts background
+    jobs (``pytest … &``, nohup) with SIGINT ignored, children inherit that, and a Python
+    started with SIGINT ignored never raises KeyboardInterrupt; a terminal gives the
+    default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -293,7 +293,8 @@ def test_ctrl_c_detaches_and_the_blur_goes_on(store_path, tmp_path):
     pixels = np.random.default_rng(1).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(big)
     process = subprocess.Popen([*CLI, "blur", str(big), "--store", store_path],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=helpers.interruptible)
     try:
         assert process.stdout.readline().startswith("enqueued Blur-O-Matic")
         process.send_signal(signal.SIGINT)

@@ -14,6 +14,7 @@ import pytest
 
 from nbwork import WorkManager, WorkState
 from nbwork.imaging import sample_images
+from tests import helpers
 from tests.conftest import wait_until
 
 CLI = [sys.executable, "-m", "nbwork.cli"]
@@ -52,7 +53,8 @@ def test_watch_blurs_each_image_with_a_line_per_file_and_ctrl_c_detaches(
     process = subprocess.Popen(
         [*CLI, "watch", str(inbox), "--out", str(out), "--level", "2", "--settle", "0.3",
          "--store", store_path],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=helpers.interruptible)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in process.stdout],
                      daemon=True).start()
