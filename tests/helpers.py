@@ -110,7 +110,23 @@ def stop_scheduler(store_path: str) -> None:
             with contextlib.suppress(psutil.Error):
                 if process.is_running():
                     process.kill()
-        psutil.wait_procs(tree, timeout=10)
+        _wait_ended(tree, timeout=10)
+
+
+def _wait_ended(processes: list[psutil.Process], timeout: float) -> None:
+    """Wait until each process has ended. A zombie has: the worker processes' forkserver
+    and resource tracker are the scheduler's children, left to init once it is gone, and
+    init here reaps them a second or more later (``psutil.wait_procs`` waited for that:
+    more than a second of every test that ran a scheduler)."""
+    def ended(process: psutil.Process) -> bool:
+        try:
+            return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return True
+
+    deadline = time.monotonic() + timeout
+    while not all(ended(p) for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _is_supervisor(process: psutil.Process) -> bool:
