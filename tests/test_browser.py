@@ -245,6 +245,25 @@ def _shot(page, name: str, element=None) -> None:
     (element or page).screenshot(path=str(ARTIFACTS / name))
 
 
+CELLS = """() => [...document.querySelectorAll('.jp-CodeCell')].map(cell => [
+    (cell.querySelector('.jp-InputArea-prompt') || {}).textContent,
+    ((cell.querySelector('.jp-InputArea-editor') || {}).textContent || '').slice(0, 60),
+    ((cell.querySelector('.jp-OutputArea') || {}).textContent || '').slice(-400)])"""
+
+
+def _failed(page, name: str) -> None:
+    """What a failed notebook test leaves to read: a screenshot, and every code cell's
+    prompt, start and output (a screenshot shows only the cells in view), also printed."""
+    _shot(page, f"{name}_failure.png")
+    try:
+        cells = page.evaluate(CELLS)
+    except Exception as exc:  # the page itself is gone
+        cells = [["", "", f"the cells could not be read: {exc}"]]
+    text = "\n".join(f"{prompt} {start!r}\n    {output!r}" for prompt, start, output in cells)
+    (ARTIFACTS / f"{name}_failure_cells.txt").write_text(text)
+    print(text)
+
+
 RECORD_WIDTHS = """() => {
     window.nbworkWidths = [];
     setInterval(() => {
@@ -287,7 +306,7 @@ def test_blur_o_matic_run_all(browser, lab):
                               "'application/vnd.jupyter.stderr']:has-text('Traceback')")
         assert errors.count() == 0, errors.first.inner_text()
     except BaseException:
-        _shot(page, "blur_o_matic_failure.png")
+        _failed(page, "blur_o_matic")
         raise
     finally:
         page.close()
@@ -308,7 +327,7 @@ def test_cancel_button_cancels_a_long_job(browser, lab):
         _shot(page, "long_job_cancelled.png", table)
         assert table.locator("button:has-text('Cancel')").is_hidden()
     except BaseException:
-        _shot(page, "long_job_failure.png")
+        _failed(page, "long_job")
         raise
     finally:
         page.close()
@@ -377,7 +396,7 @@ def test_laptop_screen_with_the_sidebar_open(browser, lab):
         assert app.locator("button:has-text('Go')").evaluate(IN_SIGHT)
         _shot(page, "laptop_app.png", app)
     except BaseException:
-        _shot(page, "laptop_failure.png")
+        _failed(page, "laptop")
         raise
     finally:
         page.close()
