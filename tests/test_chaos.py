@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import time
 import uuid
@@ -362,7 +363,7 @@ def test_chaos(tmp_path, store_path):
         assert not store.state_index(WorkState.RUNNING)
         assert stats["scheduler_kills"] > 0 and stats["worker_kills"] > 0
         assert report.helper_beats > 0   # the helpers ran, so their overlap was checked
-        assert "Traceback" not in log
+        assert "Traceback" not in _without_orphaned_forks(log), log
     finally:
         for client in clients.values():
             if client.poll() is None:
@@ -370,6 +371,21 @@ def test_chaos(tmp_path, store_path):
                 client.wait()
         stop_scheduler(store_path)
         _kill_surviving_helpers(tmp_path / "history", store_path)
+
+
+ORPHANED_FORK = re.compile(
+    r"Traceback \(most recent call last\):\n"
+    r"(?:  .*\n)*?  File \".*multiprocessing/forkserver\.py\", line \d+, in main\n"
+    r"(?:  .*\n)*?  File \".*multiprocessing/spawn\.py\", line \d+, in _main\n"
+    r"(?:  .*\n)*?EOFError: Ran out of input\n")
+
+
+def _without_orphaned_forks(log: str) -> str:
+    """The scheduler's log less the one traceback a SIGKILL may rightly leave: a worker
+    process the forkserver forked just as the scheduler was killed reads the start of its
+    preparation data from a pipe whose writer is gone, says so and exits (before any of
+    nbwork's code runs in it; the next scheduler forks its own)."""
+    return ORPHANED_FORK.sub("", log)
 
 
 def _kill_surviving_helpers(history, store_path: str) -> None:
