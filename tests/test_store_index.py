@@ -75,13 +75,22 @@ def test_a_finished_work_is_one_row_listed_in_enqueue_order(store, store_path):
 def test_finishing_one_work_writes_only_its_own_rows(store, store_path, monkeypatch):
     ids = _enqueue(store, 1000.0, *[OneTimeWorkRequest(helpers.echo) for _ in range(40)])
     _finish(store, ids[:39], 2000.0)
+    from nbwork._store import transaction
+
     written = []
-    real_set = store._cache.set
-    monkeypatch.setattr(store._cache, "set",
-                        lambda key, value, *a, **k: written.append(key) or
-                        real_set(key, value, *a, **k))
+    real_set, real_write_rows = store._cache.set, transaction.write_rows
+
+    def write_rows(cache, items):  # the commit's one batched write
+        items = list(items)
+        written.extend(key for key, _ in items)
+        real_write_rows(cache, items)
+
+    monkeypatch.setattr(store._cache, "set", lambda key, value, *a, **k: written.append(key)
+                        or real_set(key, value, *a, **k))
+    monkeypatch.setattr(transaction, "write_rows", write_rows)
     _finish(store, ids[39:], 2001.0)
-    index_keys = sorted(k for k in written if k.startswith("i:"))
+    assert not [k for k in written if k.startswith("i:s:SUCCEEDED")]  # no shard of them
+    index_keys = sorted(k for k in written if k.startswith(("i:f:", "i:x:")))
     assert index_keys == sorted([rows.row_key(WorkState.SUCCEEDED, 1000.0, ids[39]),
                                  rows.expiry_key(2001.0 + DAY, ids[39])])
     assert len(store.state_index(WorkState.SUCCEEDED)) == 40

@@ -95,14 +95,17 @@ def entry(spec: WorkSpec) -> tuple[str, str | None] | None:
             None if expires is None else expiry_key(expires, spec.id))
 
 
-def write(cache: diskcache.Cache, spec: WorkSpec) -> None:
-    """The rows of a finished work (inside a transaction of the caller's)."""
+def values(spec: WorkSpec) -> list[tuple[str, float | str]]:
+    """The rows of a finished work, ``(key, value)``, for the transaction's one batched
+    write (a ``Cache.set`` each cost more than the rest of a work's finish); [] for a work
+    whose state is in shards."""
     keys = entry(spec)
     if keys is None:
-        return
-    cache.set(keys[0], float(sort_key(spec)))
+        return []
+    found: list[tuple[str, float | str]] = [(keys[0], float(sort_key(spec)))]
     if keys[1] is not None:
-        cache.set(keys[1], spec.state.value)
+        found.append((keys[1], spec.state.value))
+    return found
 
 
 def insert_many(cache: diskcache.Cache, items: Iterator[tuple[str, Any]] | list) -> None:
@@ -115,13 +118,6 @@ def insert_many(cache: diskcache.Cache, items: Iterator[tuple[str, Any]] | list)
         "access_count, tag, size, mode, filename, value) "
         "VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, ?, NULL, ?)",
         ((key, now, now, diskcache.core.MODE_RAW, value) for key, value in items))
-
-
-def remove(cache: diskcache.Cache, keys: tuple[str, str | None] | None) -> None:
-    """Delete the rows ``entry`` gave for a work (inside a transaction of the caller's)."""
-    for key in keys or ():
-        if key is not None:
-            cache.delete(key)
 
 
 def expired(cache: diskcache.Cache, now: float, after: str = "",

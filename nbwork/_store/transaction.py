@@ -81,6 +81,7 @@ class Transaction:
         self._dirty_indexes: set[str] = set()
         self._writes: dict[str, Any] = {}
         self._deletes: set[str] = set()
+        self._row_changes: dict[str, Any] = {}  # finished states' rows to write (DELETED: remove)
         self._code_refs: dict[str, int] = {}
         self._codes_present: set[str] = set()  # code keys known to exist in this transaction
         self.counter_after: int | None = None  # the change counter this commit set, if any
@@ -297,13 +298,18 @@ class Transaction:
 
     def _unindex_state(self, id: str, before: tuple) -> None:
         if before[0] in rows.ROW_STATES:
-            rows.remove(self._cache, before[4])
+            for key in before[4] or ():
+                if key is not None:
+                    self._row_changes.pop(key, None)  # (a later change of a key wins)
+                    self._row_changes[key] = DELETED
         else:
             self._mutable_index(state_key(before[0], id), {}).pop(id, None)
 
     def _index_state(self, spec: WorkSpec, after: tuple) -> None:
         if after[0] in rows.ROW_STATES:
-            rows.write(self._cache, spec)  # two small rows, whatever the store's size
+            for key, value in rows.values(spec):  # two small rows, whatever the store's size
+                self._row_changes.pop(key, None)
+                self._row_changes[key] = value
         else:
             self._mutable_index(state_key(after[0], spec.id), {})[spec.id] = after[1]
 
@@ -333,6 +339,8 @@ class Transaction:
             if self.journal:
                 self._journal(id, spec)
             pending[record_key(id)] = DELETED if spec is None else spec.to_dict()
+        pending.update(self._row_changes)
+        self._row_changes = {}
         for key in self._dirty_indexes:
             pending[key] = self._indexes[key] or DELETED
         for key, delta in self._code_refs.items():
