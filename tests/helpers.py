@@ -300,9 +300,13 @@ class SlowFirstAttempt(Worker):
 
 
 class GateWorker(Worker):
-    """Waits for the file ``gate`` (stops early when stopped); outputs ``value``."""
+    """Waits for the file ``gate`` (stops early when stopped); outputs ``value``. Creates
+    the file ``started``, if given, once it has begun: RUNNING in the store only says the
+    attempt was handed to a worker process, which may not have begun it yet."""
 
     def do_work(self) -> Result:
+        if self.input_data.get("started"):
+            touch(self.input_data["started"])
         gate = self.input_data["gate"]
         while not os.path.exists(gate):
             if self.is_stopped:

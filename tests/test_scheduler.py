@@ -100,10 +100,13 @@ def test_stop_then_an_enqueue_starts_the_scheduler_again(wm):
 
 
 def test_stop_returns_running_work_to_the_queue_and_it_runs_later(wm, tmp_path):
-    gate = tmp_path / "gate"
-    request = OneTimeWorkRequest(helpers.GateWorker, input_data={"gate": str(gate), "value": 3})
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    request = OneTimeWorkRequest(helpers.GateWorker, input_data={
+        "gate": str(gate), "value": 3, "started": str(started)})
     wm.enqueue(request)
-    wait_until(lambda: _state(wm, request) is WorkState.RUNNING, what="the work to run")
+    # Begun, not only RUNNING: an attempt stopped before its process began it goes back to
+    # the queue as if it had never left it (no stop reason, the attempt not counted).
+    wait_until(started.exists, what="the attempt to begin")
     assert wm.daemon.stop() is True
     info = wm.get_work_info_by_id(request.id)
     assert info.state is WorkState.ENQUEUED    # not left RUNNING with no scheduler
