@@ -118,11 +118,8 @@ def _wait_ended(processes: list[psutil.Process], timeout: float) -> None:
     and resource tracker are the scheduler's children, left to init once it is gone, and
     init here reaps them a second or more later (``psutil.wait_procs`` waited for that:
     more than a second of every test that ran a scheduler)."""
-    def ended(process: psutil.Process) -> bool:
-        try:
-            return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return True
+    def ended(process: psutil.Process) -> bool:  # (is_running: not a new process on its pid)
+        return not process.is_running() or is_dead(process.pid)
 
     deadline = time.monotonic() + timeout
     while not all(ended(p) for p in processes) and time.monotonic() < deadline:

@@ -300,16 +300,14 @@ class Transaction:
         if before[0] in rows.ROW_STATES:
             for key in before[4] or ():
                 if key is not None:
-                    self._row_changes.pop(key, None)  # (a later change of a key wins)
                     self._row_changes[key] = DELETED
         else:
             self._mutable_index(state_key(before[0], id), {}).pop(id, None)
 
     def _index_state(self, spec: WorkSpec, after: tuple) -> None:
         if after[0] in rows.ROW_STATES:
-            for key, value in rows.values(spec):  # two small rows, whatever the store's size
-                self._row_changes.pop(key, None)
-                self._row_changes[key] = value
+            # Two small rows, whatever the store's size (a later value of a key wins).
+            self._row_changes.update(rows.values(spec))
         else:
             self._mutable_index(state_key(after[0], spec.id), {})[spec.id] = after[1]
 
@@ -340,7 +338,6 @@ class Transaction:
                 self._journal(id, spec)
             pending[record_key(id)] = DELETED if spec is None else spec.to_dict()
         pending.update(self._row_changes)
-        self._row_changes = {}
         for key in self._dirty_indexes:
             pending[key] = self._indexes[key] or DELETED
         for key, delta in self._code_refs.items():
