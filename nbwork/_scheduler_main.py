@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         log.error("%s", exc)
         return 1
+    store.bound_memory()  # it runs for hours: its memory must not grow with the store
     address = store.executor()  # chosen by WorkManager(path, executor=...), kept in the store
     if address == "local":
         executor = LocalExecutor(stop_grace=args.stop_grace)

@@ -67,3 +67,56 @@ def test_scheduler_memory_does_not_grow_with_payload_times_queued_works(tmp_path
     # each queued attempt held its own copy (300 × 20 MiB peaked at 2.65 GiB).
     assert big < 2 * small, f"scheduler peak RSS {big / MiB:.0f} MiB with a 20 MiB global, " \
                             f"{small / MiB:.0f} MiB with 1 KiB"
+
+
+def mapped_files(pid: int) -> set[str]:
+    """The files a live process has memory-mapped (``/proc/<pid>/maps``)."""
+    with open(f"/proc/{pid}/maps") as f:
+        return {parts[5].strip() for parts in (line.split(maxsplit=5) for line in f)
+                if len(parts) == 6}
+
+
+def database_file(path: str) -> str:
+    from nbwork import _layout
+
+    return os.path.realpath(os.path.join(path, _layout.DB_DIR, _layout.DB_FILE))
+
+
+def test_a_store_that_bounds_its_memory_reads_through_a_page_cache(client, store_path):
+    """``Store.bound_memory``: no memory map of the database (diskcache maps 64 MiB of it,
+    and every page touched stayed resident), a page cache of the given size instead."""
+    from nbwork._store import Store
+
+    request = OneTimeWorkRequest(worker_with_global(16), input_data={"n": 1})
+    client.enqueue(request)
+    store = Store(store_path, create=False)
+    try:
+        con = store._cache._con
+        assert con.execute("PRAGMA mmap_size").fetchone()[0] > 0  # diskcache's default
+        store.bound_memory(page_cache_kib=2048)
+        assert con.execute("PRAGMA mmap_size").fetchone()[0] == 0
+        assert con.execute("PRAGMA cache_size").fetchone()[0] == -2048
+        assert store.get(request.id).state is WorkState.ENQUEUED  # and it still reads
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_the_scheduler_never_maps_its_database(tmp_path):
+    """Its resident memory grew with the store (every page of diskcache's 64 MiB map it had
+    touched stayed resident: 10 MiB over a run of 20,000 works): it reads through a page
+    cache of bounded size instead. The client, short-lived, keeps diskcache's map."""
+    path = str(tmp_path / "store")
+    wm = WorkManager(path)
+    worker = worker_with_global(16)
+    wm.enqueue([OneTimeWorkRequest(worker, input_data={"n": i}) for i in range(300)])
+    pid = wm.daemon.start()
+    try:
+        wait_until(lambda: all(i.state.is_finished for i in wm.get_work_infos()),
+                   timeout=120, what="300 works to finish")
+        database = database_file(path)
+        assert database in mapped_files(os.getpid()), "the test must name the mapped file"
+        assert database not in mapped_files(pid)
+        assert wm.daemon.pid == pid
+    finally:
+        stop_scheduler(path)
