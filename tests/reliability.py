@@ -108,7 +108,7 @@ def all_specs(store: Store) -> dict[str, WorkSpec]:
         if isinstance(key, str) and key.startswith("w:"):
             raw = store._cache.get(key)
             if raw is not None:
-                spec = WorkSpec.from_dict(raw)
+                spec = WorkSpec.from_record(raw)
                 specs[spec.id] = spec
     return specs
 

@@ -34,13 +34,13 @@ def _fill(path: str, count: int) -> list[str]:
 
 def _count_decodes(monkeypatch) -> list[int]:
     calls = [0]
-    original = spec_module.WorkSpec.from_dict.__func__
+    original = spec_module.WorkSpec.from_record.__func__
 
     def counting(cls, values):
         calls[0] += 1
         return original(cls, values)
 
-    monkeypatch.setattr(spec_module.WorkSpec, "from_dict", classmethod(counting))
+    monkeypatch.setattr(spec_module.WorkSpec, "from_record", classmethod(counting))
     return calls
 
 

@@ -32,6 +32,7 @@ from nbwork._code import serialize_worker
 from nbwork._daemon import Daemon, open_log
 from nbwork._lock import SchedulerLock, holder_pid, last_holder_pid
 from nbwork._records import spec_of_request as _spec_of
+from nbwork._spec import RECORD_FIELDS, WorkSpec
 from nbwork._store import Store
 from nbwork._wake import WakeReceiver
 from nbwork.errors import NotAStoreError
@@ -348,9 +349,9 @@ BAD_PICKLE = b"\x80\x05\x95garbage that no unpickler accepts"
 
 
 def _unknown_state(store: Store, work_id: str) -> None:
-    record = dict(store._cache.get(f"w:{work_id}"))
-    record["state"] = "EXPLODED"
-    store._cache.set(f"w:{work_id}", record)
+    record = list(store._cache.get(f"w:{work_id}"))
+    record[1 + RECORD_FIELDS.index("state")] = "EXPLODED"
+    store._cache.set(f"w:{work_id}", tuple(record))
 
 
 def test_an_undecodable_record_is_listed_as_unreadable_and_everything_else_reads(tmp_path):
@@ -496,7 +497,8 @@ def test_a_stored_date_past_any_calendar_does_not_fail_the_listing(tmp_path):
     far, near = OneTimeWorkRequest(helpers.echo), OneTimeWorkRequest(helpers.echo)
     _enqueue_quietly(store, far, near)
     _ops.cancel(store, [far.id, near.id], 2000.0)
-    record = dict(store._cache.get(f"w:{far.id}"))
+    # (As such an old version wrote it: a dict, layout 1.)
+    record = WorkSpec.from_record(store._cache.get(f"w:{far.id}")).to_dict()
     record["enqueue_time"] = record["finish_time"] = 8.64e11
     store._cache.set(f"w:{far.id}", record)
     wm = WorkManager(str(path))

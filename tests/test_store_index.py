@@ -182,11 +182,11 @@ def test_an_unreadable_finished_record_loses_its_rows(store, store_path):
     assert not any(k.endswith(ids[0]) for k in _keys(store_path, "i:"))
 
 
-# the upgrade of a store written by schema 1 (made by tests/fixtures/make_schema1_store.py
+# the upgrade of stores written by schema 1 and 2 (made by tests/fixtures/make_old_store.py
 # with the code of 956e2cb) ---------------------------------------------------------------
 
-def _old_store(tmp_path) -> str:
-    with tarfile.open(FIXTURES / "schema1_store.tar.gz") as tar:
+def _old_store(tmp_path, schema: int = 1) -> str:
+    with tarfile.open(FIXTURES / f"schema{schema}_store.tar.gz") as tar:
         tar.extractall(tmp_path, filter="tar")
     return str(tmp_path / "store")
 
@@ -198,8 +198,8 @@ def _listing(path: str) -> list[dict]:
              "prerequisites": list(i.prerequisites)} for i in wm.get_work_infos()]
 
 
-def _expected() -> list[dict]:
-    return json.loads((FIXTURES / "schema1_store.json").read_text())["works"]
+def _expected(schema: int = 1) -> list[dict]:
+    return json.loads((FIXTURES / f"schema{schema}_store.json").read_text())["works"]
 
 
 def _schema(path: str) -> int:
@@ -212,7 +212,7 @@ def test_a_schema_1_store_is_upgraded_and_keeps_every_work(tmp_path):
     path = _old_store(tmp_path)
     assert _schema(path) == 1 and _keys(path, "i:s:SUCCEEDED:")
     assert _listing(path) == _expected()
-    assert _schema(path) == STORE_SCHEMA == 2
+    assert _schema(path) == STORE_SCHEMA == 3
     assert _keys(path, "i:s:SUCCEEDED:") == _keys(path, "i:s:CANCELLED:") == []
     wm = WorkManager(path, resume=False)
     expected = _expected()
@@ -228,6 +228,36 @@ def test_a_schema_1_store_is_upgraded_and_keeps_every_work(tmp_path):
                           expired_only=True) == [expired]
     finally:
         store.close()
+
+
+def _raw_records(path: str) -> dict[str, object]:
+    with sqlite3.connect(os.path.join(path, "db", "cache.db")) as db:
+        return {key[2:]: pickle.loads(value) for key, value in
+                db.execute("SELECT key, value FROM Cache WHERE key LIKE 'w:%'")}
+
+
+def test_a_schema_2_store_is_upgraded_and_keeps_every_work(tmp_path):
+    """Written by the release before records became tuples: its records (dicts) are read
+    as they are, and each is rewritten as a tuple when its work next changes."""
+    path = _old_store(tmp_path, schema=2)
+    assert _schema(path) == 2
+    assert {type(r) for r in _raw_records(path).values()} == {dict}
+    expected = _expected(schema=2)
+    assert _listing(path) == expected
+    assert _schema(path) == STORE_SCHEMA == 3
+    wm = WorkManager(path, resume=False)
+    wm.daemon.ensure_running = lambda: None  # (nothing here may start a scheduler)
+    later = [w["id"] for w in expected if "later" in w["tags"]]
+    wm.cancel_all_work_by_tag("later")
+    records = _raw_records(path)
+    assert {type(records[i]) for i in later} == {tuple}
+    assert {type(r) for i, r in records.items() if i not in later} == {dict}
+    for work in expected:
+        if work["id"] in later:
+            work["state"] = "CANCELLED"
+    assert _listing(path) == expected
+    assert [i.id for i in wm.get_work_infos_by_tag("batch")] == \
+        [w["id"] for w in expected if "batch" in w["tags"]]
 
 
 def test_an_upgrade_that_fails_midway_leaves_the_old_store_whole(tmp_path, monkeypatch):
@@ -276,7 +306,7 @@ def test_an_upgrade_killed_midway_is_redone_at_the_next_open(tmp_path):
     assert done.returncode == -9
     assert _schema(path) == 1
     assert _listing(path) == _expected()
-    assert _schema(path) == 2
+    assert _schema(path) == STORE_SCHEMA
 
 
 def _open_at_once(path, barrier, results):

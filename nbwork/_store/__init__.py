@@ -3,9 +3,10 @@
 Layout of the database (``db/`` in the store directory, see ``_layout`` for the rest of
 it; keys are strings so SQLite indexes them natively):
 
-    meta              {"schema": 2, "created": ...} (an older schema is upgraded when
+    meta              {"schema": 3, "created": ...} (an older schema is upgraded when
                       the store is opened: see ``migration``)
-    w:<id>            the WorkSpec record of a work (a dict)
+    w:<id>            the WorkSpec record of a work (a tuple: see ``_spec.RECORD_LAYOUT``;
+                      a dict in stores written before schema 3)
     code:<sha256>     the serialized worker (cloudpickle), shared by every work that runs it
     i:s:<STATE>:<h>   {id: sort key} of the works in an unfinished state (ENQUEUED: next
                       run time) whose id starts with hex digit <h>: 16 shards, so a

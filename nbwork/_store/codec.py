@@ -75,15 +75,16 @@ def read_spec(cache: diskcache.Cache, id: str,
 
 def decode_spec(id: str, load: Callable[[], Any], unreadable: dict[str, str],
                 missing: Any = None) -> Any:
-    """``WorkSpec.from_dict(load())``, or an ``Unreadable`` when that fails (``missing`` is
+    """``WorkSpec.from_record(load())``, or an ``Unreadable`` when that fails (``missing`` is
     passed through: no record)."""
     try:
         raw = load()
         if raw is missing:
             return missing
-        if not isinstance(raw, dict):
-            raise TypeError(f"a work record is a dict, this is a {type(raw).__name__}")
-        spec = WorkSpec.from_dict(raw)
+        if not isinstance(raw, (tuple, dict)):
+            raise TypeError(f"a work record is a tuple (or a dict, as older versions wrote "
+                            f"it), this is a {type(raw).__name__}")
+        spec = WorkSpec.from_record(raw)
         if spec.id != id:
             raise ValueError(f"the record under {id} is the record of work {spec.id}")
         return spec

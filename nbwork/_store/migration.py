@@ -1,7 +1,11 @@
 """Upgrading a store written by an older nbwork, in place, when it is opened.
 
 Schema 1 -> 2: the indexes of the finished states move from pickled shards (``i:s:``) to
-one row per work, with the expiry index beside them (see ``rows``). The whole upgrade is
+one row per work, with the expiry index beside them (see ``rows``). Schema 2 -> 3: records
+are written in ``RECORD_LAYOUT`` 2 (a tuple); those of layout 1 (a dict) are read as they
+are and rewritten in the new layout the next time their work changes, so the upgrade only
+marks the store as schema 3, which older versions, which cannot read the new layout, then
+refuse to open. The whole upgrade is
 one SQLite transaction (``BEGIN IMMEDIATE``): a process killed in the middle leaves the
 store as it was (schema 1; the next open upgrades it again), and of two processes that open
 an old store at once, one upgrades while the other waits for the write lock, then sees
@@ -48,7 +52,7 @@ def upgrade(cache: diskcache.Cache, path: str) -> bool:
                 if schema >= STORE_SCHEMA:
                     return False  # another process upgraded it while this one waited
                 started = time.monotonic()
-                moved = finished_to_rows(cache)
+                moved = finished_to_rows(cache) if schema < 2 else 0
                 meta = dict(load_value(cache, "meta") or {})
                 meta.update(schema=STORE_SCHEMA, upgraded=time.time())
                 cache.set("meta", meta)

@@ -19,9 +19,10 @@ from ..errors import NotAStoreError, StoreError
 from .codec import load_value
 from .faults import SQLITE_TIMEOUT, is_damage, translate
 
-STORE_SCHEMA = 2
+STORE_SCHEMA = 3
 """1: every state index in pickled shards; 2: finished states as one row per work, and the
-expiry index (see ``rows``). An older store is upgraded when opened (``migration``)."""
+expiry index (see ``rows``); 3: records written as tuples (``_spec.RECORD_LAYOUT``). An
+older store is upgraded when opened (``migration``)."""
 
 
 def open_cache(store_dir: StoreDir) -> diskcache.Cache:

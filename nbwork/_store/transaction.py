@@ -336,7 +336,7 @@ class Transaction:
             spec = self._specs[id]
             if self.journal:
                 self._journal(id, spec)
-            pending[record_key(id)] = DELETED if spec is None else spec.to_dict()
+            pending[record_key(id)] = DELETED if spec is None else spec.to_record()
         pending.update(self._row_changes)
         for key in self._dirty_indexes:
             pending[key] = self._indexes[key] or DELETED
