@@ -26,6 +26,13 @@ log = logging.getLogger("nbwork.scheduler")
 
 RECORD_DELAY = 0.005
 RECORD_BATCH = 64
+PID_RECORD_AFTER = 0.05
+"""Seconds an attempt has been handed to its process before that process is written into
+its record (unless a progress or an outcome of it is written first). A short attempt ends
+sooner, and its record is then written once, when it ends, not once more for the process:
+in a flood of no-ops that was a sixth of the scheduler's record writes. A scheduler that
+dies meanwhile loses nothing by it: its successor ends every process it started, recorded
+or not (``_executors/leftovers``), before any of its work runs again."""
 
 
 @dataclass
@@ -45,10 +52,12 @@ class ReportBuffer:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._reports = Reports()
+        # token -> (pid, its create time, when reported): started reports not yet due
+        # (see PID_RECORD_AFTER)
+        self._early: dict[str, tuple[int | None, float | None, float]] = {}
 
     def started(self, token: str, pid: int | None, pid_create_time: float | None) -> None:
-        self._reports.started[token] = (pid, pid_create_time)
-        self._note()
+        self._early[token] = (pid, pid_create_time, self._clock.monotonic())
 
     def progress(self, token: str, progress: dict[str, Any]) -> None:
         self._reports.progress[token] = progress
@@ -62,9 +71,25 @@ class ReportBuffer:
         if self._reports.since is None:
             self._reports.since = self._clock.monotonic()
 
+    def _promote(self, everything: bool = False) -> None:
+        """Move the started reports that are due into the reports to write (those of an
+        attempt with an outcome are dropped: its record then no longer names a process)."""
+        if not self._early:
+            return
+        reports, now = self._reports, self._clock.monotonic()
+        for token, (pid, create_time, at) in list(self._early.items()):
+            if token in reports.outcomes:
+                del self._early[token]
+            elif everything or token in reports.progress or now - at >= PID_RECORD_AFTER:
+                del self._early[token]
+                reports.started[token] = (pid, create_time)
+                if reports.since is None:
+                    reports.since = at
+
     def ripe(self, in_flight: int) -> bool:
         """Write now, or let a few more join (see RECORD_DELAY)? ``in_flight``: attempts
         not yet recorded as finished."""
+        self._promote()
         reports = self._reports
         if reports.since is None:
             return False
@@ -74,9 +99,14 @@ class ReportBuffer:
     def deadline(self) -> float | None:
         """The monotonic time by which the waiting reports must be written."""
         since = self._reports.since
-        return None if since is None else since + RECORD_DELAY
+        times = [] if since is None else [since + RECORD_DELAY]
+        if self._early:
+            times.append(min(at for _, _, at in self._early.values()) + PID_RECORD_AFTER)
+        return min(times, default=None)
 
-    def take(self) -> Reports:
+    def take(self, everything: bool = False) -> Reports:
+        """The reports to write; with ``everything``, started reports not yet due too."""
+        self._promote(everything)
         reports, self._reports = self._reports, Reports()
         return reports
 
@@ -115,7 +145,7 @@ class ReportWriter:
             return None
         if not (force or self.buffer.ripe(len(self._attempts))):
             return None
-        return self.buffer.take()
+        return self.buffer.take(everything=force)
 
     def write(self, force: bool = False) -> list[str]:
         """Write the reports if they are ripe (or ``force``) in a transaction of their own;

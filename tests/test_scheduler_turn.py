@@ -3,6 +3,8 @@ turn starts are written in one transaction (stepped, with a manual clock)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from nbwork import OneTimeWorkRequest, WorkState
@@ -99,3 +101,70 @@ def test_a_large_batch_due_at_once_is_started_without_reading_records_again(
     # The transactions that start them adopt the records the ranking read.
     assert reads == []
     assert [a.work_id for a in executor.submitted] == [r.id for r in requests]
+
+
+# --- which process runs an attempt: written only once it has run for a while ----------------
+
+
+def _buffer(clock):
+    from nbwork._scheduler_reports import ReportBuffer
+
+    return ReportBuffer(clock)
+
+
+def test_a_short_attempt_never_has_its_process_written(clock):
+    """Its record is written when it is claimed and when it ends, not once more between
+    the two for the process that runs it (a sixth of a flood's record writes)."""
+    from nbwork._scheduler_reports import PID_RECORD_AFTER
+
+    buffer = _buffer(clock)
+    buffer.started("short", 4321, 10.0)
+    assert not buffer.ripe(in_flight=1)
+    assert buffer.deadline() == clock.monotonic() + PID_RECORD_AFTER  # wake then to write it
+    clock.advance(PID_RECORD_AFTER / 2)
+    buffer.finished("short", Outcome("success"))
+    assert buffer.ripe(in_flight=1)
+    reports = buffer.take()
+    assert reports.started == {} and list(reports.outcomes) == ["short"]
+    assert buffer.deadline() is None  # nothing left to write
+
+
+def test_a_longer_attempt_has_its_process_written_once_it_ran_for_a_while(clock):
+    from nbwork._scheduler_reports import PID_RECORD_AFTER
+
+    buffer = _buffer(clock)
+    buffer.started("long", 4321, 10.0)
+    clock.advance(PID_RECORD_AFTER)
+    assert buffer.ripe(in_flight=1)
+    assert buffer.take().started == {"long": (4321, 10.0)}
+    buffer.started("reports", 99, 1.0)  # with its first progress, at once
+    buffer.progress("reports", {"p": 1})
+    assert buffer.take().started == {"reports": (99, 1.0)}
+    buffer.started("stopping", 7, 2.0)  # and everything when the scheduler stops
+    assert buffer.take(everything=True).started == {"stopping": (7, 2.0)}
+
+
+@pytest.mark.slow
+def test_a_long_running_work_has_the_process_that_runs_it_written(wm, tmp_path):
+    """With a real scheduler: the process written once the attempt has run for a while is
+    the live worker process that runs it (by pid and start time), not the scheduler."""
+    import psutil
+
+    from tests.conftest import wait_until
+
+    request = OneTimeWorkRequest(helpers.GateWorker, input_data={
+        "gate": str(tmp_path / "gate"), "started": str(tmp_path / "started")})
+    wm.enqueue(request)
+    wait_until(lambda: (tmp_path / "started").exists(), what="the attempt to begin")
+
+    def attempt():
+        spec = wm._store.get(request.id)
+        return spec.attempt if spec is not None else None
+
+    wait_until(lambda: attempt() is not None and attempt().pid is not None,
+               what="the process of the running attempt to be written")
+    process = psutil.Process(attempt().pid)
+    assert process.create_time() == pytest.approx(attempt().pid_create_time, abs=0.01)
+    assert process.pid not in (wm.daemon.pid, os.getpid())
+    (tmp_path / "gate").touch()
+    assert wm.wait(request.id, timeout=30).state is WorkState.SUCCEEDED
