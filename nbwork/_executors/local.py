@@ -194,7 +194,8 @@ class LocalExecutor:
             slot.started_at = time.monotonic()
         try:
             self._send_code(slot, attempt)
-            slot.conn.send(("run", dataclasses.replace(attempt, payload=None)))
+            slot.conn.send(("run", attempt if attempt.payload is None
+                            else dataclasses.replace(attempt, payload=None)))
         except OSError:  # it died since the last poll: poll() retires it; try another
             slot.dead = True
             self.submit(attempt)
