@@ -8,9 +8,11 @@ here knows about processes or the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -269,24 +271,13 @@ def function_arguments(function: Callable[..., Any], data: Data,
     and those of ``extra`` (what nbwork tells about the attempt, such as
     ``triggered_content_paths``) that it names as parameters."""
     extra = dict(extra or {})
-    try:
-        signature = inspect.signature(function)
-    except (TypeError, ValueError):
+    parameters = _parameters_of(function)
+    if parameters is None:
         return data.to_dict()
-    params = signature.parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return data.to_dict()
+    names, accepted, required = parameters
     given = {name: value for name, value in extra.items()
-             if name in signature.parameters and name not in data}
-    accepted = {
-        p.name for p in params
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    }
-    missing = [
-        p.name for p in params
-        if p.name in accepted and p.default is inspect.Parameter.empty and p.name not in data
-        and p.name not in given
-    ]
+             if name in names and name not in data}
+    missing = [name for name in required if name not in data and name not in given]
     if missing:
         raise InvalidInputError(
             f"function worker {getattr(function, '__qualname__', function)!r} needs input "
@@ -294,6 +285,37 @@ def function_arguments(function: Callable[..., Any], data: Data,
             f"{sorted(data) or 'no keys'}; add them to input_data or give them defaults"
         )
     return {**given, **{key: data[key] for key in data if key in accepted}}
+
+
+_Parameters = tuple[frozenset[str], frozenset[str], tuple[str, ...]]
+_PARAMETERS: weakref.WeakKeyDictionary[Any, _Parameters | None] = weakref.WeakKeyDictionary()
+
+
+def _parameters_of(function: Callable[..., Any]) -> _Parameters | None:
+    """(every parameter name, those an input key can fill, those of them without a default)
+    of ``function``; None when it takes any keyword (or has no signature). Kept per function
+    while it lives: ``inspect.signature`` was a tenth of a worker process's time per
+    no-op attempt."""
+    try:
+        return _PARAMETERS[function]
+    except (KeyError, TypeError):  # (TypeError: it cannot be weakly referenced)
+        pass
+    try:
+        params = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        parameters = None
+    else:
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            parameters = None
+        else:
+            accepted = [p for p in params if p.kind in (
+                inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+            parameters = (frozenset(p.name for p in params),
+                          frozenset(p.name for p in accepted),
+                          tuple(p.name for p in accepted if p.default is inspect.Parameter.empty))
+    with contextlib.suppress(TypeError):
+        _PARAMETERS[function] = parameters
+    return parameters
 
 
 def _as_result(value: Any) -> Result:
