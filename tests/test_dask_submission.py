@@ -168,6 +168,24 @@ def test_a_huge_batch_is_handed_out_a_bounded_number_at_a_time(executor):
     assert most == bound
 
 
+def test_short_works_are_topped_up_once_half_of_them_are_done(executor):
+    """Not one by one as each result comes: a transaction and a graph per few works cost
+    the scheduler more than the works themselves."""
+    ex, client = executor
+    ex._short = True
+    limit = 2 * dask_executor.SHORT_DEPTH
+    assert ex.room() == limit
+    for i in range(limit):
+        ex.submit(_attempt(i))
+    ex.wait_objects()
+    sink = Sink()
+    keys = [k for m in client.maps for k in m]
+    for done, key in enumerate(keys[:limit // 2], start=1):
+        _finish(ex, key)
+        ex.poll(sink)
+        assert ex.room() == (0 if done < limit // 2 else limit // 2), done
+
+
 def test_a_result_pushed_as_an_event_is_not_fetched_again(executor):
     ex, client = executor
     ex.submit(_attempt(0))
