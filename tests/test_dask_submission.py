@@ -263,3 +263,31 @@ def test_status_show_and_widgets_say_work_waits_for_the_cluster(store_path, caps
             table.close()
     finally:
         stop_scheduler(store_path)
+
+
+def test_progress_goes_to_the_cluster_at_most_once_per_interval_and_the_latest_always(
+        monkeypatch):
+    """Each progress event is a trip through the Dask scheduler: a worker reporting per
+    strip of a blur sent one per report. The first goes at once, later ones at most one per
+    ``PROGRESS_INTERVAL``, the latest value always (``flush`` for an attempt that stopped)."""
+    from nbwork._executors import dask_task
+
+    now = [100.0]
+    monkeypatch.setattr(dask_task.time, "monotonic", lambda: now[0])
+    sent: list = []
+    progress = dask_task._Progress(sent.append, "t1")
+    progress.reported({"strip": 1})
+    progress.send_due()
+    assert sent == [["progress", "t1", {"strip": 1}]]
+    for strip in (2, 3, 4):
+        progress.reported({"strip": strip})
+        progress.send_due()
+    assert len(sent) == 1 and progress.due == 100.0 + dask_task.PROGRESS_INTERVAL
+    now[0] += dask_task.PROGRESS_INTERVAL
+    progress.send_due()
+    assert sent[-1] == ["progress", "t1", {"strip": 4}] and len(sent) == 2
+    progress.send_due()
+    assert len(sent) == 2 and progress.due is None  # nothing new: nothing sent
+    progress.reported({"strip": 5})
+    progress.flush()
+    assert sent[-1] == ["progress", "t1", {"strip": 5}]

@@ -57,6 +57,12 @@ EVENT_LIMIT = 64 << 10
 that it need not fetch it: a fetch is a round trip through the Dask scheduler to the worker
 (``Worker.get_data``), which was most of the Dask worker's time per no-op work."""
 _EARLY_STOPS_KEPT = 1000
+PROGRESS_INTERVAL = 0.1
+"""Seconds between two progress events of one attempt: a worker that reports progress
+often (a blur, per strip) sent an event per report, each a trip through the Dask scheduler
+to the nbwork scheduler, and they cost the cluster more than the blur's orchestration. The
+latest progress is always sent, at most this late; none after the attempt succeeded or
+failed (its record then shows no progress)."""
 
 _launcher = Launcher()
 _lock = threading.Lock()
@@ -307,8 +313,9 @@ def _supervise(worker: Any, key: str, remote: _Remote, child: Child, topic: str,
     exit_code: int | None = None
     next_check = time.monotonic() + ORPHAN_CHECK_INTERVAL
     ended = False
+    progress = _Progress(partial(worker.log_event, topic), token)
     while result is None and not ended:
-        deadlines = [t for t in (ending.deadline(), next_check) if t is not None]
+        deadlines = [t for t in (ending.deadline(), next_check, progress.due) if t is not None]
         watched = [child.exit_fd, remote.wake_r] + ([] if child.conn.closed else [child.conn])
         ready = wait_for(watched, max(0.0, min(deadlines) - time.monotonic()))
         if remote.wake_r in ready:
@@ -320,9 +327,13 @@ def _supervise(worker: Any, key: str, remote: _Remote, child: Child, topic: str,
             exit_code = child.read_exit_code()
             ended = True
         # After the exit, read what is left: the result may have been the last message.
-        result = _relay(child, worker, topic, token) or result
+        result = _relay(child, progress) or result
         if result is not None or ended:
+            if result is None or result[0].kind not in (OutcomeKind.SUCCESS,
+                                                        OutcomeKind.FAILURE):
+                progress.flush()  # (stopped, retried or dead: its record may show it)
             break
+        progress.send_due()
         now = time.monotonic()
         if remote.stray or (now >= next_check and _unwanted(worker, key)):
             # Nobody takes this result any more, and the work may already run elsewhere:
@@ -356,8 +367,39 @@ def _supervise(worker: Any, key: str, remote: _Remote, child: Child, topic: str,
         f"{exit_description(exit_code)} (on the {_where(worker)})")), 0.0, False
 
 
-def _relay(child: Any, worker: Any, topic: str, token: str) -> tuple[Outcome, float] | None:
-    """Pass on the progress the child sent so far; its result, if it came."""
+class _Progress:
+    """The progress events of one attempt, at most one per ``PROGRESS_INTERVAL``."""
+
+    def __init__(self, send: Callable[[list], None], token: str) -> None:
+        self._send = send
+        self._token = token
+        self._latest: dict | None = None
+        self._sent_at: float | None = None
+        self.due: float | None = None  # when the latest must be sent, if it waits
+
+    def reported(self, values: dict) -> None:
+        self._latest = values
+        if self.due is None:
+            self.due = (time.monotonic() if self._sent_at is None
+                        else self._sent_at + PROGRESS_INTERVAL)
+
+    def send_due(self) -> None:
+        """Send the latest progress if it is due."""
+        if self._latest is None or self.due is None:
+            return
+        now = time.monotonic()
+        if now >= self.due:
+            self._send(["progress", self._token, self._latest])
+            self._latest, self.due, self._sent_at = None, None, now
+
+    def flush(self) -> None:
+        if self._latest is not None:
+            self.due = time.monotonic()
+            self.send_due()
+
+
+def _relay(child: Any, progress: _Progress) -> tuple[Outcome, float] | None:
+    """Take the progress the child sent so far; its result, if it came."""
     result = None
     while not child.conn.closed:
         try:
@@ -368,7 +410,7 @@ def _relay(child: Any, worker: Any, topic: str, token: str) -> tuple[Outcome, fl
             child.conn.close()
             break
         if message[0] == "progress":
-            worker.log_event(topic, ["progress", token, message[2]])
+            progress.reported(message[2])
         elif message[0] == "result":
             _, outcome, seconds = from_wire(message[1])
             result = outcome, seconds
