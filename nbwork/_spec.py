@@ -23,8 +23,8 @@ RECORD_LAYOUT = 2
 """How this version stores a record: a tuple, this number then the values of
 ``RECORD_FIELDS`` in order (the state by its value, the attempt as a tuple). Layout 1, of
 the first versions, was a dict of the fields: twice the bytes (every record spelled out
-its 39 field names) and three times the decoding time, paid by every write and read of
-every work. Both are read."""
+its 39 field names), and decoding one took 21 us against 4.5, paid by every write and read
+of every work. Both are read."""
 
 
 @dataclass
