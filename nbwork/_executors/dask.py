@@ -71,11 +71,9 @@ RESULT_TIMEOUT = 60.0
 FETCHERS = 8  # threads fetching outcomes that did not come as an event (a round trip each)
 SHORT_WORK = 0.05
 """Seconds: while attempts take less than this, the cluster is handed up to ``SHORT_DEPTH``
-attempts per worker thread, so that its threads do not idle while each result travels
-back and the next attempt is started (for a flood of small works); longer works, see
-``LONG_DEPTH``. Short works are topped up once half of them are done (see ``room``).
-32 with that top-up, against 16 topped up as each result came: the scheduler's main thread
-spent 1.2 ms per no-op on a transaction and a graph per few works (2,000 no-ops on 2
+attempts per worker thread, topped up once half of them are done (``room``), so that its
+threads do not idle while results travel back. 32 topped up by halves, against 16 topped up
+per result: a transaction and a graph per few works cost 1.2 ms per no-op (2,000 no-ops, 2
 threads, 2 shared cores: 0.56-0.69x raw ``client.submit``, against 0.47-0.50x)."""
 SHORT_DEPTH = 32
 LONG_DEPTH = 2
@@ -169,10 +167,7 @@ class DaskExecutor:
         """How many more attempts ``submit`` takes now (see ``SHORT_WORK``)."""
         limit = self.capacity * (SHORT_DEPTH if self._short else LONG_DEPTH)
         running = len(self._running)
-        if self._short and running > limit // 2:
-            # Short works are topped up once half of them are done, not one by one as
-            # each result comes: a store transaction and a graph per few works cost the
-            # scheduler more than the works themselves.
+        if self._short and running > limit // 2:  # (see SHORT_WORK)
             return 0
         return limit - running
 
