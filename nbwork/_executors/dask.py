@@ -78,11 +78,10 @@ threads, 2 shared cores: 0.56-0.69x raw ``client.submit``, against 0.47-0.50x)."
 SHORT_DEPTH = 32
 LONG_DEPTH = 2
 """Longer works: up to this many attempts per worker thread, so that the next one waits on
-the Dask worker while one runs, instead of starting only after the last result travelled
-to this scheduler and the next submission travelled back (a blur chain of 4 steps on 2
-threads waited about a second per step on a loaded machine: 1.7-2x raw ``client.map``).
-The price: a work may show RUNNING one attempt's time before it begins (a stop still
-reaches it: it then never begins)."""
+the Dask worker while one runs, not until a result and a submission travelled (a blur chain
+of 4 steps on 2 threads waited about a second per step on a loaded machine: 1.7-2x raw
+``client.map``). A work may then show RUNNING one attempt's time before it begins (a stop
+still reaches it: it then never begins)."""
 SUBMIT_CHUNK = 256
 """At most this many attempts go to the cluster in one ``client.map`` (one graph upload).
 Attempts ``submit`` takes are gathered and sent together once the scheduler's turn has
