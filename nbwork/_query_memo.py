@@ -1,7 +1,7 @@
 """What queries decoded, shared by the ``WorkManager``s of one store in a process.
 
 A query decodes the record of every work it returns and builds its ``WorkInfo``; the memo
-keeps both per stored version of a work (the digest of its bytes, see ``_store.reads``), so
+keeps both per stored version of a work (its stamp, see ``_store.reads``), so
 asking again decodes only what changed. It is shared by every manager of the same store in
 the process, as the store's watcher is: a second manager (a view or a panel request that
 opens its own, a notebook cell run again) starts from what the first one decoded instead
@@ -26,7 +26,7 @@ RESULTS_LIMIT = 64
 
 
 class ReadMemo:
-    """``records``: ``{id: (digest of the stored bytes, spec)}`` for ``Store.read_many``;
+    """``records``: ``{id: (stamp of the stored record, spec)}`` for ``Store.read_many``;
     ``infos``: ``{id: (spec, its info)}``, the info of the very spec object the records
     memo holds (a new stored version is a new spec, so its info is made again)."""
 

@@ -117,8 +117,7 @@ class WorkSpec:
         values[_STATE_AT] = self.state.value
         attempt = self.attempt
         if attempt is not None:
-            values[_ATTEMPT_AT] = (attempt.token, attempt.started_at, attempt.pid,
-                                   attempt.pid_create_time)
+            values[_ATTEMPT_AT] = _attempt_values(attempt)
         return (RECORD_LAYOUT, *values)
 
     @classmethod
@@ -222,3 +221,4 @@ _RECORD_LENGTH = 1 + len(RECORD_FIELDS)
 _STATE_AT, _ATTEMPT_AT = RECORD_FIELDS.index("state"), RECORD_FIELDS.index("attempt")
 _STATES = {state.value: state for state in WorkState}
 _ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(Attempt))
+_attempt_values = operator.attrgetter(*_ATTEMPT_FIELDS)  # in the order Attempt(*values) takes

@@ -5,8 +5,7 @@ store's ``counter:s``, and the memo of every state index used to be dropped whol
 an idle scheduler re-read all 16 shards of ENQUEUED and RUNNING after each client enqueue
 (half of its store calls per work, issue 15). Now a stale memo reads the raw bytes of the
 16 shards and ``counter:s`` in one statement (one snapshot: the counter and the shards
-agree), and unpickles only the shards whose bytes changed (their digest, as
-``reads.read_records`` keeps for records).
+agree), and unpickles only the shards whose bytes changed (their length and hash).
 
 The memo's own commits (``apply``) change its shard dicts in place of a re-read; a shard
 changed that way has no digest (its bytes were written by diskcache, not read), so it is

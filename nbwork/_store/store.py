@@ -177,9 +177,9 @@ class Store:
         """The records of ``ids`` that exist, in that order (``Unreadable`` for one that
         cannot be decoded), read in one statement per few hundred ids (see ``reads``).
 
-        ``memo`` (``{id: (digest of the stored bytes, spec)}``, kept by the caller across
-        calls): a record whose stored bytes did not change is not decoded again, and its
-        spec from the memo is returned (callers must not mutate specs read with a memo)."""
+        ``memo`` (``reads.Memo``, kept by the caller across calls): a record whose stamp did
+        not change is neither read nor decoded again, and its spec from the memo is returned
+        (callers must not mutate specs read with a memo)."""
         return self._read_many(ids, memo)
 
     def _read_many(self, ids: Iterable[str], memo: Memo | None
