@@ -104,10 +104,15 @@ class Scheduler:
         signal.signal(signal.SIGINT, self._on_signal)
         self._end_leftovers()
         self._wake = WakeReceiver(self.store.dir.access)
+        checkpointer = self.store.checkpointer()
+        checkpointer.start()
         try:
             self._loop()
         finally:
-            self._shutdown()
+            try:
+                self._shutdown()
+            finally:
+                checkpointer.close()
         return 0
 
     def _loop(self) -> None:

@@ -154,6 +154,7 @@ COMPOSED = {
     "log_path": "builds a path, touches nothing",
     "close": "closing releases connections; nothing is read or written",
     "turn": "reads the counters through _read_counters (reads)",
+    "checkpointer": "reads the level through durability (reads); the thread logs its faults",
 }
 
 

@@ -16,6 +16,7 @@ import diskcache
 from .. import _layout
 from .._storedir import StoreDir
 from ..errors import NotAStoreError, StoreError
+from .checkpoint import AUTOCHECKPOINT_PAGES
 from .codec import load_value
 from .faults import SQLITE_TIMEOUT, is_damage, translate
 
@@ -46,6 +47,9 @@ def open_cache(store_dir: StoreDir) -> diskcache.Cache:
         # Index values grow with the store; as SQLite blobs they are written in the
         # transaction itself instead of as one file per version.
         disk_min_file_size=2**30,
+        # A commit that checkpoints takes milliseconds: the scheduler's Checkpointer
+        # keeps the log short instead, off every commit's path (see checkpoint).
+        sqlite_wal_autocheckpoint=AUTOCHECKPOINT_PAGES,
     )
     try:
         if load_value(cache, "meta") is None:

@@ -19,6 +19,7 @@ from .._storedir import StoreDir
 from ..errors import InvalidInputError, StoreError
 from ..info import WorkState
 from . import migration, opening, rows, shards
+from .checkpoint import Checkpointer
 from .codec import Unreadable, load_value, read_index, read_spec
 from .faults import guard, reads, writes
 from .reads import Memo, connect_unmapped, open_blob, read_records
@@ -293,6 +294,11 @@ class Store:
                                    DURABILITY_LEVELS[self.durability()])
             self._blob_con = (pid, con)
         return self._blob_con[1]
+
+    def checkpointer(self) -> Checkpointer:
+        """A ``Checkpointer`` of this store's log, not started yet: for the scheduler."""
+        return Checkpointer(self.dir.join(_layout.DB_DIR, _layout.DB_FILE),
+                            DURABILITY_LEVELS[self.durability()])
 
     @reads
     def get_code(self, key: str) -> bytes | None:
