@@ -14,6 +14,9 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Hashable
+from itertools import compress
+from operator import is_not
+from typing import Any, NamedTuple
 
 from ._spec import WorkSpec
 from ._store.reads import Memo
@@ -25,6 +28,20 @@ RESULTS_LIMIT = 64
 """Query results kept per store (see ``ReadMemo.result``); forgotten all at once past it."""
 
 
+class Basis(NamedTuple):
+    """What a query's last full evaluation read and returned: ``records``, the specs
+    ``Store.read_many`` gave, in its order; ``infos``, the result; ``positions``, the index
+    in ``infos`` of each record that matched."""
+
+    records: list[WorkSpec]
+    infos: list[WorkInfo]
+    positions: dict[str, int]
+
+
+PATCH_SHARE = 0.05
+"""A refresh in which more of the records changed is evaluated in full."""
+
+
 class ReadMemo:
     """``records``: ``{id: (stamp of the stored record, spec)}`` for ``Store.read_many``;
     ``infos``: ``{id: (spec, its info)}``, the info of the very spec object the records
@@ -34,6 +51,7 @@ class ReadMemo:
         self.records: Memo = {}
         self.infos: dict[str, tuple[WorkSpec, WorkInfo]] = {}
         self.results: dict[Hashable, tuple[int, list[WorkInfo]]] = {}
+        self.bases: dict[Hashable, Basis] = {}
 
     def trim(self) -> None:
         # The kept results go with the records: they hold the same infos, and would
@@ -43,6 +61,7 @@ class ReadMemo:
                 self.records.clear()
                 self.infos.clear()
             self.results.clear()
+            self.bases.clear()
 
     def result(self, query: Hashable, counter: int) -> list[WorkInfo] | None:
         """The infos ``query`` returned when the store's change counter was ``counter``, if
@@ -58,6 +77,49 @@ class ReadMemo:
         newer). Not a result of more infos than the memo keeps records."""
         if len(infos) <= READ_MEMO_LIMIT:
             self.results[query] = (counter, list(infos))
+
+    def keep_basis(self, query: Hashable, records: list[Any], infos: list[WorkInfo],
+                   matched: list[WorkSpec]) -> None:
+        """Remember what a full evaluation of ``query`` read (``records``) and returned
+        (``infos``, made from ``matched`` in that order), for ``patched``. Not when a record
+        could not be read (its info comes from elsewhere) or a result is too big."""
+        if len(infos) != len(matched) or len(records) > READ_MEMO_LIMIT or not all(
+                type(r) is WorkSpec for r in records):
+            self.bases.pop(query, None)
+            return
+        self.bases[query] = Basis(records, infos, {s.id: i for i, s in enumerate(matched)})
+
+    def patched(self, query: Hashable, records: list[Any],
+                matches: Callable[[WorkSpec], bool], order: Callable[[WorkSpec], Any],
+                make: Callable[[WorkSpec], WorkInfo]) -> list[WorkInfo] | None:
+        """The result of ``query`` from its last full evaluation, when ``records`` (read
+        with this memo, in the same order) are the same works as then and only a few of
+        them are new versions, each still matching or not as before and in the same
+        place in the order: their infos are made again, the rest kept. None otherwise.
+
+        A live table refreshes after every change of one work; this skips the check, sort
+        and lookup of every other info (half of a refresh of 2,000 works)."""
+        basis = self.bases.get(query)
+        if basis is None or len(basis.records) != len(records):
+            return None
+        # (Unchanged records are the very spec objects of the memo: an identity test.)
+        changed = list(compress(range(len(records)), map(is_not, basis.records, records)))
+        if len(changed) > PATCH_SHARE * len(records):
+            return None
+        infos = basis.infos
+        if changed:
+            infos = list(infos)
+            for i in changed:
+                old, new = basis.records[i], records[i]
+                if type(new) is not WorkSpec or new.id != old.id or order(new) != order(old):
+                    return None
+                where = basis.positions.get(old.id)
+                if matches(new) != (where is not None):
+                    return None
+                if where is not None:
+                    infos[where] = make(new)
+            self.bases[query] = Basis(records, infos, basis.positions)
+        return list(infos)
 
     def info(self, spec: WorkSpec, make: Callable[[WorkSpec], WorkInfo]) -> WorkInfo:
         """The info of ``spec`` (read with ``records``), made by ``make`` once per version."""

@@ -295,10 +295,15 @@ class WorkManager:
         else:
             candidates = store.all_ids()
         self._memo.trim()
+        records = store.read_many(dict.fromkeys(candidates), self._read_memo)
+        infos = self._memo.patched(query, records, lambda s: _matches(s, query),
+                                   enqueue_order, self._memo_info)
+        if infos is not None:
+            return infos
         seen: set[str] = set()
         specs = []
         unreadable = []  # found through the query's own index: shown, never dropped
-        for record in store.read_many(dict.fromkeys(candidates), self._read_memo):
+        for record in records:
             if isinstance(record, Unreadable):
                 if not query.states or record.state in query.states:
                     unreadable.append(record)
@@ -308,7 +313,9 @@ class WorkManager:
             seen.add(record.id)
             specs.append(record)
         specs.sort(key=enqueue_order)
-        return [*(self._memo_info(s) for s in specs), *(self._info(u) for u in unreadable)]
+        infos = [*(self._memo_info(s) for s in specs), *(self._info(u) for u in unreadable)]
+        self._memo.keep_basis(query, records, infos, specs)
+        return infos
 
     def _memo_info(self, spec: WorkSpec) -> WorkInfo:
         """The info of a spec from the read memo: made once per stored version of a work

@@ -183,3 +183,97 @@ def test_the_kept_query_results_stay_within_the_memo_limit(store_path, monkeypat
     wm.get_work_infos(WorkQuery(tags=["t2"]))  # the next query forgets them all first
     assert list(wm._query_results) == [WorkQuery(tags=["t2"])]
     assert wm.get_work_infos(WorkQuery(tags=["t1"])) == infos
+
+
+def _change(path: str, id: str, **fields) -> None:
+    """Change one work's record as another client would: one commit."""
+    other = Store(path)
+    try:
+        with other.transaction() as txn:
+            spec = txn.get(id)
+            for name, value in fields.items():
+                setattr(spec, name, value)
+            txn.put(spec)
+    finally:
+        other.close()
+
+
+def _fresh(path: str, query: WorkQuery) -> list:
+    """What a manager with nothing kept returns (no memo of this process shared)."""
+    from nbwork import _query_memo
+
+    memo = _query_memo.ReadMemo()
+    wm = WorkManager(path, resume=False)
+    wm._memo, wm._read_memo = memo, memo.records
+    return wm.get_work_infos(query)
+
+
+def _spy_patched(monkeypatch) -> list:
+    """What each ``ReadMemo.patched`` call returned (None: evaluated in full)."""
+    from nbwork import _query_memo
+
+    returned: list = []
+    original = _query_memo.ReadMemo.patched
+
+    def spy(self, *args):
+        returned.append(original(self, *args))
+        return returned[-1]
+
+    monkeypatch.setattr(_query_memo.ReadMemo, "patched", spy)
+    return returned
+
+
+def test_a_refresh_after_one_change_keeps_every_other_info_and_remakes_that_one(
+        store_path, monkeypatch):
+    """A live table's refresh after one work changed: the last result, with the changed
+    work's info made again in its place (not a new check, sort and lookup of every info)."""
+    ids = _fill(store_path, 300)
+    wm = WorkManager(store_path, resume=False)
+    query = WorkQuery(states=[WorkState.SUCCEEDED])
+    before = wm.get_work_infos(query)
+    _change(store_path, ids[10], error="noted", progress={"p": 1})
+    patched = _spy_patched(monkeypatch)
+    after = wm.get_work_infos(query)
+    assert patched[0] is not None
+    assert after == _fresh(store_path, query)
+    assert after[10].error == "noted" and after[10] is not before[10]
+    assert all(a is b for i, (a, b) in enumerate(zip(after, before, strict=True)) if i != 10)
+
+
+def test_a_refresh_sees_works_that_leave_join_or_stop_matching_the_query(store_path):
+    ids = _fill(store_path, 300)
+    _change(store_path, ids[5], state=WorkState.FAILED)
+    wm = WorkManager(store_path, resume=False)
+    by_state = WorkQuery(states=[WorkState.SUCCEEDED])
+    by_tag = WorkQuery(tags=["t1"], states=[WorkState.SUCCEEDED])
+    for query in (by_state, by_tag):
+        assert len(wm.get_work_infos(query)) in (299, 100)
+    # As many works in the state as before, but one left and another joined.
+    _change(store_path, ids[2], state=WorkState.CANCELLED)
+    _change(store_path, ids[5], state=WorkState.SUCCEEDED, error="back")
+    for query in (by_state, by_tag):
+        assert wm.get_work_infos(query) == _fresh(store_path, query)
+    assert len(wm.get_work_infos(by_state)) == 299
+    # The tag query reads the same works (by its tag), one of them no longer SUCCEEDED.
+    _change(store_path, ids[4], state=WorkState.FAILED)
+    for query in (by_state, by_tag):
+        assert wm.get_work_infos(query) == _fresh(store_path, query)
+    assert ids[4] not in {i.id for i in wm.get_work_infos(by_tag)}
+
+
+def test_a_refresh_after_many_changes_is_made_in_full_and_right(store_path, monkeypatch):
+    ids = _fill(store_path, 100)
+    wm = WorkManager(store_path, resume=False)
+    query = WorkQuery(states=[WorkState.SUCCEEDED])
+    wm.get_work_infos(query)
+    other = Store(store_path)
+    with other.transaction() as txn:
+        for id in ids[:20]:  # 20 % of them: past PATCH_SHARE
+            spec = txn.get(id)
+            spec.error = "many"
+            txn.put(spec)
+    other.close()
+    patched = _spy_patched(monkeypatch)
+    assert wm.get_work_infos(query) == _fresh(store_path, query)
+    assert patched[0] is None  # evaluated in full
+    assert [i.error for i in wm.get_work_infos(query)][:21] == ["many"] * 20 + [None]
