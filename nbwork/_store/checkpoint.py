@@ -30,7 +30,8 @@ AUTOCHECKPOINT_PAGES = 4000
 default is 1,000): reached only when no ``Checkpointer`` keeps the log short."""
 CHECKPOINT_INTERVAL = 1.0
 """Seconds between the ``Checkpointer``'s looks at the log (a stat when nothing was
-written). At a flood's rate of writes the log stays under a few MiB."""
+written). The log file grows a little bigger than with SQLite's own checkpoints: its peak
+over an enqueue of 20,000 no-ops and their run was 20 MiB, against 13 MiB."""
 
 
 class Checkpointer:
