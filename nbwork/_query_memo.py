@@ -83,8 +83,7 @@ class ReadMemo:
         """Remember what a full evaluation of ``query`` read (``records``) and returned
         (``infos``, made from ``matched`` in that order), for ``patched``. Not when a record
         could not be read (its info comes from elsewhere) or a result is too big."""
-        if len(infos) != len(matched) or len(records) > READ_MEMO_LIMIT or not all(
-                type(r) is WorkSpec for r in records):
+        if len(records) > READ_MEMO_LIMIT or not all(type(r) is WorkSpec for r in records):
             self.bases.pop(query, None)
             return
         self.bases[query] = Basis(records, infos, {s.id: i for i, s in enumerate(matched)})

@@ -57,12 +57,7 @@ def select_records(cache: diskcache.Cache, ids: Iterable[str], memo: Memo | None
     records: dict[str, WorkSpec | Unreadable] = {}
     if memo:
         ids = _changed(cache, ids, memo, records)
-    con = cache._con
-    for start in range(0, len(ids), MANY_CHUNK):
-        keys = [record_key(i) for i in ids[start:start + MANY_CHUNK]]
-        rows = con.execute(
-            "SELECT key, mode, filename, value, store_time FROM Cache WHERE raw = 1 AND key IN "
-            f"({','.join('?' * len(keys))})", keys).fetchall()
+    for _, rows in _record_rows(cache, ids, "key, mode, filename, value, store_time"):
         for key, mode, filename, value, store_time in rows:
             id = key[2:]
             if mode != _PICKLED or filename is not None:
@@ -82,14 +77,9 @@ def _changed(cache: diskcache.Cache, ids: list[str], memo: Memo,
              records: dict[str, WorkSpec | Unreadable]) -> list[str]:
     """Put in ``records`` the memo's spec of each of ``ids`` whose stamp is the stored one;
     the others, to be read."""
-    con = cache._con
     unread: list[str] = []
-    for start in range(0, len(ids), MANY_CHUNK):
-        chunk = ids[start:start + MANY_CHUNK]
-        keys = [record_key(i) for i in chunk]
-        stamps = {key[2:]: (store_time, size) for key, store_time, size in con.execute(
-            "SELECT key, store_time, length(value) FROM Cache WHERE raw = 1 AND key IN "
-            f"({','.join('?' * len(keys))})", keys)}
+    for chunk, rows in _record_rows(cache, ids, "key, store_time, length(value)"):
+        stamps = {key[2:]: (store_time, size) for key, store_time, size in rows}
         for id in chunk:
             stamp = stamps.get(id)
             if stamp is None:
@@ -100,6 +90,19 @@ def _changed(cache: diskcache.Cache, ids: list[str], memo: Memo,
             else:
                 unread.append(id)
     return unread
+
+
+def _record_rows(cache: diskcache.Cache, ids: list[str],
+                 columns: str) -> Iterator[tuple[list[str], list[Any]]]:
+    """``(ids, rows)`` per ``MANY_CHUNK`` of ``ids``: the ``columns`` of their records' rows,
+    in one ``SELECT ... IN (...)`` each."""
+    con = cache._con
+    for start in range(0, len(ids), MANY_CHUNK):
+        chunk = ids[start:start + MANY_CHUNK]
+        keys = [record_key(i) for i in chunk]
+        yield chunk, con.execute(
+            f"SELECT {columns} FROM Cache WHERE raw = 1 AND key IN "
+            f"({','.join('?' * len(keys))})", keys).fetchall()
 
 
 def connect_unmapped(database: str, synchronous: int) -> sqlite3.Connection:
