@@ -18,6 +18,7 @@ side can read, or can tell it apart.
 
 from __future__ import annotations
 
+import pickle
 import sys
 import time
 import traceback
@@ -117,3 +118,11 @@ def from_wire(message: Any) -> tuple[str, Outcome, float]:
         return str(message["token"]), outcome, float(message.get("seconds") or 0.0)
     except (TypeError, KeyError, AttributeError, ValueError) as exc:
         raise ValueError(f"not an nbwork outcome: {type(message).__name__}") from exc
+
+
+def send_message(conn: Any, message: Any) -> None:
+    """``conn.send(message)`` (a ``multiprocessing`` pipe end), read back by ``conn.recv()``
+    as before, without its ``ForkingPickler``: that builds a pickler and copies its table
+    of reducers for every message, a tenth of a warm worker's time per no-op attempt on a
+    slow machine. Nothing sent here holds a pipe, socket or other object only it reduces."""
+    conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))

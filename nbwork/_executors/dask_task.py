@@ -39,7 +39,7 @@ from typing import Any
 
 from .._rules import Outcome, OutcomeKind
 from ..info import StopReason
-from .attempt import from_wire, to_wire
+from .attempt import from_wire, send_message, to_wire
 from .base import AttemptSpec
 from .capture import salvage
 from .launcher import Child, Launcher
@@ -265,7 +265,7 @@ def _hand_over(attempt: AttemptSpec) -> Child:
             child = _launcher.launch()
         try:
             _send_code(child, attempt)
-            child.conn.send(("run", dataclasses.replace(attempt, payload=None)))
+            send_message(child.conn, ("run", dataclasses.replace(attempt, payload=None)))
             return child
         except OSError:  # it died while idle (killed): end it, and try another once
             _put_back(child, False, None)
@@ -280,12 +280,12 @@ def _send_code(child: Child, attempt: AttemptSpec) -> None:
         child.codes.move_to_end(key)
         return
     payload = attempt.payload or b""
-    child.conn.send(("code", key, len(payload)))
+    send_message(child.conn, ("code", key, len(payload)))
     child.conn.send_bytes(payload)
     child.codes[key] = None
     while len(child.codes) > CODE_CACHE_SIZE:
         old, _ = child.codes.popitem(last=False)
-        child.conn.send(("forget", old))
+        send_message(child.conn, ("forget", old))
 
 
 def _put_back(child: Child, keep: bool, log_path: str | None) -> None:
@@ -349,7 +349,7 @@ def _supervise(worker: Any, key: str, remote: _Remote, child: Child, topic: str,
         if remote.stop_reason is not None and stopping is None:
             stopping = remote.stop_reason
             try:
-                child.conn.send(("stop", token, stopping))
+                send_message(child.conn, ("stop", token, stopping))
             except OSError:
                 pass
             ending.start(now, remote.grace)

@@ -28,7 +28,7 @@ import psutil
 
 from .._rules import Outcome, OutcomeKind
 from ..info import StopReason
-from .attempt import from_wire
+from .attempt import from_wire, send_message
 from .base import DEFAULT_STOP_GRACE, AttemptSpec, CodeSource, DiscardSink, Sink
 from .capture import remove_stale, salvage
 from .leftovers import MARK, Cgroups
@@ -197,8 +197,8 @@ class LocalExecutor:
             slot.started_at = time.monotonic()
         try:
             self._send_code(slot, attempt)
-            slot.conn.send(("run", attempt if attempt.payload is None
-                            else dataclasses.replace(attempt, payload=None)))
+            send_message(slot.conn, ("run", attempt if attempt.payload is None
+                                         else dataclasses.replace(attempt, payload=None)))
         except OSError:  # it died since the last poll: poll() retires it; try another
             slot.dead = True
             self.submit(attempt)
@@ -234,7 +234,7 @@ class LocalExecutor:
             size, pieces = self._code_source(key)
         else:
             raise RuntimeError(f"attempt {attempt.token} has no payload and no code source")
-        slot.conn.send(("code", key, size))
+        send_message(slot.conn, ("code", key, size))
         for piece in pieces:
             slot.conn.send_bytes(piece)
         slot.codes[key] = None
@@ -245,7 +245,7 @@ class LocalExecutor:
                 if len(slot.codes) <= CODE_CACHE_SIZE:
                     break
                 del slot.codes[old]
-                slot.conn.send(("forget", old))
+                send_message(slot.conn, ("forget", old))
 
     def stop(self, token: str, reason: str) -> None:
         slot = self._by_token.get(token)
@@ -255,7 +255,7 @@ class LocalExecutor:
         if slot.tokens[0] == token:
             slot.ending.start(time.monotonic(), self.stop_grace)
         try:
-            slot.conn.send(("stop", token, reason))
+            send_message(slot.conn, ("stop", token, reason))
         except OSError:
             pass
 
@@ -333,7 +333,7 @@ class LocalExecutor:
                         continue
                     slot.unqueuing.add(token)
                     try:
-                        slot.conn.send(("unqueue", token))
+                        send_message(slot.conn, ("unqueue", token))
                     except OSError:
                         break
 

@@ -39,7 +39,7 @@ from typing import Any
 from .._code import load_worker
 from .._rules import Outcome, OutcomeKind
 from ..worker import WorkerParameters
-from .attempt import run_attempt, to_wire, worker_parameters
+from .attempt import run_attempt, send_message, to_wire, worker_parameters
 from .capture import Capture
 from .process_groups import become_group_leader, end_own_group, kill_leftovers
 
@@ -76,7 +76,7 @@ class _WorkerProcess:
 
     def send(self, message: tuple) -> None:
         with self._send_lock:
-            self._conn.send(message)
+            send_message(self._conn, message)
 
     def listen(self) -> None:
         while True:
