@@ -87,10 +87,23 @@ class WorkerParameters:
         self.run_attempt_count = run_attempt_count
         self.generation = generation
         self.progress_sink = progress_sink
-        self.stop_event = threading.Event()
         self.stop_reason: str | None = None
+        self.stopped = False
+        self._stop_event: threading.Event | None = None
         self._stop_callbacks: list[Callable[[], None]] = []
         self._stop_lock = threading.Lock()
+
+    @property
+    def stop_event(self) -> threading.Event:
+        """Set once the attempt is stopped: ``wait()`` on it to sleep until then. Made on
+        first use: building an ``Event`` for every attempt cost a no-op attempt a few
+        percent of its time."""
+        with self._stop_lock:
+            if self._stop_event is None:
+                self._stop_event = threading.Event()
+                if self.stopped:
+                    self._stop_event.set()
+            return self._stop_event
 
     def report_progress(self, progress: Data | Mapping[str, Any]) -> None:
         data = Data.from_mapping(progress)
@@ -103,10 +116,12 @@ class WorkerParameters:
     def stop(self, reason: str) -> bool:
         """Mark the attempt stopped and run the stop callbacks once; False if already stopped."""
         with self._stop_lock:
-            if self.stop_event.is_set():
+            if self.stopped:
                 return False
             self.stop_reason = reason
-            self.stop_event.set()
+            self.stopped = True
+            if self._stop_event is not None:
+                self._stop_event.set()
         # Every callback runs even if one raises (an on_stopped() that raises must not keep a
         # coroutine from being cancelled); the first error is raised afterwards.
         errors: list[Exception] = []
@@ -139,7 +154,7 @@ def set_progress(progress: Data | Mapping[str, Any]) -> None:
 def is_stopped() -> bool:
     """True when the running work has been asked to stop (for function workers)."""
     params = _current.get()
-    return params is not None and params.stop_event.is_set()
+    return params is not None and params.stopped
 
 
 class Worker:
@@ -183,7 +198,7 @@ class Worker:
 
     @property
     def is_stopped(self) -> bool:
-        return self._params.stop_event.is_set()
+        return self._params.stopped
 
     @property
     def stop_reason(self) -> str | None:

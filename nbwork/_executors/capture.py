@@ -256,8 +256,9 @@ class Capture:
             writer, self._writer, self._due = self._writer, None, None
             if writer is None:
                 return
+            end: int | None = None  # the scratch file's size, once copied
             try:
-                _copy(self._scratch_fd, self._copied, writer)  # type: ignore[arg-type]
+                end = _copy(self._scratch_fd, self._copied, writer)  # type: ignore[arg-type]
                 writer.close()
             except OSError as exc:
                 print(f"nbwork: could not write the log {writer.path}: {exc}", file=sys.stderr)
@@ -265,7 +266,9 @@ class Capture:
             # salvage it into that attempt's log.
             self._copied = self._freed = 0
             self._writer = None
-            if os.fstat(self._scratch_fd).st_size:  # type: ignore[arg-type]
+            if end is None:
+                end = os.fstat(self._scratch_fd).st_size  # type: ignore[arg-type]
+            if end:
                 os.ftruncate(self._scratch_fd, 0)  # type: ignore[arg-type]
             if self._state_dirty:
                 os.pwrite(self._state_fd, _STATE.pack(0, 0), 0)  # type: ignore[arg-type]
