@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -32,7 +33,7 @@ from nbwork._rules import (
 from nbwork._spec import Attempt, WorkSpec
 from nbwork.data import Data
 from nbwork.errors import DataError, InvalidRequestError
-from nbwork.info import StopReason, WorkState
+from nbwork.info import StopReason, WorkInfo, WorkState
 from nbwork.request import (
     MAX_BACKOFF_DELAY,
     ExistingPeriodicWorkPolicy,
@@ -1211,3 +1212,15 @@ def test_work_info_shows_progress_only_while_running_and_the_schedule_only_when_
     assert info.progress == Data()
     assert info.output_data == {"o": 1}
     assert info.run_attempt_count == 1
+
+
+def test_a_work_info_is_made_with_every_field_of_its_class():
+    """``to_info`` fills a WorkInfo's fields itself (not through its slow frozen
+    ``__init__``): one it forgot would fall back to the class default unnoticed."""
+    spec = make("a", tags=("t",))
+    info = spec.to_info(log_dir="/logs")
+    assert sorted(vars(info)) == sorted(f.name for f in dataclasses.fields(WorkInfo))
+    assert info == WorkInfo(**vars(info))
+    assert hash(info) == hash(WorkInfo(**vars(info)))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.state = RUNNING  # type: ignore[misc]
