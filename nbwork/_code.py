@@ -9,6 +9,7 @@ itself) is sent by reference, so it is imported fresh in the worker process.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -55,6 +56,13 @@ def is_installed_module(module_name: str) -> bool:
     path = getattr(module, "__file__", None)
     if path is None:
         return module_name in sys.builtin_module_names
+    return _is_installed_path(path)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_installed_path(path: str) -> bool:
+    # Once per file: realpath looks up every component of the path, a quarter of the
+    # serializing of a worker that every enqueue does.
     return os.path.realpath(path).startswith(_INSTALLED)
 
 
