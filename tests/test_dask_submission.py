@@ -270,20 +270,20 @@ def test_progress_goes_to_the_cluster_at_most_once_per_interval_and_the_latest_a
     """Each progress event is a trip through the Dask scheduler: a worker reporting per
     strip of a blur sent one per report. The first goes at once, later ones at most one per
     ``PROGRESS_INTERVAL``, the latest value always (``flush`` for an attempt that stopped)."""
-    from nbwork._executors import dask_task
+    from nbwork._executors import attempt
 
     now = [100.0]
-    monkeypatch.setattr(dask_task.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(attempt.time, "monotonic", lambda: now[0])
     sent: list = []
-    progress = dask_task._Progress(sent.append, "t1")
+    progress = attempt.ProgressRelay(sent.append, "t1")
     progress.reported({"strip": 1})
     progress.send_due()
     assert sent == [["progress", "t1", {"strip": 1}]]
     for strip in (2, 3, 4):
         progress.reported({"strip": strip})
         progress.send_due()
-    assert len(sent) == 1 and progress.due == 100.0 + dask_task.PROGRESS_INTERVAL
-    now[0] += dask_task.PROGRESS_INTERVAL
+    assert len(sent) == 1 and progress.due == 100.0 + attempt.PROGRESS_INTERVAL
+    now[0] += attempt.PROGRESS_INTERVAL
     progress.send_due()
     assert sent[-1] == ["progress", "t1", {"strip": 4}] and len(sent) == 2
     progress.send_due()
@@ -291,3 +291,22 @@ def test_progress_goes_to_the_cluster_at_most_once_per_interval_and_the_latest_a
     progress.reported({"strip": 5})
     progress.flush()
     assert sent[-1] == ["progress", "t1", {"strip": 5}]
+
+
+@pytest.mark.parametrize("kind, kept", [(OutcomeKind.SUCCESS, False), (OutcomeKind.FAILURE, False),
+                                        (OutcomeKind.RETRY, True), (OutcomeKind.STOPPED, True)])
+def test_a_progress_waiting_when_the_attempt_ends_goes_unless_it_succeeded_or_failed(
+        kind, kept):
+    """A success or failure clears the record's progress, so the last one is not sent; a
+    retry or a stop keeps it (the work shows it while it waits to run again)."""
+    from nbwork._executors import attempt
+
+    sent: list = []
+    progress = attempt.ProgressRelay(sent.append, "t1")
+    progress.reported({"strip": 1})
+    progress.send_due()
+    progress.reported({"strip": 2})  # too soon: waits for its turn
+    progress.send_due()
+    progress.end(Outcome(kind))
+    assert sent[1:] == ([["progress", "t1", {"strip": 2}]] if kept else [])
+    assert progress.due is None

@@ -307,3 +307,29 @@ def test_each_process_is_sent_a_worker_code_once_whatever_the_number_of_attempts
     assert [o.output["sum"] for o in outcomes] == list(range(1, 41))
     # Two processes (capacity 2), so two reads at most for 40 attempts.
     assert set(reads) == {key} and len(reads) <= 2
+
+
+def test_a_worker_process_sends_progress_at_most_once_per_interval_and_the_latest_always():
+    """Each progress message wakes the scheduler (a turn of its loop): a blur reporting per
+    strip cost it one per report. The first goes at once; later ones wait for their turn
+    (a timer sends the latest); one still waiting when the attempt is stopped goes at once;
+    nothing after the attempt ended."""
+    from nbwork._executors.attempt import PROGRESS_INTERVAL
+    from nbwork._executors.slot import _TimedProgress
+    from nbwork._rules import Outcome, OutcomeKind
+
+    sent: list = []
+    progress = _TimedProgress(sent.append, "t1")
+    started = time.monotonic()
+    for strip in (1, 2, 3):
+        progress.reported({"strip": strip})
+    assert sent == [["progress", "t1", {"strip": 1}]]
+    wait_until(lambda: len(sent) == 2, what="the latest progress, sent by the timer")
+    assert sent[1] == ["progress", "t1", {"strip": 3}]
+    assert time.monotonic() - started >= PROGRESS_INTERVAL
+    progress.reported({"strip": 4})  # just after a send: waits
+    assert len(sent) == 2
+    progress.end(Outcome(OutcomeKind.STOPPED))
+    assert sent[2] == ["progress", "t1", {"strip": 4}]
+    progress.reported({"strip": 5})  # a thread the attempt left running: ignored
+    assert len(sent) == 3

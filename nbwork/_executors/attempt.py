@@ -13,7 +13,7 @@ goes, how a stop arrives, who is told the result), never the attempt itself:
 
 Between processes an outcome is a plain dict of plain values (``to_wire`` / ``from_wire``):
 a process running another version of nbwork (a Dask worker) still sends something this
-side can read, or can tell it apart.
+side can read, or can tell it apart. Its progress goes out through a ``ProgressRelay``.
 """
 
 from __future__ import annotations
@@ -98,6 +98,53 @@ def run_attempt(attempt: AttemptSpec, params: WorkerParameters, *,
         if output is not None:
             output.restore()
     return outcome, seconds
+
+
+PROGRESS_INTERVAL = 0.1
+"""Seconds between two progress messages of one attempt: a worker that reports progress
+often (a blur, per strip) sent one per report, each waking the nbwork scheduler (a turn of
+its loop, half a millisecond on a slow machine) or, on Dask, a trip through the Dask
+scheduler. The latest progress is always sent, at most this late; none after the attempt
+succeeded or failed (its record then shows no progress)."""
+
+
+class ProgressRelay:
+    """The progress messages of one attempt, at most one per ``PROGRESS_INTERVAL``; whoever
+    runs the attempt calls ``send_due`` when ``due`` comes."""
+
+    def __init__(self, send: Callable[[list], None], token: str) -> None:
+        self._send = send
+        self._token = token
+        self._latest: dict | None = None
+        self._sent_at: float | None = None
+        self.due: float | None = None  # when the latest must be sent, if it waits
+
+    def reported(self, values: dict) -> None:
+        self._latest = values
+        if self.due is None:
+            self.due = (time.monotonic() if self._sent_at is None
+                        else self._sent_at + PROGRESS_INTERVAL)
+
+    def send_due(self) -> None:
+        """Send the latest progress if it is due."""
+        if self._latest is None or self.due is None:
+            return
+        now = time.monotonic()
+        if now >= self.due:
+            self._send(["progress", self._token, self._latest])
+            self._latest, self.due, self._sent_at = None, None, now
+
+    def flush(self) -> None:
+        if self._latest is not None:
+            self.due = time.monotonic()
+            self.send_due()
+
+    def end(self, outcome: Outcome) -> None:
+        """The attempt ended: a progress still waiting goes now, unless it succeeded or
+        failed (its record then shows no progress)."""
+        if outcome.kind not in (OutcomeKind.SUCCESS, OutcomeKind.FAILURE):
+            self.flush()
+        self._latest = self.due = None
 
 
 # --- the wire form ----------------------------------------------------------------------

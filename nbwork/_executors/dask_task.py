@@ -39,7 +39,7 @@ from typing import Any
 
 from .._rules import Outcome, OutcomeKind
 from ..info import StopReason
-from .attempt import from_wire, send_message, to_wire
+from .attempt import ProgressRelay, from_wire, send_message, to_wire
 from .base import AttemptSpec
 from .capture import salvage
 from .launcher import Child, Launcher
@@ -57,12 +57,6 @@ EVENT_LIMIT = 64 << 10
 that it need not fetch it: a fetch is a round trip through the Dask scheduler to the worker
 (``Worker.get_data``), which was most of the Dask worker's time per no-op work."""
 _EARLY_STOPS_KEPT = 1000
-PROGRESS_INTERVAL = 0.1
-"""Seconds between two progress events of one attempt: a worker that reports progress
-often (a blur, per strip) sent an event per report, each a trip through the Dask scheduler
-to the nbwork scheduler, and they cost the cluster more than the blur's orchestration. The
-latest progress is always sent, at most this late; none after the attempt succeeded or
-failed (its record then shows no progress)."""
 
 _launcher = Launcher()
 _lock = threading.Lock()
@@ -313,7 +307,7 @@ def _supervise(worker: Any, key: str, remote: _Remote, child: Child, topic: str,
     exit_code: int | None = None
     next_check = time.monotonic() + ORPHAN_CHECK_INTERVAL
     ended = False
-    progress = _Progress(partial(worker.log_event, topic), token)
+    progress = ProgressRelay(partial(worker.log_event, topic), token)
     while result is None and not ended:
         deadlines = [t for t in (ending.deadline(), next_check, progress.due) if t is not None]
         watched = [child.exit_fd, remote.wake_r] + ([] if child.conn.closed else [child.conn])
@@ -329,9 +323,8 @@ def _supervise(worker: Any, key: str, remote: _Remote, child: Child, topic: str,
         # After the exit, read what is left: the result may have been the last message.
         result = _relay(child, progress) or result
         if result is not None or ended:
-            if result is None or result[0].kind not in (OutcomeKind.SUCCESS,
-                                                        OutcomeKind.FAILURE):
-                progress.flush()  # (stopped, retried or dead: its record may show it)
+            # (Stopped, retried or dead: its record may show it.)
+            progress.end(result[0] if result is not None else Outcome(OutcomeKind.CRASH))
             break
         progress.send_due()
         now = time.monotonic()
@@ -367,38 +360,7 @@ def _supervise(worker: Any, key: str, remote: _Remote, child: Child, topic: str,
         f"{exit_description(exit_code)} (on the {_where(worker)})")), 0.0, False
 
 
-class _Progress:
-    """The progress events of one attempt, at most one per ``PROGRESS_INTERVAL``."""
-
-    def __init__(self, send: Callable[[list], None], token: str) -> None:
-        self._send = send
-        self._token = token
-        self._latest: dict | None = None
-        self._sent_at: float | None = None
-        self.due: float | None = None  # when the latest must be sent, if it waits
-
-    def reported(self, values: dict) -> None:
-        self._latest = values
-        if self.due is None:
-            self.due = (time.monotonic() if self._sent_at is None
-                        else self._sent_at + PROGRESS_INTERVAL)
-
-    def send_due(self) -> None:
-        """Send the latest progress if it is due."""
-        if self._latest is None or self.due is None:
-            return
-        now = time.monotonic()
-        if now >= self.due:
-            self._send(["progress", self._token, self._latest])
-            self._latest, self.due, self._sent_at = None, None, now
-
-    def flush(self) -> None:
-        if self._latest is not None:
-            self.due = time.monotonic()
-            self.send_due()
-
-
-def _relay(child: Any, progress: _Progress) -> tuple[Outcome, float] | None:
+def _relay(child: Any, progress: ProgressRelay) -> tuple[Outcome, float] | None:
     """Take the progress the child sent so far; its result, if it came."""
     result = None
     while not child.conn.closed:

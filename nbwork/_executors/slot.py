@@ -23,7 +23,8 @@ at once), ``("stop", token, reason)`` (a queued attempt that
 is stopped is skipped), ``("unqueue", token)`` (if it has not begun, it is skipped and
 reported ``not_started``; if it has, nothing happens). Which process runs an attempt the
 executor knows when it hands it over: no message says so (one fewer per attempt).
-To the parent: ``("progress", token, dict)``, ``("result", outcome)`` (the outcome in its
+To the parent: ``["progress", token, dict]`` (at most one per
+``attempt.PROGRESS_INTERVAL``, the latest), ``("result", outcome)`` (the outcome in its
 wire form, ``attempt.to_wire``, with the seconds the worker ran).
 """
 
@@ -33,13 +34,14 @@ import os
 import queue
 import sys
 import threading
+import time
 import traceback
 from typing import Any
 
 from .._code import load_worker
 from .._rules import Outcome, OutcomeKind
 from ..worker import WorkerParameters
-from .attempt import run_attempt, send_message, to_wire, worker_parameters
+from .attempt import ProgressRelay, run_attempt, send_message, to_wire, worker_parameters
 from .capture import Capture
 from .process_groups import become_group_leader, end_own_group, kill_leftovers
 
@@ -145,8 +147,8 @@ class _WorkerProcess:
         while True:
             attempt = self._inbox.get()
             token = attempt.token
-            params = worker_parameters(
-                attempt, lambda values, token=token: self.send(("progress", token, values)))
+            progress = _TimedProgress(self.send, token)
+            params = worker_parameters(attempt, progress.reported)
             begun = self._begin(token, params)
             if begun == "stopped":
                 self.send(("result", to_wire(token, Outcome(OutcomeKind.STOPPED))))
@@ -162,6 +164,7 @@ class _WorkerProcess:
                 pass
             with self._claim_lock:
                 del self._current[token]
+            progress.end(outcome)
             self._tell(token, outcome, seconds)
             self._claimed.discard(token)  # only now: a late "unqueue" must not answer first
 
@@ -173,6 +176,44 @@ class _WorkerProcess:
         except Exception:  # an output that cannot be sent is the worker's failure, not ours
             self.send(("result", to_wire(token, Outcome(OutcomeKind.FAILURE,
                                                         error=traceback.format_exc()))))
+
+
+class _TimedProgress:
+    """A ``ProgressRelay`` in a worker process, where no loop calls its ``send_due``: a timer
+    sends a progress that waits for its turn. Reports may come from any thread of the
+    attempt (or a thread it left running, after it ended: then nothing is sent)."""
+
+    def __init__(self, send: Any, token: str) -> None:
+        self._relay = ProgressRelay(send, token)
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._ended = False
+
+    def reported(self, values: dict) -> None:
+        with self._lock:
+            if self._ended:
+                return
+            self._relay.reported(values)
+            self._relay.send_due()
+            due = self._relay.due
+            if due is not None and self._timer is None:
+                self._timer = threading.Timer(max(0.0, due - time.monotonic()), self._fire)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._timer = None
+            if not self._ended:
+                self._relay.flush()
+
+    def end(self, outcome: Outcome) -> None:
+        with self._lock:
+            self._ended = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._relay.end(outcome)
 
 
 class _Codes:
