@@ -70,6 +70,30 @@ def test_the_age_of_unfinished_work_keeps_growing(wm, widgets):
 
 
 @pytest.mark.slow
+def test_a_tick_redraws_the_rows_facts_without_sorting_the_whole_table(wm, widgets,
+                                                                       monkeypatch):
+    """Every second a table of unfinished work is redrawn with the same infos (its ages
+    grow): sorting and summing all of them again was most of a kernel's CPU for a table
+    of 1,000 works waiting an hour. Only new infos are sorted again."""
+    from nbwork.widgets import table as table_module
+
+    requests = [OneTimeWorkRequest(echo, initial_delay=3600) for _ in range(3)]
+    wm.enqueue(requests)
+    table = WorkTable(requests, wm=wm)
+    widgets.append(table)
+    sorts: list[int] = []
+    real = table_module.in_chain_order
+    monkeypatch.setattr(table_module, "in_chain_order",
+                        lambda infos: sorts.append(len(infos)) or real(infos))
+    drawn = table._drawn
+    assert drawn is not None and len(drawn) == 3
+    table._draw(drawn)  # a tick
+    assert sorts == []
+    table._draw(list(drawn))  # new infos (equal or not): drawn in full
+    assert sorts == [3]
+
+
+@pytest.mark.slow
 def test_why_a_work_waits_is_in_the_row_tooltip_and_the_card(wm, widgets, tmp_path):
     gate = str(tmp_path / "never")
     first = OneTimeWorkRequest(wait_for_gate, input_data={"gate": gate})
