@@ -27,7 +27,12 @@ if TYPE_CHECKING:
     from .manager import WorkManager
 
 WATCH_INTERVAL = 0.01
-"""How often (seconds) the watcher reads the store's change counter while anyone observes."""
+"""How often (seconds) the watcher reads the store's change counter while anyone observes
+and the store changed in the last ``WATCH_QUIET_AFTER`` seconds; ``WATCH_QUIET_INTERVAL``
+while it did not (a live table of work that waits for an hour read it 100 times a second:
+1 % of a slow machine's core, for nothing)."""
+WATCH_QUIET_AFTER = 2.0
+WATCH_QUIET_INTERVAL = 0.05
 WAIT_POLL_SHARE = 0.01
 MIN_WAIT_POLL = 0.001
 MAX_WAIT_POLL = 0.05
@@ -112,6 +117,7 @@ class StoreWatcher:
                 self._thread.start()
 
     def _run(self) -> None:
+        changed_at = time.monotonic()
         while True:
             with self._lock:
                 listeners = list(self._listeners)
@@ -122,14 +128,17 @@ class StoreWatcher:
                 counter = self.store.change_counter()
             except Exception:
                 counter = self.counter
+            now = time.monotonic()
             if counter != self.counter:
                 self.counter = counter
+                changed_at = now
                 for listener in listeners:
                     try:
                         listener()
                     except Exception:  # one observer's bug must not stop the others
                         traceback.print_exc()
-            time.sleep(WATCH_INTERVAL)
+            quiet = now - changed_at >= WATCH_QUIET_AFTER
+            time.sleep(WATCH_QUIET_INTERVAL if quiet else WATCH_INTERVAL)
 
 
 _watchers: dict[str, StoreWatcher] = {}
