@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 
+import psutil
 import pytest
 
 from nbwork import OneTimeWorkRequest, SchedulerWarning, WorkManager, WorkState, _daemon, cli
@@ -46,6 +47,20 @@ def path(store_path):
 def _gated(tmp_path) -> OneTimeWorkRequest:
     return OneTimeWorkRequest(RecordThenWait, input_data={
         "dir": str(tmp_path), "gate": str(tmp_path / "gate")})
+
+
+def _session_members(session: int) -> list[int]:
+    """The live processes of a session (a supervisor started in a session of its own: its
+    schedulers, their fork servers and worker processes, what their attempts started)."""
+    members = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if os.getsid(int(pid)) == session and not is_dead(int(pid)):
+                    members.append(int(pid))
+            except OSError:
+                continue
+    return members
 
 
 def _live_children() -> list[subprocess.Popen]:
@@ -153,8 +168,13 @@ def test_a_scheduler_that_keeps_dying_without_a_result_is_given_up_and_clients_s
     assert store_processes(path) == []
     code = ("import sys, nbwork._supervisor as s; s.RESTART_PAUSE = 0.01; "
             "s.MAX_DEATHS = 3; sys.exit(s.supervise(sys.argv[1:]))")
-    supervisor = subprocess.Popen([sys.executable, "-c", code, "--store", path],
-                                  stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # Its stderr goes to a file: read from a pipe, it waited for every process that
+    # inherited the pipe (once, past the test's 120 s on a slow machine). That every
+    # process of the supervisor's session ends is checked below, by name.
+    errors = tmp_path / "supervisor.err"
+    with open(errors, "w") as sink:
+        supervisor = subprocess.Popen([sys.executable, "-c", code, "--store", path],
+                                      stderr=sink, text=True, start_new_session=True)
     try:
         killed = []
         for _ in range(3):
@@ -164,11 +184,18 @@ def test_a_scheduler_that_keeps_dying_without_a_result_is_given_up_and_clients_s
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
         assert supervisor.wait(60) == 1
-        stderr = supervisor.stderr.read()
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
             supervisor.wait()
+    stderr = errors.read_text()
+    try:
+        wait_until(lambda: not _session_members(supervisor.pid),
+                   what="every process the supervisor's schedulers started to end")
+    except AssertionError:
+        left = [" ".join(psutil.Process(p).cmdline())[:120] for p in
+                _session_members(supervisor.pid) if psutil.pid_exists(p)]
+        raise AssertionError(f"still running after the supervisor gave up: {left}") from None
     assert "died 3 times in a row without recording a result" in stderr
     assert stderr.count("restarting it in") == 2
 
