@@ -172,7 +172,7 @@ class WorkSpec:
             "start_time": _when(self.start_time),
             "finish_time": _when(self.finish_time),
             "log_path": f"{log_dir}/{self.log_name}" if log_dir and self.log_name else None,
-            "is_periodic": self.repeat_interval is not None,
+            "is_periodic": self.is_periodic,
             "constraints": _constraints_of(self.constraints),
             "initial_delay": self.initial_delay,
             "content_triggers": triggers_of(self.constraints),
@@ -181,9 +181,6 @@ class WorkSpec:
             "triggered_content_paths": tuple(self.content.get("paths", ())),
             "unreadable_reason": None,
         })
-
-
-INFO_FIELDS = tuple(f.name for f in dataclasses.fields(WorkInfo))
 
 
 def _frozen_info(values: dict[str, Any]) -> WorkInfo:

@@ -76,7 +76,7 @@ class _WorkerProcess:
         self._claimed: set[str] = set()  # begun (or about to): too late to take back
         self._claim_lock = threading.Lock()
 
-    def send(self, message: tuple) -> None:
+    def send(self, message: tuple | list) -> None:
         with self._send_lock:
             send_message(self._conn, message)
 
